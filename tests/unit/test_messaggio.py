@@ -1,0 +1,631 @@
+"""The Messaggio adapter: signatures, params, replies, transport failures, uploads, reports.
+
+Transport tests use a real HTTP server on 127.0.0.1 (port 0) so requests/urllib3 raise the
+exceptions they raise in production, not ones we imagined.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import socket
+import ssl
+import threading
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from email.parser import BytesParser
+from email.policy import HTTP
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qsl
+
+import pytest
+import requests
+from urllib3.exceptions import (
+    ConnectTimeoutError,
+    MaxRetryError,
+    NameResolutionError,
+    ProtocolError,
+    SSLError,
+)
+
+from shared.providers import messaggio
+from shared.providers.base import (
+    AmbiguousError,
+    CallbackError,
+    OutboundMessage,
+    PermanentError,
+    RetryableError,
+)
+from shared.providers.messaggio import (
+    PERMANENT_VIBER_REASONS,
+    MessaggioGateway,
+    classify_transport_error,
+    media_sign,
+    parse_callback,
+    parse_retry_after,
+    parse_send_response,
+    sign,
+)
+
+USER, SECRET, SENDER = "login", "5eCrET", "FROM"
+OK_XML = (
+    b"<?xml version='1.0' encoding='utf-8'?><response><code>0</code>"
+    b"<tech_message>OK</tech_message>"
+    b'<msg_id phone="79031234567">aaaaaaaa-0000-0000-0000-000000000001</msg_id>'
+    b'<msg_id phone="79165557755">aaaaaaaa-0000-0000-0000-000000000002</msg_id>'
+    b"</response>"
+)
+
+
+def md5(text: str) -> str:
+    return hashlib.md5(text.encode()).hexdigest()
+
+
+def gateway(url: str = "http://127.0.0.1:9/", media_url: str = "http://127.0.0.1:9/upload/",
+            timeout: float = 2.0) -> MessaggioGateway:
+    session = requests.Session()
+    session.trust_env = False  # never route the local test server through an env proxy
+    return MessaggioGateway(url, media_url, USER, SECRET, SENDER, timeout=timeout,
+                            session=session)
+
+
+def message(**fields: object) -> OutboundMessage:
+    values: dict = {"attempt_id": "att-1", "channel": "viber",
+                    "phones": ("79031234567", "79165557755"), "text": "hello"}
+    values.update(fields)
+    return OutboundMessage(**values)
+
+
+# --------------------------------------------------------------------------------------
+# A tiny real HTTP server
+# --------------------------------------------------------------------------------------
+
+Behaviour = Callable[[BaseHTTPRequestHandler, bytes], None]
+
+
+class Server:
+    """Serves one behaviour; records (method, path, headers, body) of every request."""
+
+    def __init__(self) -> None:
+        self.behaviour: Behaviour = reply(200, OK_XML)
+        self.seen: list[tuple[str, str, dict[str, str], bytes]] = []
+        self.release = threading.Event()
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                outer.seen.append((self.command, self.path, dict(self.headers), body))
+                outer.behaviour(self, body)
+
+            do_GET = do_POST
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/"
+        threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.01},
+                         daemon=True).start()
+
+    def close(self) -> None:
+        self.release.set()
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def reply(status: int, body: bytes, headers: dict[str, str] | None = None) -> Behaviour:
+    def behaviour(handler: BaseHTTPRequestHandler, _: bytes) -> None:
+        handler.send_response(status)
+        headers_out = {"Content-Length": str(len(body)), **(headers or {})}
+        for name, value in headers_out.items():
+            handler.send_header(name, value)
+        handler.end_headers()
+        handler.wfile.write(body)
+    return behaviour
+
+
+@pytest.fixture
+def server() -> Iterator[Server]:
+    srv = Server()
+    yield srv
+    srv.close()
+
+
+# --------------------------------------------------------------------------------------
+# Signatures (§2.2 test vectors, verbatim)
+# --------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("user", "sender", "phones", "txt", "secret", "expected"), [
+    ("hitfm", "HitFM", ["79031234567"], "Съешь еще этих французских булок", "test_key",
+     "29def94e0f987855bbf4407e93b088d7"),
+    ("login", "FROM", [], "hello", "5eCrET", "f4b447d259fb90514e16bebe2bf3dc7d"),
+    ("login", "FROM", ["79031234567"], "hello", "5eCrET", "b5c0d2b33bb1293006d803bd7c6461f1"),
+    ("login", "FROM", ["79031234567", "79165557755"], "hello", "5eCrET",
+     "ac989b951e5e42a3cd48b83ac40d822f"),
+])
+def test_sign_vectors(user, sender, phones, txt, secret, expected):
+    assert sign(user, sender, phones, txt, secret) == expected
+
+
+def test_sign_without_txt_omits_it_and_respects_phone_order():
+    expected = md5("loginFROM7903123456779165557755" + "5eCrET")
+    assert sign("login", "FROM", ["79031234567", "79165557755"], None, "5eCrET") == expected
+    assert sign("login", "FROM", ["79031234567", "79165557755"], "", "5eCrET") == expected
+    assert sign("login", "FROM", ["79165557755", "79031234567"], None, "5eCrET") != expected
+
+
+def test_media_sign():
+    content = b"\x89PNG\r\n\x1a\nfake"
+    inner = hashlib.md5(content).hexdigest()
+    assert media_sign("login", content, "5eCrET") == md5(f"login{inner}5eCrET")
+
+
+# --------------------------------------------------------------------------------------
+# build_params
+# --------------------------------------------------------------------------------------
+
+COMMON = [("p_transaction_id", "att-1"), ("dlr", "1"), ("charset", "UTF-8")]
+
+
+def test_params_viber_text():
+    params = gateway().build_params(message())
+    assert params[:4] == [("user", USER), ("from", SENDER), ("phone", "79031234567"),
+                          ("phone", "79165557755")]
+    assert dict(params)["sign"] == "ac989b951e5e42a3cd48b83ac40d822f"
+    assert set(params) == {*params[:4], ("sign", "ac989b951e5e42a3cd48b83ac40d822f"),
+                           ("sending_method", "viber"), ("txt", "hello"), *COMMON}
+
+
+def test_params_viber_image_only_signs_without_txt():
+    params = dict(gateway().build_params(message(text=None, image_id="img-64")))
+    assert "txt" not in params
+    assert params["image_id"] == "img-64"
+    assert params["sign"] == md5("loginFROM7903123456779165557755" + SECRET)
+
+
+def test_params_viber_text_button():
+    params = dict(gateway().build_params(
+        message(button_text="Open", button_url="https://x.example/a?b=1")))
+    assert params["button_text"] == "Open"
+    assert params["button_link"] == "https://x.example/a?b=1"
+    assert "image_id" not in params
+
+
+def test_params_viber_text_image_button_with_window_and_expiry():
+    params = dict(gateway().build_params(message(
+        image_id="img", button_text="Open", button_url="https://x.example/",
+        dlr_timeout=600, sms_text="fallback sms")))
+    assert {k: params[k] for k in ("txt", "image_id", "button_text", "button_link",
+                                   "dlr_timeout", "expiry_txt", "sending_method")} == {
+        "txt": "hello", "image_id": "img", "button_text": "Open",
+        "button_link": "https://x.example/", "dlr_timeout": "600",
+        "expiry_txt": "fallback sms", "sending_method": "viber"}
+    assert params["sign"] == "ac989b951e5e42a3cd48b83ac40d822f"  # only user/from/phone/txt
+
+
+@pytest.mark.parametrize("button", [{"button_text": "Open"}, {"button_url": "https://x/"},
+                                    {"button_text": "", "button_url": "https://x/"}])
+def test_params_button_needs_both(button):
+    params = dict(gateway().build_params(message(**button)))
+    assert "button_text" not in params and "button_link" not in params
+
+
+def test_params_sms_has_text_only_and_no_viber_fields():
+    params = gateway().build_params(message(
+        channel="sms", phones=("79165557755", "79031234567"), text="sms body",
+        sms_text="ignored", image_id="img", button_text="b", button_url="u", dlr_timeout=60,
+        sender="Shop"))
+    assert [v for k, v in params if k == "phone"] == ["79165557755", "79031234567"]
+    assert dict(params) == {
+        "user": USER, "from": "Shop", "phone": "79031234567", "txt": "sms body",
+        "sign": md5("loginShop7916555775579031234567sms body" + SECRET),
+        "sending_method": "sms", "p_transaction_id": "att-1", "dlr": "1", "charset": "UTF-8"}
+
+
+def test_params_never_empty_values():
+    params = gateway().build_params(message(text="", image_id="", sms_text="", sender=""))
+    assert all(value for _, value in params)
+    assert dict(params)["from"] == SENDER
+
+
+def test_params_unsupported_channel():
+    with pytest.raises(PermanentError) as info:
+        gateway().build_params(message(channel="email"))
+    assert info.value.reason == "unsupported_channel"
+
+
+# --------------------------------------------------------------------------------------
+# Send response XML
+# --------------------------------------------------------------------------------------
+
+def test_parse_ok_multi_phone():
+    result = parse_send_response(OK_XML, ("79031234567", "79165557755"))
+    assert result.provider_message_ids == {
+        "79031234567": "aaaaaaaa-0000-0000-0000-000000000001",
+        "79165557755": "aaaaaaaa-0000-0000-0000-000000000002"}
+    assert (result.code, result.detail) == ("0", "OK")
+    assert "<response>" in result.raw
+
+
+def test_parse_msg_id_without_phone_attribute_matches_by_position():
+    body = b"<response><code>0</code><tech_message>OK</tech_message><msg_id>m1</msg_id></response>"
+    assert parse_send_response(body, ("7903",)).provider_message_ids == {"7903": "m1"}
+
+
+@pytest.mark.parametrize(("code", "cls", "reason"), [
+    ("-1", PermanentError, "invalid_request"),
+    ("-2", PermanentError, "auth_error"),
+    ("-3", PermanentError, "rejected"),
+    ("-4", RetryableError, "temporary_error"),
+    ("-5", PermanentError, "balance_exhausted"),
+    ("-9", PermanentError, "unknown_code"),
+])
+def test_parse_error_codes(code, cls, reason):
+    body = f"<response><code>{code}</code><tech_message>PARAM ERROR (phone)</tech_message>"
+    with pytest.raises(cls) as info:
+        parse_send_response((body + "</response>").encode(), ("7903",))
+    assert type(info.value) is cls
+    assert (info.value.reason, info.value.code) == (reason, code)
+    assert info.value.detail == "PARAM ERROR (phone)"
+
+
+@pytest.mark.parametrize("body", [b"<html>oops", b"", b"<other><code>0</code></other>",
+                                  b"<response><tech_message>x</tech_message></response>"])
+def test_parse_unreadable_is_ambiguous(body):
+    with pytest.raises(AmbiguousError) as info:
+        parse_send_response(body, ("7903",))
+    assert info.value.reason == "unreadable_response"
+
+
+# --------------------------------------------------------------------------------------
+# send() over a real socket
+# --------------------------------------------------------------------------------------
+
+def test_send_success_posts_form_with_repeated_phones(server):
+    result = gateway(server.url).send(message(text="Привет & co"))
+    assert result.provider_message_ids["79165557755"] == "aaaaaaaa-0000-0000-0000-000000000002"
+    method, _, headers, body = server.seen[0]
+    assert method == "POST"
+    assert headers["Content-Type"] == "application/x-www-form-urlencoded"
+    fields = parse_qsl(body.decode(), encoding="utf-8")
+    assert [v for k, v in fields if k == "phone"] == ["79031234567", "79165557755"]
+    assert dict(fields)["txt"] == "Привет & co"
+    assert dict(fields)["sign"] == sign(USER, SENDER, ["79031234567", "79165557755"],
+                                        "Привет & co", SECRET)
+
+
+def test_send_uses_short_connect_and_full_read_timeout():
+    calls: list[dict] = []
+
+    class Recorder(requests.Session):
+        def post(self, url, **kwargs):  # type: ignore[override]
+            calls.append(kwargs)
+            resp = requests.Response()
+            resp.status_code, resp._content = 200, OK_XML
+            return resp
+
+    MessaggioGateway("u", "m", USER, SECRET, SENDER, timeout=10.0,
+                     session=Recorder()).send(message())
+    MessaggioGateway("u", "m", USER, SECRET, SENDER, timeout=1.5,
+                     session=Recorder()).send(message())
+    assert [c["timeout"] for c in calls] == [(3.0, 10.0), (1.5, 1.5)]
+
+
+def test_send_gateway_code_minus_4_is_retryable(server):
+    server.behaviour = reply(200, b"<response><code>-4</code><tech_message>TEMP</tech_message>"
+                                  b"</response>")
+    with pytest.raises(RetryableError) as info:
+        gateway(server.url).send(message())
+    assert (info.value.reason, info.value.code) == ("temporary_error", "-4")
+
+
+def test_send_503_with_retry_after_is_retryable(server):
+    server.behaviour = reply(503, b"busy", {"Retry-After": "7"})
+    with pytest.raises(RetryableError) as info:
+        gateway(server.url).send(message())
+    assert (info.value.reason, info.value.retry_after) == ("http_503", 7.0)
+
+
+@pytest.mark.parametrize(("status", "cls"), [
+    (429, RetryableError), (502, RetryableError), (504, RetryableError),
+    (500, AmbiguousError), (501, AmbiguousError),
+    (400, PermanentError), (404, PermanentError), (302, PermanentError),
+])
+def test_send_http_status_classes(server, status, cls):
+    server.behaviour = reply(status, b"x", {"Location": "http://127.0.0.1:9/"})
+    with pytest.raises(cls) as info:
+        gateway(server.url).send(message())
+    assert type(info.value) is cls
+    assert info.value.reason == f"http_{status}"
+    if cls is RetryableError:
+        assert info.value.retry_after is None
+    assert len(server.seen) == 1  # never followed a redirect or retried
+
+
+def test_send_200_garbage_is_ambiguous(server):
+    server.behaviour = reply(200, b"<html><body>proxy error")
+    with pytest.raises(AmbiguousError) as info:
+        gateway(server.url).send(message())
+    assert info.value.reason == "unreadable_response"
+
+
+def test_send_read_timeout_is_ambiguous(server):
+    server.behaviour = lambda handler, body: server.release.wait(3)
+    with pytest.raises(AmbiguousError) as info:
+        gateway(server.url, timeout=0.3).send(message())
+    assert info.value.reason == "timeout_after_send"
+    assert len(server.seen) == 1  # the request did arrive: that is why it is ambiguous
+
+
+def test_send_connection_closed_after_request_is_ambiguous(server):
+    server.behaviour = lambda handler, body: None  # read it all, then hang up, no reply
+    with pytest.raises(AmbiguousError) as info:
+        gateway(server.url).send(message())
+    assert info.value.reason == "connection_dropped"
+    assert len(server.seen) == 1
+
+
+def test_send_closed_port_is_retryable():
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    with pytest.raises(RetryableError) as info:
+        gateway(f"http://127.0.0.1:{port}/").send(message())
+    assert info.value.reason == "connection_failed"
+
+
+def test_classify_dns_failure_and_connect_timeout_are_retryable():
+    dns = NameResolutionError("bulk.invalid", None, socket.gaierror(-2, "Name not known"))
+    for exc in (requests.ConnectionError(MaxRetryError(None, "/", dns)),
+                requests.ConnectTimeout(MaxRetryError(None, "/", ConnectTimeoutError("t")))):
+        error = classify_transport_error(exc, idempotent=False)
+        assert (type(error), error.reason) == (RetryableError, "connection_failed")
+
+
+def test_classify_tls_certificate_failure_is_retryable_but_other_tls_errors_ambiguous():
+    verify = ssl.SSLCertVerificationError(1, "certificate verify failed")
+    cert = requests.exceptions.SSLError(MaxRetryError(None, "/", SSLError(verify)))
+    assert classify_transport_error(cert, idempotent=False).reason == "connection_failed"
+    eof = requests.exceptions.SSLError(MaxRetryError(None, "/", SSLError(ssl.SSLEOFError())))
+    assert type(classify_transport_error(eof, idempotent=False)) is AmbiguousError
+
+
+def test_classify_aborted_connection_depends_on_idempotency():
+    exc = requests.ConnectionError(ProtocolError("Connection aborted.", ConnectionResetError()))
+    assert type(classify_transport_error(exc, idempotent=False)) is AmbiguousError
+    assert type(classify_transport_error(exc, idempotent=True)) is RetryableError
+
+
+def test_retry_after_forms():
+    now = datetime(2024, 1, 1, 12, 0, 0, tzinfo=UTC)
+    assert parse_retry_after("120", now) == 120.0
+    assert parse_retry_after("Mon, 01 Jan 2024 12:00:30 GMT", now) == 30.0
+    assert parse_retry_after("Mon, 01 Jan 2024 11:00:00 GMT", now) == 0.0
+    for bad in (None, "", "soon", "-5", "inf", "nan"):
+        assert parse_retry_after(bad, now) is None
+
+
+# --------------------------------------------------------------------------------------
+# Images
+# --------------------------------------------------------------------------------------
+
+def multipart_fields(headers: dict[str, str], body: bytes) -> dict[str, tuple[str | None, bytes]]:
+    head = f"Content-Type: {headers['Content-Type']}\r\n\r\n".encode()
+    parsed = BytesParser(policy=HTTP).parsebytes(head + body)
+    return {part.get_param("name", header="content-disposition"):
+            (part.get_filename(), part.get_payload(decode=True)) for part in parsed.iter_parts()}
+
+
+def test_upload_success_sends_login_sign_and_image(server):
+    server.behaviour = reply(200, b'{"status": 0, "image_id": "' + b"f" * 64 + b'"}')
+    content = b"GIF89a-bytes"
+    gw = gateway(media_url=server.url + "upload/")
+    assert gw.upload_image(content, "pic.gif") == "f" * 64
+    _, path, headers, body = server.seen[0]
+    assert path == "/upload/"
+    fields = multipart_fields(headers, body)
+    assert fields["login"][1] == USER.encode()
+    assert fields["sign"][1] == media_sign(USER, content, SECRET).encode()
+    assert fields["image"] == ("pic.gif", content)
+
+
+@pytest.mark.parametrize(("body", "reason", "code"), [
+    (b'{status: 2, "error": "Invalid sign"}', "auth_error", "2"),
+    (b'{"status": 1, "error": "login: x, y"}', "image_invalid", "1"),
+    (b'{"status": 3, "error": "too big"}', "image_too_large", "3"),
+    (b'{status: 4, error: "bmp"}', "image_format", "4"),
+])
+def test_upload_errors(server, body, reason, code):
+    server.behaviour = reply(200, body)
+    with pytest.raises(PermanentError) as info:
+        gateway(media_url=server.url).upload_image(b"x")
+    assert (info.value.reason, info.value.code) == (reason, code)
+    if code == "2":
+        assert info.value.detail == "Invalid sign"
+
+
+def test_upload_timeout_is_retryable(server):
+    server.behaviour = lambda handler, body: server.release.wait(3)
+    with pytest.raises(RetryableError) as info:
+        gateway(media_url=server.url, timeout=0.3).upload_image(b"x")
+    assert info.value.reason == "timeout_after_send"
+
+
+def test_upload_500_is_retryable(server):
+    server.behaviour = reply(500, b"oops")
+    with pytest.raises(RetryableError):
+        gateway(media_url=server.url).upload_image(b"x")
+
+
+def test_fetch_image(server):
+    server.behaviour = reply(200, b"\x89PNG data")
+    assert gateway().fetch_image(server.url + "a.png") == b"\x89PNG data"
+
+
+def test_fetch_image_404_is_permanent(server):
+    server.behaviour = reply(404, b"nope")
+    with pytest.raises(PermanentError) as info:
+        gateway().fetch_image(server.url + "a.png")
+    assert info.value.reason == "image_unreachable"
+
+
+def test_fetch_image_too_large_by_header(server):
+    server.behaviour = reply(200, b"x", {"Content-Length": str(11 * 1024 * 1024)})
+    with pytest.raises(PermanentError) as info:
+        gateway().fetch_image(server.url)
+    assert info.value.reason == "image_too_large"
+
+
+def test_fetch_image_too_large_by_body(server, monkeypatch):
+    monkeypatch.setattr(messaggio, "MAX_IMAGE_BYTES", 1000)
+
+    def chunked(handler: BaseHTTPRequestHandler, _: bytes) -> None:
+        handler.send_response(200)  # no Content-Length: the cap must count the bytes
+        handler.end_headers()
+        handler.wfile.write(b"x" * 5000)
+    server.behaviour = chunked
+    with pytest.raises(PermanentError) as info:
+        gateway().fetch_image(server.url)
+    assert info.value.reason == "image_too_large"
+
+
+def test_fetch_image_closed_port_is_retryable():
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    with pytest.raises(RetryableError) as info:
+        gateway().fetch_image(f"http://127.0.0.1:{port}/a.png")
+    assert info.value.reason == "image_unreachable"
+
+
+class DictCache:
+    def __init__(self) -> None:
+        self.data: dict[str, str] = {}
+
+    def get(self, key: str) -> str | None:
+        return self.data.get(key)
+
+    def set(self, key: str, value: str) -> None:
+        self.data[key] = value
+
+
+def test_ensure_image_id_uploads_once_per_url(server):
+    def route(handler: BaseHTTPRequestHandler, body: bytes) -> None:
+        if handler.command == "GET":
+            reply(200, b"png-bytes:" + handler.path.encode())(handler, body)
+        else:
+            reply(200, b'{"status":0,"image_id":"id-%d"}' % len(server.seen))(handler, body)
+    server.behaviour = route
+    gw, cache = gateway(media_url=server.url + "upload/"), DictCache()
+    first = gw.ensure_image_id(server.url + "img/a.png?v=1", cache)
+    assert gw.ensure_image_id(server.url + "img/a.png?v=1", cache) == first
+    second = gw.ensure_image_id(server.url + "img/b.png", cache)
+    assert (first, second) == ("id-2", "id-4")
+    assert [(m, p) for m, p, _, _ in server.seen] == [
+        ("GET", "/img/a.png?v=1"), ("POST", "/upload/"), ("GET", "/img/b.png"),
+        ("POST", "/upload/")]
+    digest = hashlib.sha256((server.url + "img/b.png").encode()).hexdigest()
+    assert any(digest in key for key in cache.data)
+    assert multipart_fields(server.seen[1][2], server.seen[1][3])["image"] == (
+        "a.png", b"png-bytes:/img/a.png?v=1")
+
+
+# --------------------------------------------------------------------------------------
+# Delivery reports
+# --------------------------------------------------------------------------------------
+
+IDS = {"msg_id": "m-1", "p_transaction_id": "att-1"}
+
+
+@pytest.mark.parametrize(("status", "kind", "reason"), [
+    ("0", "delivered", None), ("1", "interim", None), ("4", "interim", None),
+    ("-1", "undelivered", "not_delivered"), ("-2", "expired", "sms_expired"),
+    ("-3", "undelivered", "rejected"), ("-11", "undelivered", "route_not_found"),
+    ("-12", "undelivered", "http_req_error"), ("7", "interim", "unknown_status"),
+])
+def test_callback_numeric(status, kind, reason):
+    event = parse_callback({**IDS, "status": status})
+    assert (event.kind, event.reason, event.status) == (kind, reason, status)
+    assert (event.provider_message_id, event.attempt_ref) == ("m-1", "att-1")
+    assert event.dedupe_key == f"messaggio:m-1:status:{status}"
+    assert event.raw == {**IDS, "status": status}
+
+
+@pytest.mark.parametrize(("status", "extended", "kind", "reason"), [
+    ("delivered", None, "delivered", None),
+    ("buffered", None, "interim", None),
+    ("undelivered", None, "undelivered", "viber_undelivered"),
+    ("undelivered", "VIBER_USER_NOT_FOUND", "undelivered", "viber_user_not_found"),
+    ("undelivered", "VIBER_BLOCKED_BY_USER", "undelivered", "viber_blocked_by_user"),
+    ("undelivered", "VIBER_NO_DEVICE", "undelivered", "viber_no_device"),
+    ("undelivered", "VIBER_UNKNOWN_ERROR", "undelivered", "viber_unknown_error"),
+    ("undelivered", "PHONE_BLACKLISTED", "undelivered", "phone_blacklisted"),
+    ("undelivered", "VIBER_EXPIRED", "expired", "viber_expired"),
+])
+def test_callback_viber_delivery(status, extended, kind, reason):
+    params = {**IDS, "type": "delivery", "status": status}
+    if extended:
+        params["status_extended"] = extended
+    event = parse_callback(params)
+    assert (event.kind, event.reason, event.status) == (kind, reason, status)
+    assert event.dedupe_key == f"messaggio:m-1:delivery:{status}"
+
+
+def test_callback_seen():
+    event = parse_callback({**IDS, "type": "seen"})
+    assert (event.kind, event.status, event.text) == ("seen", None, None)
+    assert event.dedupe_key == "messaggio:m-1:seen:"
+
+
+def test_callback_reply_keeps_text_and_distinct_replies_differ():
+    first = parse_callback({**IDS, "type": "reply", "text": "Да"})
+    again = parse_callback({**IDS, "type": "reply", "text": "Да"})
+    other = parse_callback({**IDS, "type": "reply", "text": "Нет"})
+    assert (first.kind, first.text) == ("replied", "Да")
+    assert first.dedupe_key == again.dedupe_key != other.dedupe_key
+    assert first.dedupe_key.startswith("messaggio:m-1:reply::")
+
+
+def test_callback_only_transaction_id():
+    event = parse_callback({"p_transaction_id": "att-9", "status": "0"})
+    assert (event.provider_message_id, event.attempt_ref) == (None, "att-9")
+    assert event.dedupe_key == "messaggio:att-9:status:0"
+
+
+@pytest.mark.parametrize(("params", "field"), [
+    ({"status": "0"}, "msg_id"),
+    ({"msg_id": "", "p_transaction_id": " ", "status": "0"}, "msg_id"),
+    ({**IDS}, "status"),
+    ({**IDS, "status": "delivered"}, "status"),
+    ({**IDS, "type": "delivery"}, "status"),
+    ({**IDS, "type": "delivery", "status": "exploded"}, "status"),
+    ({**IDS, "type": "clicked"}, "type"),
+])
+def test_callback_errors(params, field):
+    with pytest.raises(CallbackError) as info:
+        parse_callback(params)
+    assert info.value.field == field
+
+
+def test_gateway_parse_callback_delegates():
+    assert gateway().parse_callback({**IDS, "status": "0"}).kind == "delivered"
+
+
+def test_permanent_viber_reasons():
+    assert {"viber_user_not_found", "viber_no_device", "viber_blocked_by_user",
+            "invalid_session", "phone_blacklisted", "spam_detected", "from_not_allowed",
+            "bad_words_found", "phone_incorrect", "operator_not_allowed"} == PERMANENT_VIBER_REASONS
+    assert "viber_expired" not in PERMANENT_VIBER_REASONS
+
+
+def test_from_settings():
+    from shared.settings import Settings
+
+    gw = MessaggioGateway.from_settings(Settings(simulator_port=8111, messaggio_timeout_seconds=4))
+    assert (gw.url, gw.media_url) == ("http://127.0.0.1:8111/", "http://127.0.0.1:8111/upload/")
+    assert (gw.user, gw.secret, gw.sender, gw.timeout) == (
+        "sandbox", "sandbox-secret", "Switchboard", 4)
+    assert (gw.name, gw.channels) == ("messaggio", ("viber", "sms"))

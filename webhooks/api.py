@@ -1,0 +1,58 @@
+"""The producer HTTP API: ``POST /v1/messages`` and ``GET /v1/messages/<id>``."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Blueprint, jsonify, request
+from pydantic import ValidationError
+
+from shared import tasknames
+from shared.client import send_task
+from shared.db import session_scope
+from shared.messages import create_message, message_view, new_message_id
+from shared.models import Message
+from shared.schemas import SendRequest, error_list
+from webhooks.auth import require_api_key
+
+log = logging.getLogger(__name__)
+api = Blueprint("api", __name__, url_prefix="/v1")
+
+
+@api.post("/messages")
+@require_api_key
+def create():  # type: ignore[no-untyped-def]
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        return jsonify(error="invalid_json",
+                       errors=[{"field": "body", "message": "expected a JSON object"}]), 400
+    try:
+        send_request = SendRequest.model_validate(body)
+    except ValidationError as exc:
+        return jsonify(error="validation_error", errors=error_list(exc)), 422
+    message_id = new_message_id(send_request.idempotency_key)
+    with session_scope() as session:
+        message, created = create_message(session, message_id, send_request)
+        status = message.status
+    if not created:
+        return jsonify(id=message_id, status=status, idempotent_replay=True), 200
+    _enqueue_dispatch(message_id)
+    return jsonify(id=message_id, status="queued"), 202
+
+
+def _enqueue_dispatch(message_id: str) -> None:
+    """After commit. If the broker is down the row is still durable: recovery re-publishes it."""
+    try:
+        send_task(tasknames.DISPATCH, message_id)
+    except Exception:  # noqa: BLE001
+        log.exception("could not publish dispatch for %s; the recovery sweep will", message_id)
+
+
+@api.get("/messages/<message_id>")
+@require_api_key
+def show(message_id: str):  # type: ignore[no-untyped-def]
+    with session_scope() as session:
+        message = session.get(Message, message_id)
+        if message is None:
+            return jsonify(error="not_found", message=f"no message {message_id}"), 404
+        return jsonify(message_view(session, message))

@@ -1,0 +1,48 @@
+"""Flask app factory: the producer API, provider callbacks and health, all answering JSON."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, jsonify
+from sqlalchemy import text
+from werkzeug.exceptions import HTTPException
+
+from shared.db import get_engine
+
+log = logging.getLogger(__name__)
+
+
+def create_app() -> Flask:
+    app = Flask("switchboard", static_folder=None)
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+
+    from webhooks.api import api
+    from webhooks.messaggio import messaggio
+
+    app.register_blueprint(api)
+    app.register_blueprint(messaggio)
+    app.add_url_rule("/healthz", "healthz", healthz)
+    app.register_error_handler(HTTPException, _http_error)
+    app.register_error_handler(Exception, _unexpected_error)
+    return app
+
+
+def healthz():  # type: ignore[no-untyped-def]
+    """Liveness plus a database round trip; the broker is checked by the workers themselves."""
+    try:
+        with get_engine().connect() as conn:
+            conn.execute(text("SELECT 1"))
+    except Exception as exc:  # noqa: BLE001 - report, don't crash the probe
+        return jsonify(status="error", database=type(exc).__name__), 503
+    return jsonify(status="ok", database="ok")
+
+
+def _http_error(exc: HTTPException):  # type: ignore[no-untyped-def]
+    name = (exc.name or "error").lower().replace(" ", "_")
+    return jsonify(error=name, message=exc.description), exc.code or 500
+
+
+def _unexpected_error(exc: Exception):  # type: ignore[no-untyped-def]
+    log.exception("unhandled error")
+    return jsonify(error="internal_error", message="the server hit an unexpected error"), 500

@@ -1,0 +1,65 @@
+"""The Celery app: queues, routes, reliability settings and the beat schedule.
+
+Settings follow ../shared/guide/engineering.md §0: late acks with prefetch 1 (every task starts
+with a status guard, so a redelivery is harmless), no long ETAs (deadlines are rows swept
+every second), task events on for Flower, and no result backend.
+"""
+
+from __future__ import annotations
+
+from celery import Celery, signals
+from kombu import Queue
+
+from shared import db, tasknames
+from shared.settings import get_settings
+
+settings = get_settings()
+
+app = Celery("switchboard", broker=settings.effective_broker_url)
+app.conf.update(
+    task_ignore_result=True,
+    task_acks_late=True,
+    task_reject_on_worker_lost=False,  # the recovery sweep re-publishes stragglers instead
+    worker_prefetch_multiplier=1,
+    task_time_limit=120,
+    task_soft_time_limit=90,
+    broker_connection_retry_on_startup=True,
+    broker_transport_options={"visibility_timeout": 3600},
+    worker_send_task_events=True,
+    task_send_sent_event=True,
+    worker_hijack_root_logger=False,
+    task_serializer="json",
+    accept_content=["json"],
+    task_queues=[Queue(tasknames.SEND_QUEUE), Queue(tasknames.EVENTS_QUEUE),
+                 Queue(tasknames.SWEEP_QUEUE)],
+    task_default_queue=tasknames.SEND_QUEUE,
+    task_routes={name: {"queue": queue} for name, queue in tasknames.QUEUE_OF.items()},
+    beat_schedule={
+        "sweep-deadlines": {
+            "task": tasknames.SWEEP_DEADLINES,
+            "schedule": settings.sweep_interval_seconds,
+            "options": {"expires": 10},
+        },
+        "recover": {
+            "task": tasknames.RECOVER,
+            "schedule": 15.0,
+            "options": {"expires": 30},
+        },
+    },
+)
+import worker.tasks  # noqa: E402,F401  (registers every task on this app)
+
+
+@signals.worker_process_init.connect
+def _fresh_connections_after_fork(**_: object) -> None:
+    """Engines and Redis pools must not be shared across a fork."""
+    from worker import redis_conn
+
+    db.reset()
+    redis_conn.reset()
+
+
+@signals.beat_init.connect
+def _reindex_on_beat_start(**_: object) -> None:
+    """Rebuild the Redis deadline index from the database: a Redis restart loses nothing."""
+    app.send_task(tasknames.REINDEX_DEADLINES, queue=tasknames.SWEEP_QUEUE)

@@ -1,0 +1,456 @@
+"""The dispatch pipeline: claim an attempt, call the provider, apply reports, fall back.
+
+Every state change is a compare-and-set on the row (``UPDATE ... WHERE status = <expected>``),
+which is portable across SQLite and PostgreSQL and makes every step safe to run twice. Follow-up
+tasks are published only after the transaction that justifies them has committed.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+import uuid
+from collections.abc import Collection
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from shared import tasknames
+from shared.db import session_scope
+from shared.lifecycle import MESSAGE_FINAL, apply_attempt, apply_message, route_outcome
+from shared.messages import add_event, create_message
+from shared.models import Attempt, Callback, Message, utcnow
+from shared.providers import get_provider, provider_name
+from shared.providers.base import (
+    AmbiguousError, CallbackError, OutboundMessage, PermanentError, ProviderEvent,
+    RetryableError, SendResult,
+)
+from shared.schemas import SendRequest
+from shared.settings import get_settings
+from worker import deadlines
+from worker.ratelimit import RateLimiter
+from worker.redis_conn import get_redis
+
+log = logging.getLogger(__name__)
+
+
+class RetryLater(Exception):
+    """Ask the calling task to run again after ``countdown`` seconds (never a long ETA)."""
+
+    def __init__(self, countdown: float, reason: str) -> None:
+        super().__init__(f"{reason}; retry in {countdown:.1f}s")
+        self.countdown = countdown
+        self.reason = reason
+
+
+@dataclass
+class FollowUps:
+    """Tasks to publish once the current transaction has committed."""
+
+    tasks: list[tuple[str, str]] = field(default_factory=list)
+    index: list[tuple[str, datetime]] = field(default_factory=list)
+    unindex: list[str] = field(default_factory=list)
+
+    def publish(self) -> None:
+        from worker.app import app  # late: tasks import this module while app is loading
+
+        client = get_redis()
+        deadlines.index(client, self.index)
+        deadlines.remove(client, self.unindex)
+        for name, arg in self.tasks:
+            app.send_task(name, args=[arg], queue=tasknames.QUEUE_OF[name])
+
+
+# --- small database helpers --------------------------------------------------------------
+
+def _cas(session: Session, model: type, row_id: str, expected: Collection[str], **values) -> bool:
+    stmt = (update(model).where(model.id == row_id, model.status.in_(list(expected)))
+            .values(updated_at=utcnow(), **values))
+    return session.execute(stmt).rowcount == 1
+
+
+def _move_message(session: Session, message_id: str, event: str, **values) -> str | None:
+    """Apply a lifecycle event to the message with a CAS loop; returns the new status."""
+    for _ in range(10):
+        current = session.execute(
+            select(Message.status).where(Message.id == message_id)).scalar_one()
+        new = apply_message(current, event)
+        if new == current:
+            return None
+        if _cas(session, Message, message_id, [current], status=new, **values):
+            add_event(session, message_id, new)
+            return new
+    raise RuntimeError(f"message {message_id} kept changing under us")
+
+
+def deadline_window(channel: str, request: SendRequest) -> float:
+    """How long a hop may stay undelivered before the route moves on."""
+    settings = get_settings()
+    if settings.test_deadline_seconds is not None:
+        return settings.test_deadline_seconds
+    if channel == "sms":
+        return float(settings.sms_report_window_seconds)
+    return float(request.dlr_timeout or settings.default_dlr_timeout)
+
+
+def backoff(retries: int) -> float:
+    """Exponential backoff with 'equal jitter': half fixed, half random, capped."""
+    cap = get_settings().retry_backoff_max_seconds
+    base = min(cap, 2 ** retries)
+    return base / 2 + random.uniform(0, base / 2)
+
+
+# --- accept and dispatch -----------------------------------------------------------------
+
+def accept(message_id: str, request_data: dict) -> str | None:
+    """Insert a message sent through the broker (``shared.client.send``), then dispatch it."""
+    request = SendRequest.model_validate(request_data)
+    with session_scope() as session:
+        create_message(session, message_id, request)
+    return dispatch(message_id)
+
+
+def dispatch(message_id: str) -> str | None:
+    """Ensure the attempt for the message's current hop exists; return it if still pending."""
+    with session_scope() as session:
+        message = session.get(Message, message_id)
+        if message is None or message.status != "queued":
+            return None
+        existing = session.execute(select(Attempt.id, Attempt.status).where(
+            Attempt.message_id == message_id, Attempt.hop == message.hop)).first()
+        if existing is not None:
+            return existing.id if existing.status == "pending" else None
+        attempt_id = _new_attempt(session, message, message.hop)
+        try:
+            session.commit()
+        except IntegrityError:  # a concurrent dispatch created it first
+            session.rollback()
+            return None
+        return attempt_id
+
+
+def _new_attempt(session: Session, message: Message, hop: int) -> str:
+    channel = message.route[hop]
+    attempt = Attempt(id=str(uuid.uuid4()), message_id=message.id, hop=hop, channel=channel,
+                      provider=provider_name(channel), status="pending")
+    session.add(attempt)
+    return attempt.id
+
+
+# --- sending one attempt -----------------------------------------------------------------
+
+@dataclass(frozen=True)
+class _Job:
+    attempt_id: str
+    message_id: str
+    channel: str
+    provider: str
+    hop: int
+    retries: int
+    request: SendRequest
+
+
+def send_attempt(attempt_id: str) -> None:
+    """Send one pending attempt once. Raises ``RetryLater`` to be called again later."""
+    job = _load_job(attempt_id)
+    if job is None:
+        return
+    provider = get_provider(job.provider)
+    try:
+        outbound = _outbound(job, provider)
+    except (PermanentError, RetryableError) as exc:
+        _fail_before_send(job, exc)
+        return
+    _wait_for_slot(job)
+    window = deadline_window(job.channel, job.request)
+    due = utcnow() + timedelta(seconds=window)
+    with session_scope() as session:
+        if not _cas(session, Attempt, attempt_id, ["pending"], status="sending", deadline_at=due,
+                    not_before=None):
+            return
+    FollowUps(index=[(attempt_id, due)]).publish()
+    try:
+        result = provider.send(outbound)
+    except RetryableError as exc:
+        _on_retryable(job, exc)
+    except PermanentError as exc:
+        _on_permanent(job, exc)
+    except AmbiguousError as exc:
+        _on_submitted(job, None, window, ambiguous=exc)
+    else:
+        _on_submitted(job, result, window)
+
+
+def _load_job(attempt_id: str) -> _Job | None:
+    with session_scope() as session:
+        attempt = session.get(Attempt, attempt_id)
+        if attempt is None or attempt.status != "pending":
+            return None
+        message = attempt.message
+        if message.status in MESSAGE_FINAL:
+            return None
+        return _Job(attempt.id, message.id, attempt.channel, attempt.provider, attempt.hop,
+                    attempt.retries, SendRequest.model_validate(message.request))
+
+
+class _RedisCache:
+    """Remembers uploaded image ids for 30 days, so a campaign uploads each image once."""
+
+    def get(self, key: str) -> str | None:
+        value = get_redis().get(f"switchboard:image:{key}")
+        return value.decode() if value else None
+
+    def set(self, key: str, value: str) -> None:
+        get_redis().set(f"switchboard:image:{key}", value, ex=30 * 86400)
+
+
+def _outbound(job: _Job, provider: object) -> OutboundMessage:
+    req = job.request
+    image_id = req.image_id
+    if job.channel != "sms" and req.image_url and not image_id:
+        image_id = provider.ensure_image_id(str(req.image_url), _RedisCache())  # type: ignore[attr-defined]
+    viber = job.channel != "sms"
+    return OutboundMessage(
+        attempt_id=job.attempt_id,
+        channel=job.channel,
+        phones=(req.to.phone.lstrip("+"),),
+        text=req.text_for(job.channel),
+        sms_text=req.sms_text if viber else None,
+        image_id=image_id if viber else None,
+        button_text=req.button.text if viber and req.button else None,
+        button_url=str(req.button.url) if viber and req.button else None,
+        sender=req.sender,
+        dlr_timeout=(req.dlr_timeout or get_settings().default_dlr_timeout) if viber else None,
+    )
+
+
+def _wait_for_slot(job: _Job) -> None:
+    """Take a slot in the provider's global rate limit: sleep briefly, or retry later."""
+    settings = get_settings()
+    rate = getattr(settings, f"{job.provider}_rate_per_second", None)
+    if not rate:
+        return
+    limiter = RateLimiter(get_redis(), rate)
+    reservation = limiter.reserve(job.provider, settings.max_inline_rate_wait_seconds)
+    if reservation.granted:
+        if reservation.wait > 0:
+            time.sleep(reservation.wait)
+        return
+    countdown = reservation.wait + random.uniform(0, 1)
+    with session_scope() as session:
+        _cas(session, Attempt, job.attempt_id, ["pending"],
+             not_before=utcnow() + timedelta(seconds=countdown))
+    raise RetryLater(countdown, "rate limited")
+
+
+def _fail_before_send(job: _Job, exc: Exception) -> None:
+    """Preparing the content failed (e.g. the image could not be uploaded)."""
+    if isinstance(exc, RetryableError) and job.retries < get_settings().max_send_retries:
+        countdown = exc.retry_after or backoff(job.retries)
+        with session_scope() as session:
+            _cas(session, Attempt, job.attempt_id, ["pending"], retries=job.retries + 1,
+                 not_before=utcnow() + timedelta(seconds=countdown),
+                 error_reason=exc.reason, error_detail=exc.detail)
+        raise RetryLater(countdown, exc.reason)
+    _end_attempt(job, "failed", exc, expected=["pending"])
+
+
+def _on_retryable(job: _Job, exc: RetryableError) -> None:
+    if job.retries >= get_settings().max_send_retries:
+        _end_attempt(job, "failed", exc, expected=["sending"])
+        return
+    countdown = exc.retry_after or backoff(job.retries)
+    with session_scope() as session:
+        _cas(session, Attempt, job.attempt_id, ["sending"], status="pending",
+             retries=job.retries + 1, deadline_at=None,
+             not_before=utcnow() + timedelta(seconds=countdown), error_code=exc.code,
+             error_reason=exc.reason, error_detail=exc.detail)
+        add_event(session, job.message_id, "retry_scheduled", job.attempt_id,
+                  channel=job.channel, reason=exc.reason, code=exc.code,
+                  retry_in=round(countdown, 2), retries=job.retries + 1)
+    FollowUps(unindex=[job.attempt_id]).publish()
+    raise RetryLater(countdown, exc.reason)
+
+
+def _on_permanent(job: _Job, exc: PermanentError) -> None:
+    _end_attempt(job, "failed", exc, expected=["sending"])
+
+
+def _end_attempt(job: _Job, event: str, exc: Exception, expected: list[str]) -> None:
+    followups = FollowUps(unindex=[job.attempt_id])
+    with session_scope() as session:
+        transition = apply_attempt(expected[0], event)
+        reason = getattr(exc, "reason", type(exc).__name__)
+        if not _cas(session, Attempt, job.attempt_id, expected, status=transition.status,
+                    deadline_at=None, error_code=getattr(exc, "code", None),
+                    error_reason=reason, error_detail=getattr(exc, "detail", str(exc))):
+            return
+        add_event(session, job.message_id, "attempt_failed", job.attempt_id,
+                  channel=job.channel, reason=reason, code=getattr(exc, "code", None),
+                  detail=getattr(exc, "detail", str(exc)))
+        _advance(session, job.message_id, job.hop, job.channel, transition.status, reason,
+                 followups)
+    followups.publish()
+
+
+def _on_submitted(job: _Job, result: SendResult | None, window: float,
+                  ambiguous: AmbiguousError | None = None) -> None:
+    """The provider accepted it (or may have): wait for reports until the deadline."""
+    now = utcnow()
+    due = now + timedelta(seconds=window)
+    pmid = next(iter(result.provider_message_ids.values()), None) if result else None
+    with session_scope() as session:
+        values = {"status": "submitted", "submitted_at": now, "deadline_at": due}
+        if ambiguous is not None:
+            values.update(error_reason=ambiguous.reason, error_detail=ambiguous.detail)
+        moved = _cas(session, Attempt, job.attempt_id, ["sending"], **values)
+        if pmid:
+            session.execute(update(Attempt).where(
+                Attempt.id == job.attempt_id, Attempt.provider_message_id.is_(None),
+            ).values(provider_message_id=pmid))
+        add_event(session, job.message_id, "submitted", job.attempt_id, channel=job.channel,
+                  provider=job.provider, provider_message_id=pmid,
+                  ambiguous=ambiguous.reason if ambiguous else None)
+        _move_message(session, job.message_id, "submitted")
+    FollowUps(index=[(job.attempt_id, due)] if moved else []).publish()
+
+
+# --- route progression -------------------------------------------------------------------
+
+def _advance(session: Session, message_id: str, hop: int, channel: str, attempt_status: str,
+             reason: str | None, followups: FollowUps) -> None:
+    """The attempt at ``hop`` ended badly: fall back to the next channel or end the message."""
+    message = session.get(Message, message_id, populate_existing=True)
+    assert message is not None
+    kind, value = route_outcome(len(message.route), hop, attempt_status)
+    if kind == "fallback":
+        next_hop = int(value)
+        if session.execute(update(Message).where(Message.id == message_id, Message.hop == hop)
+                           .values(hop=next_hop, updated_at=utcnow())).rowcount != 1:
+            return  # someone else already moved the route on
+        attempt_id = _new_attempt(session, message, next_hop)
+        add_event(session, message_id, "fallback", attempt_id, from_channel=channel,
+                  to_channel=message.route[next_hop], reason=reason)
+        followups.tasks.append((tasknames.SEND_ATTEMPT, attempt_id))
+    else:
+        _move_message(session, message_id, str(value), reason=reason)
+
+
+# --- provider reports --------------------------------------------------------------------
+
+def handle_callback(callback_id: int) -> None:
+    """Apply one stored callback. Raises ``RetryLater`` if its attempt is not known yet."""
+    followups = FollowUps()
+    with session_scope() as session:
+        callback = session.get(Callback, callback_id)
+        if callback is None or callback.status != "received":
+            return
+        try:
+            event = get_provider(callback.provider).parse_callback(callback.params)
+        except CallbackError as exc:
+            callback.status, callback.error = "invalid", str(exc)
+            return
+        attempt = _find_attempt(session, callback.provider, event)
+        if attempt is None:
+            _unmatched(callback)
+            return
+        callback.attempt_id = attempt.id
+        _apply_event(session, attempt, event, followups)
+        callback.status, callback.processed_at = "processed", utcnow()
+    followups.publish()
+
+
+def _unmatched(callback: Callback) -> None:
+    """A report for an id we do not know (yet): try a few times, then keep it as an orphan."""
+    callback.tries += 1
+    if callback.tries >= 5:
+        callback.status, callback.error = "orphan", "no attempt matches this report"
+        return
+    raise RetryLater(2.0 ** callback.tries, "report for an unknown attempt")
+
+
+def _find_attempt(session: Session, provider: str, event: ProviderEvent) -> Attempt | None:
+    attempt = None
+    if event.provider_message_id:
+        attempt = session.scalars(select(Attempt).where(
+            Attempt.provider_message_id == event.provider_message_id)).first()
+    if attempt is None and event.attempt_ref:
+        attempt = session.get(Attempt, event.attempt_ref)
+    if attempt is not None and attempt.provider != provider:
+        return None
+    return attempt
+
+
+def _apply_event(session: Session, attempt: Attempt, event: ProviderEvent,
+                 followups: FollowUps) -> None:
+    now = utcnow()
+    for _ in range(10):
+        current = session.execute(
+            select(Attempt.status).where(Attempt.id == attempt.id)).scalar_one()
+        transition = apply_attempt(current, event.kind)
+        if not transition.changed:
+            break
+        values: dict = {"status": transition.status}
+        if transition.status in ("delivered", "seen"):
+            values.update(deadline_at=None, delivered_at=attempt.delivered_at or now)
+            if transition.status == "seen":
+                values["seen_at"] = now
+        if transition.falls_back:
+            values.update(deadline_at=None, error_reason=event.reason, error_code=event.status)
+        if _cas(session, Attempt, attempt.id, [current], **values):
+            break
+    else:
+        raise RuntimeError(f"attempt {attempt.id} kept changing under us")
+    if event.provider_message_id:
+        session.execute(update(Attempt).where(
+            Attempt.id == attempt.id, Attempt.provider_message_id.is_(None),
+        ).values(provider_message_id=event.provider_message_id))
+    add_event(session, attempt.message_id, "report", attempt.id, channel=attempt.channel,
+              kind=event.kind, status=event.status, reason=event.reason,
+              applied=transition.changed, late=transition.late, raw=dict(event.raw))
+    if event.kind == "replied":
+        add_event(session, attempt.message_id, "replied", attempt.id, channel=attempt.channel,
+                  text=event.text)
+    if not transition.changed:
+        return
+    if transition.status in ("delivered", "seen"):
+        followups.unindex.append(attempt.id)
+        _move_message(session, attempt.message_id, transition.status)
+    if transition.falls_back:
+        followups.unindex.append(attempt.id)
+        _advance(session, attempt.message_id, attempt.hop, attempt.channel, transition.status,
+                 event.reason, followups)
+
+
+# --- deadlines -----------------------------------------------------------------------------
+
+def expire_attempt(attempt_id: str, now: datetime) -> bool:
+    """The sweep found this attempt due: if it is still undelivered, fall back. Idempotent."""
+    followups = FollowUps()
+    with session_scope() as session:
+        row = session.execute(select(Attempt.status, Attempt.deadline_at, Attempt.message_id,
+                                     Attempt.hop, Attempt.channel)
+                              .where(Attempt.id == attempt_id)).first()
+        if row is None or row.deadline_at is None:
+            followups.unindex.append(attempt_id)
+        elif row.deadline_at > now:
+            followups.index.append((attempt_id, row.deadline_at))  # it moved: re-score
+        else:
+            transition = apply_attempt(row.status, "deadline")
+            followups.unindex.append(attempt_id)
+            if transition.changed and _cas(session, Attempt, attempt_id, [row.status],
+                                           status=transition.status, deadline_at=None,
+                                           error_reason="deadline_passed"):
+                add_event(session, row.message_id, "deadline_passed", attempt_id,
+                          channel=row.channel, deadline_at=row.deadline_at.isoformat() + "Z")
+                _advance(session, row.message_id, row.hop, row.channel, transition.status,
+                         "deadline_passed", followups)
+            elif not transition.changed:
+                session.execute(update(Attempt).where(Attempt.id == attempt_id)
+                                .values(deadline_at=None))
+    followups.publish()
+    return bool(followups.tasks)

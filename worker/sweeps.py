@@ -1,0 +1,82 @@
+"""Periodic safety nets: fire due deadlines, and re-publish whatever a crash left behind.
+
+Each sweep is idempotent (the work it triggers starts with a status guard), and a short Redis
+lock keeps two overlapping deadline sweeps from doing the same work twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import timedelta
+
+from sqlalchemy import func, or_, select
+
+from shared import tasknames
+from shared.db import session_scope
+from shared.models import Attempt, Callback, Message, utcnow
+from shared.settings import get_settings
+from worker import deadlines, pipeline
+from worker.redis_conn import get_redis
+
+log = logging.getLogger(__name__)
+_SWEEP_LOCK = "switchboard:lock:sweep-deadlines"
+
+
+def sweep_deadlines(budget_seconds: float = 5.0, batch: int = 500) -> int:
+    """Expire every attempt whose deadline has passed; returns how many fell back or ended."""
+    client = get_redis()
+    if not client.set(_SWEEP_LOCK, "1", nx=True, ex=int(budget_seconds) + 5):
+        return 0
+    fired, started = 0, time.monotonic()
+    try:
+        while time.monotonic() - started < budget_seconds:
+            due = deadlines.due(client, utcnow(), limit=batch)
+            if not due:
+                break
+            for attempt_id in due:
+                fired += pipeline.expire_attempt(attempt_id, utcnow())
+    finally:
+        client.delete(_SWEEP_LOCK)
+    return fired
+
+
+def reindex_deadlines() -> int:
+    """Rebuild the Redis index from the database (beat start-up)."""
+    with session_scope() as session:
+        rows = session.execute(select(Attempt.id, Attempt.deadline_at).where(
+            Attempt.deadline_at.is_not(None),
+            Attempt.status.in_(["sending", "submitted"]))).all()
+    deadlines.index(get_redis(), [(r.id, r.deadline_at) for r in rows])
+    return len(rows)
+
+
+def recover() -> dict[str, int]:
+    """Re-publish work a lost broker message or a killed worker left behind."""
+    settings = get_settings()
+    stale = utcnow() - timedelta(seconds=settings.requeue_stuck_after_seconds)
+    now = utcnow()
+    with session_scope() as session:
+        queued = session.scalars(select(Message.id).where(
+            Message.status == "queued", Message.updated_at < stale,
+            ~Message.attempts.any()).limit(1000)).all()
+        pending = session.scalars(select(Attempt.id).where(
+            Attempt.status == "pending",
+            func.coalesce(Attempt.not_before, Attempt.updated_at) < stale).limit(1000)).all()
+        callbacks = session.scalars(select(Callback.id).where(
+            Callback.status == "received", Callback.received_at < stale).limit(1000)).all()
+        due = session.execute(select(Attempt.id, Attempt.deadline_at).where(
+            Attempt.deadline_at <= now,
+            or_(Attempt.status == "sending", Attempt.status == "submitted")).limit(5000)).all()
+    deadlines.index(get_redis(), [(r.id, r.deadline_at) for r in due])
+    followups = pipeline.FollowUps(
+        tasks=[(tasknames.DISPATCH, m) for m in queued]
+        + [(tasknames.SEND_ATTEMPT, a) for a in pending]
+        + [(tasknames.HANDLE_CALLBACK, c) for c in callbacks])
+    followups.publish()
+    counts = {"messages": len(queued), "attempts": len(pending), "callbacks": len(callbacks),
+              "deadlines": len(due)}
+    if any(counts.values()):
+        log.warning("recovery re-published %s", counts)
+    return counts
+

@@ -1,0 +1,6 @@
+"""Celery tasks, thin wrappers around ``worker.pipeline`` and ``worker.sweeps``.
+
+Importing this package registers every task on ``worker.app.app``.
+"""
+
+from worker.tasks import events, send, sweep  # noqa: F401

@@ -1,0 +1,15 @@
+"""Events-queue tasks: turn stored provider callbacks into status changes."""
+
+from __future__ import annotations
+
+from shared import tasknames
+from worker import pipeline
+from worker.app import app
+
+
+@app.task(name=tasknames.HANDLE_CALLBACK, acks_late=True)
+def handle_callback(callback_id: int) -> None:
+    try:
+        pipeline.handle_callback(callback_id)
+    except pipeline.RetryLater as later:
+        handle_callback.apply_async(args=[callback_id], countdown=later.countdown)

@@ -1,0 +1,37 @@
+"""Send-queue tasks: accept a producer's request, dispatch a message, send one attempt.
+
+Retry counts live on the attempt row, not in Celery, so a retry scheduled here survives a
+lost broker message: the recovery sweep re-publishes pending attempts whose time has come.
+"""
+
+from __future__ import annotations
+
+from shared import tasknames
+from worker import pipeline
+from worker.app import app
+
+
+def _run_attempt(attempt_id: str | None) -> None:
+    if attempt_id is None:
+        return
+    try:
+        pipeline.send_attempt(attempt_id)
+    except pipeline.RetryLater as later:
+        send_attempt.apply_async(args=[attempt_id], countdown=later.countdown)
+
+
+@app.task(name=tasknames.ACCEPT, acks_late=True)
+def accept(message_id: str, request: dict) -> None:
+    """Producer entry point (``shared.client.send``): insert once, then send."""
+    _run_attempt(pipeline.accept(message_id, request))
+
+
+@app.task(name=tasknames.DISPATCH, acks_late=True)
+def dispatch(message_id: str) -> None:
+    """HTTP API entry point: the row exists already; create the first attempt and send it."""
+    _run_attempt(pipeline.dispatch(message_id))
+
+
+@app.task(name=tasknames.SEND_ATTEMPT, acks_late=True)
+def send_attempt(attempt_id: str) -> None:
+    _run_attempt(attempt_id)
