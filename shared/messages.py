@@ -43,6 +43,7 @@ def create_message(session: Session, message_id: str, request: SendRequest) -> t
         idempotency_key=request.idempotency_key,
     )
     session.add(message)
+    session.flush()  # the event's foreign key needs the message row first
     session.add(Event(message_id=message_id, type="queued", payload={"route": list(request.route)}))
     try:
         session.commit()

@@ -47,6 +47,7 @@ class Settings(BaseSettings):
     max_inline_rate_wait_seconds: float = 2.0
     requeue_stuck_after_seconds: int = 120
     sweep_interval_seconds: float = 1.0
+    recover_interval_seconds: float = 15.0
     # Test-only: replaces every computed deadline with this many seconds, so tests can watch
     # a fallback fire without waiting the gateway's 60 s minimum. Never set in production.
     test_deadline_seconds: float | None = None

