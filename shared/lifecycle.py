@@ -72,13 +72,12 @@ def _apply_negative(current: str, event: str) -> Transition:
 
 def apply_message(current: str, event: str) -> str:
     """Apply ``event`` (a positive event, or ``failed``/``expired`` when the route is exhausted)
-    to a message. A late delivery may still turn an ``expired`` message into ``delivered``:
-    that is the truth, and producers asked for it; ``failed`` stays failed."""
+    to a message. A late delivery report still turns a ``failed`` or ``expired`` message into
+    ``delivered``/``seen``: the person did get it (e.g. the Viber message arrived after its
+    SMS fallback had failed), and a status that hides that would mislead the producer."""
     if event in _POSITIVE:
         target = _POSITIVE[event]
-        if current == "failed":
-            return current
-        if current == "expired":
+        if current in MESSAGE_FINAL:
             return target if target != "submitted" else current
         return target if MESSAGE_RANK[target] > MESSAGE_RANK[current] else current
     if event in MESSAGE_FINAL:

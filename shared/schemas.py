@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 import phonenumbers
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 Channel = Literal["viber", "sms"]
 CHANNELS: tuple[str, ...] = ("viber", "sms")
@@ -76,13 +77,13 @@ class SendRequest(Strict):
     @model_validator(mode="after")
     def _content_fits_route(self) -> "SendRequest":
         if self.image_url and self.image_id:
-            raise ValueError("give image_url or image_id, not both")
+            raise _field_error("image_id", "give image_url or image_id, not both")
         if self.button and not self.text:
-            raise ValueError("a button needs text")
-        if not self.text and not (self.image_url or self.image_id):
-            raise ValueError("text is required (or an image for a Viber-only route)")
+            raise _field_error("text", "a button needs text")
         if "sms" in self.route and not (self.text or self.sms_text):
-            raise ValueError("an sms hop needs text or sms_text")
+            raise _field_error("text", "an sms hop needs text or sms_text")
+        if not self.text and not (self.image_url or self.image_id):
+            raise _field_error("text", "text is required (or an image for a Viber-only route)")
         return self
 
     def text_for(self, channel: str) -> str | None:
@@ -92,6 +93,11 @@ class SendRequest(Strict):
         return self.text
 
 
+def _field_error(field: str, message: str) -> PydanticCustomError:
+    """A cross-field refusal that still names the field a producer must fix."""
+    return PydanticCustomError("field_error", message, {"field": field})
+
+
 def error_list(exc: Exception) -> list[dict[str, str]]:
     """Pydantic errors as ``[{"field": "to.phone", "message": ...}]`` for HTTP and CLI answers."""
     errors = getattr(exc, "errors", None)
@@ -99,7 +105,8 @@ def error_list(exc: Exception) -> list[dict[str, str]]:
         return [{"field": "", "message": str(exc)}]
     out = []
     for err in errors():
-        field = ".".join(str(p) for p in err.get("loc", ())) or "body"
+        field = (".".join(str(p) for p in err.get("loc", ()))
+                 or (err.get("ctx") or {}).get("field") or "body")
         message = err.get("msg", "invalid")
         if err.get("type") == "extra_forbidden":
             message = "unknown field"

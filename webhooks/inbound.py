@@ -22,7 +22,12 @@ log = logging.getLogger(__name__)
 
 
 def request_params() -> dict[str, str]:
-    """Query and form fields together (the gateway may use GET or POST); first value wins."""
+    """Query and form fields together (the gateway may use GET or POST); first value wins.
+
+    The raw body is read (and cached) first: once Werkzeug parses a form it drops the bytes,
+    and the audit copy of the callback must keep them.
+    """
+    request.get_data(cache=True)
     params = {k: v for k, v in request.args.items()}
     params.update({k: v for k, v in request.form.items()})
     return params

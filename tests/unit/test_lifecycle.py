@@ -182,8 +182,8 @@ _MESSAGE_TABLE = {
     "submitted": ("submitted", "delivered", "seen", "seen", "failed", "expired"),
     "delivered": ("delivered", "delivered", "seen", "seen", "delivered", "delivered"),
     "seen":      ("seen", "seen", "seen", "seen", "seen", "seen"),
-    "failed":    ("failed", "failed", "failed", "failed", "failed", "failed"),
-    # a late delivery turns an expired message into delivered (module docstring)
+    # a late delivery turns a failed or expired message into delivered (module docstring)
+    "failed":    ("failed", "delivered", "seen", "seen", "failed", "failed"),
     "expired":   ("expired", "delivered", "seen", "seen", "expired", "expired"),
 }
 

@@ -81,8 +81,7 @@ def test_viber_only_route_with_an_image_and_no_text() -> None:
     assert request.text is None and request.image_id == "img-1"
 
 
-def test_sms_route_with_only_sms_text_still_needs_text_or_image() -> None:
-    # sms_text alone satisfies the sms hop, but the message itself needs text or an image
+def test_sms_text_alone_satisfies_the_sms_hop_of_an_image_message() -> None:
     request = SendRequest.model_validate(
         {"to": {"phone": PHONE}, "route": ["viber", "sms"], "image_id": "i", "sms_text": "s"})
     assert request.text_for("sms") == "s"

@@ -1,0 +1,418 @@
+"""The HTTP surface (webhooks.app): producer API, Messaggio callbacks and health.
+
+Runs the real app against a temporary SQLite database migrated with Alembic. The broker is never
+touched: ``send_task`` is replaced in both modules that publish, and every test asserts exactly
+what would have been published.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from flask.testing import FlaskClient
+from sqlalchemy import func, select
+
+from shared import db, migrations, tasknames
+from shared.db import session_scope
+from shared.models import Attempt, Callback, Event, Message
+from shared.providers import get_provider
+from shared.settings import get_settings
+from webhooks.app import create_app
+
+AUTH = {"Authorization": "Bearer k1"}
+PHONE = "+32 470 12 34 56"
+E164 = "+32470123456"
+CALLBACK = "/callbacks/messaggio/tok"
+REPORT = {"msg_id": "aaaaaaaa-0000-0000-0000-000000000001",
+          "p_transaction_id": "11111111-2222-3333-4444-555555555555",
+          "type": "delivery", "status": "delivered"}
+
+
+class Recorder:
+    """Stands in for ``shared.client.send_task``: remembers (name, args, kwargs)."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = []
+        self.fail = False
+
+    def __call__(self, name: str, *args: Any, **kwargs: Any) -> None:
+        if self.fail:
+            raise ConnectionError("broker down")
+        self.calls.append((name, args, kwargs))
+
+
+def _clear_caches() -> None:
+    if db.get_engine.cache_info().currsize:
+        db.get_engine().dispose()  # close the SQLite file before forgetting the engine
+    get_settings.cache_clear()
+    get_provider.cache_clear()
+    db.reset()
+
+
+@pytest.fixture
+def published(monkeypatch: pytest.MonkeyPatch) -> Recorder:
+    recorder = Recorder()
+    monkeypatch.setattr("webhooks.api.send_task", recorder)
+    monkeypatch.setattr("webhooks.inbound.send_task", recorder)
+    return recorder
+
+
+@pytest.fixture
+def client(tmp_path, monkeypatch: pytest.MonkeyPatch,
+           published: Recorder) -> Iterator[FlaskClient]:
+    monkeypatch.setenv("SWITCHBOARD_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("SWITCHBOARD_API_KEYS", "k1,k2")
+    monkeypatch.setenv("SWITCHBOARD_MESSAGGIO_CALLBACK_TOKEN", "tok")
+    for name in ("SWITCHBOARD_DATABASE_URL", "SWITCHBOARD_MESSAGGIO_CALLBACK_IPS"):
+        monkeypatch.delenv(name, raising=False)
+    _clear_caches()
+    migrations.upgrade()
+    assert str(tmp_path) in get_settings().effective_database_url
+    app = create_app()
+    app.config["TESTING"] = True
+    try:
+        yield app.test_client()
+    finally:
+        _clear_caches()
+
+
+def count(model: type, *where: Any) -> int:
+    with session_scope() as session:
+        return session.scalar(select(func.count()).select_from(model).where(*where)) or 0
+
+
+def send_body(**overrides: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {"to": {"phone": PHONE}, "route": ["viber", "sms"], "text": "Hello"}
+    body.update(overrides)
+    return body
+
+
+# --------------------------------------------------------------------------------------
+# Authentication
+# --------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        pytest.param({}, id="no-header"),
+        pytest.param({"Authorization": "Bearer nope"}, id="wrong-key"),
+        pytest.param({"Authorization": "Bearer "}, id="empty-key"),
+        pytest.param({"Authorization": "Basic k1"}, id="wrong-scheme"),
+        pytest.param({"Authorization": "Bearer k1,k2"}, id="whole-key-list"),
+        pytest.param({"Authorization": "k1"}, id="no-scheme"),
+    ],
+)
+def test_post_without_a_valid_key_is_401_json(client: FlaskClient, published: Recorder,
+                                             headers: dict[str, str]) -> None:
+    resp = client.post("/v1/messages", json=send_body(), headers=headers)
+    assert resp.status_code == 401
+    assert resp.is_json
+    assert resp.get_json()["error"] == "unauthorized"
+    assert resp.headers["WWW-Authenticate"].startswith("Bearer")
+    assert published.calls == []
+    assert count(Message) == 0
+
+
+def test_get_without_a_key_is_401_json(client: FlaskClient) -> None:
+    resp = client.get("/v1/messages/whatever")
+    assert resp.status_code == 401
+    assert resp.get_json()["error"] == "unauthorized"
+
+
+@pytest.mark.parametrize("key", ["k1", "k2"])
+def test_every_configured_key_is_accepted(client: FlaskClient, key: str) -> None:
+    resp = client.post("/v1/messages", json=send_body(),
+                       headers={"Authorization": f"bearer {key}"})
+    assert resp.status_code == 202
+
+
+# --------------------------------------------------------------------------------------
+# POST /v1/messages
+# --------------------------------------------------------------------------------------
+
+def test_valid_request_is_queued_and_dispatched_once(client: FlaskClient,
+                                                     published: Recorder) -> None:
+    resp = client.post("/v1/messages", json=send_body(metadata={"order": 7}), headers=AUTH)
+    assert resp.status_code == 202
+    body = resp.get_json()
+    assert set(body) == {"id", "status"}
+    assert body["status"] == "queued"
+    message_id = body["id"]
+
+    assert published.calls == [(tasknames.DISPATCH, (message_id,), {})]
+    with session_scope() as session:
+        message = session.get(Message, message_id)
+        assert message is not None
+        assert message.status == "queued"
+        assert message.recipient == E164
+        assert message.route == ["viber", "sms"]
+        assert message.request["metadata"] == {"order": 7}
+
+
+def test_invalid_phone_is_422_naming_to_phone(client: FlaskClient, published: Recorder) -> None:
+    resp = client.post("/v1/messages", json=send_body(to={"phone": "12345"}), headers=AUTH)
+    assert resp.status_code == 422
+    body = resp.get_json()
+    assert body["error"] == "validation_error"
+    assert "to.phone" in [err["field"] for err in body["errors"]]
+    assert published.calls == []
+    assert count(Message) == 0
+
+
+def test_unknown_field_is_422(client: FlaskClient, published: Recorder) -> None:
+    resp = client.post("/v1/messages", json=send_body(priority="high"), headers=AUTH)
+    assert resp.status_code == 422
+    assert {"field": "priority", "message": "unknown field"} in resp.get_json()["errors"]
+    assert published.calls == []
+
+
+@pytest.mark.parametrize(
+    ("data", "content_type"),
+    [
+        pytest.param("not json", "text/plain", id="text-body"),
+        pytest.param("{not json", "application/json", id="broken-json"),
+        pytest.param("[1, 2]", "application/json", id="json-array"),
+        pytest.param("", "application/json", id="empty"),
+    ],
+)
+def test_non_json_body_is_400(client: FlaskClient, published: Recorder, data: str,
+                              content_type: str) -> None:
+    resp = client.post("/v1/messages", data=data, content_type=content_type, headers=AUTH)
+    assert resp.status_code == 400
+    body = resp.get_json()
+    assert body["error"] == "invalid_json"
+    assert body["errors"][0]["field"] == "body"
+    assert published.calls == []
+    assert count(Message) == 0
+
+
+def test_same_idempotency_key_returns_the_first_id_and_sends_nothing_new(
+    client: FlaskClient, published: Recorder,
+) -> None:
+    first = client.post("/v1/messages", json=send_body(idempotency_key="order-42"), headers=AUTH)
+    assert first.status_code == 202
+    message_id = first.get_json()["id"]
+
+    again = client.post("/v1/messages", json=send_body(idempotency_key="order-42"),
+                        headers={"Authorization": "Bearer k2"})
+    assert again.status_code == 200
+    assert again.get_json()["id"] == message_id
+    assert again.get_json()["status"] == "queued"
+
+    assert published.calls == [(tasknames.DISPATCH, (message_id,), {})]
+    assert count(Message) == 1
+    assert count(Event, Event.type == "queued") == 1
+
+
+def test_different_idempotency_keys_make_different_messages(client: FlaskClient,
+                                                            published: Recorder) -> None:
+    a = client.post("/v1/messages", json=send_body(idempotency_key="a"), headers=AUTH)
+    b = client.post("/v1/messages", json=send_body(idempotency_key="b"), headers=AUTH)
+    assert a.status_code == b.status_code == 202
+    assert a.get_json()["id"] != b.get_json()["id"]
+    assert len(published.calls) == 2
+
+
+def test_requests_without_a_key_are_never_deduplicated(client: FlaskClient,
+                                                       published: Recorder) -> None:
+    a = client.post("/v1/messages", json=send_body(), headers=AUTH)
+    b = client.post("/v1/messages", json=send_body(), headers=AUTH)
+    assert a.get_json()["id"] != b.get_json()["id"]
+    assert count(Message) == 2
+    assert len(published.calls) == 2
+
+
+def test_broker_down_still_answers_202_with_the_row_stored(client: FlaskClient,
+                                                           published: Recorder) -> None:
+    published.fail = True
+    resp = client.post("/v1/messages", json=send_body(), headers=AUTH)
+    assert resp.status_code == 202
+    assert count(Message, Message.id == resp.get_json()["id"]) == 1
+
+
+# --------------------------------------------------------------------------------------
+# GET /v1/messages/<id>
+# --------------------------------------------------------------------------------------
+
+def test_get_returns_status_attempts_and_events(client: FlaskClient) -> None:
+    message_id = client.post("/v1/messages", json=send_body(idempotency_key="k"),
+                             headers=AUTH).get_json()["id"]
+    with session_scope() as session:
+        session.add(Attempt(id="att-1", message_id=message_id, hop=0, channel="viber",
+                            provider="messaggio", status="submitted",
+                            provider_message_id="pm-1"))
+        session.add(Event(message_id=message_id, attempt_id="att-1", type="submitted",
+                          payload={"channel": "viber"}))
+
+    resp = client.get(f"/v1/messages/{message_id}", headers=AUTH)
+    assert resp.status_code == 200
+    body = resp.get_json()
+    assert body["id"] == message_id
+    assert body["status"] == "queued"
+    assert body["to"] == {"phone": E164}
+    assert body["route"] == ["viber", "sms"]
+    assert body["current_channel"] == "viber"
+    assert body["idempotency_key"] == "k"
+
+    assert len(body["attempts"]) == 1
+    attempt = body["attempts"][0]
+    assert attempt["id"] == "att-1"
+    assert attempt["channel"] == "viber"
+    assert attempt["status"] == "submitted"
+    assert attempt["provider_message_id"] == "pm-1"
+    assert attempt["error"] is None
+
+    assert [e["type"] for e in body["events"]] == ["queued", "submitted"]
+    assert body["events"][0]["detail"] == {"route": ["viber", "sms"]}
+    assert body["events"][1]["attempt_id"] == "att-1"
+
+
+def test_get_unknown_id_is_404_json(client: FlaskClient) -> None:
+    resp = client.get("/v1/messages/00000000-0000-0000-0000-000000000000", headers=AUTH)
+    assert resp.status_code == 404
+    assert resp.is_json
+    assert resp.get_json()["error"] == "not_found"
+
+
+# --------------------------------------------------------------------------------------
+# Messaggio callbacks
+# --------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("method", ["GET", "POST"])
+@pytest.mark.parametrize("token", ["wrong", "to", "tokk", "TOK"])
+def test_wrong_token_is_404_and_stores_nothing(client: FlaskClient, published: Recorder,
+                                               method: str, token: str) -> None:
+    url = f"/callbacks/messaggio/{token}"
+    if method == "GET":
+        resp = client.get(url, query_string=REPORT)
+    else:
+        resp = client.post(url, data=REPORT)
+    assert resp.status_code == 404
+    assert resp.is_json
+    assert count(Callback) == 0
+    assert published.calls == []
+
+
+def _only_callback() -> Callback:
+    with session_scope() as session:
+        rows = session.scalars(select(Callback)).all()
+        assert len(rows) == 1, rows
+        return rows[0]
+
+
+def test_delivery_report_is_stored_and_published(client: FlaskClient,
+                                                 published: Recorder) -> None:
+    resp = client.post(CALLBACK, data=REPORT)
+    assert resp.status_code == 200
+    assert resp.get_json() == {"status": "accepted"}
+
+    row = _only_callback()
+    assert row.provider == "messaggio"
+    assert row.status == "received"
+    assert row.method == "POST"
+    assert row.params == REPORT
+    assert row.dedupe_key
+    assert published.calls == [(tasknames.HANDLE_CALLBACK, (row.id,), {})]
+
+
+def test_duplicate_delivery_report_is_stored_once(client: FlaskClient,
+                                                  published: Recorder) -> None:
+    assert client.post(CALLBACK, data=REPORT).status_code == 200
+    again = client.post(CALLBACK, data=REPORT)
+    assert again.status_code == 200
+    assert again.get_json() == {"status": "duplicate"}
+    # the gateway may redeliver with the other method: still the same report
+    assert client.get(CALLBACK, query_string=REPORT).status_code == 200
+
+    row = _only_callback()
+    assert published.calls == [(tasknames.HANDLE_CALLBACK, (row.id,), {})]
+
+
+def test_delivery_report_by_get(client: FlaskClient, published: Recorder) -> None:
+    resp = client.get(CALLBACK, query_string=REPORT)
+    assert resp.status_code == 200
+    assert resp.get_json() == {"status": "accepted"}
+    row = _only_callback()
+    assert row.method == "GET"
+    assert row.status == "received"
+    assert row.params == REPORT
+    assert published.calls == [(tasknames.HANDLE_CALLBACK, (row.id,), {})]
+
+
+def test_different_reports_for_one_message_are_all_stored(client: FlaskClient,
+                                                          published: Recorder) -> None:
+    assert client.get(CALLBACK, query_string=REPORT).status_code == 200
+    seen = {**REPORT, "type": "seen", "status": "seen"}
+    assert client.get(CALLBACK, query_string=seen).status_code == 200
+    assert count(Callback) == 2
+    assert [name for name, _, _ in published.calls] == [tasknames.HANDLE_CALLBACK] * 2
+
+
+MALFORMED = {"type": "delivery", "status": "delivered"}  # neither msg_id nor p_transaction_id
+
+
+def _assert_invalid_row(method: str) -> Callback:
+    row = _only_callback()
+    assert row.status == "invalid"
+    assert row.method == method
+    assert row.params == MALFORMED
+    assert row.error and "msg_id" in row.error
+    assert row.dedupe_key is None
+    return row
+
+
+@pytest.mark.parametrize("method", ["GET", "POST"])
+def test_malformed_report_is_400_and_kept_for_audit(client: FlaskClient, published: Recorder,
+                                                    method: str) -> None:
+    if method == "GET":
+        resp = client.get(CALLBACK, query_string=MALFORMED)
+    else:
+        resp = client.post(CALLBACK, data=MALFORMED)
+    assert resp.status_code == 400
+    body = resp.get_json()
+    assert body["error"] == "invalid_callback"
+    assert body["field"] == "msg_id"
+    assert body["message"]
+    _assert_invalid_row(method)
+    assert published.calls == []
+
+
+def test_malformed_posted_report_keeps_its_raw_body(client: FlaskClient) -> None:
+    """The issue: a malformed callback's body is kept for audit, byte for byte."""
+    raw = "type=delivery&status=delivered"
+    resp = client.post(CALLBACK, data=raw, content_type="application/x-www-form-urlencoded")
+    assert resp.status_code == 400
+    row = _assert_invalid_row("POST")
+    assert row.body == raw
+
+
+def test_unknown_report_type_is_400_naming_type(client: FlaskClient, published: Recorder) -> None:
+    resp = client.get(CALLBACK, query_string={**REPORT, "type": "bogus"})
+    assert resp.status_code == 400
+    assert resp.get_json()["field"] == "type"
+    assert _only_callback().status == "invalid"
+    assert published.calls == []
+
+
+def test_repeated_malformed_reports_are_all_kept(client: FlaskClient) -> None:
+    for _ in range(2):
+        assert client.get(CALLBACK, query_string=MALFORMED).status_code == 400
+    assert count(Callback, Callback.status == "invalid") == 2
+
+
+# --------------------------------------------------------------------------------------
+# Health and errors
+# --------------------------------------------------------------------------------------
+
+def test_healthz(client: FlaskClient) -> None:
+    resp = client.get("/healthz")
+    assert resp.status_code == 200
+    assert resp.get_json() == {"status": "ok", "database": "ok"}
+
+
+def test_unknown_path_is_404_json(client: FlaskClient) -> None:
+    resp = client.get("/nope")
+    assert resp.status_code == 404
+    assert resp.is_json
