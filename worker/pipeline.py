@@ -15,7 +15,7 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -304,14 +304,15 @@ def _on_submitted(job: _Job, result: SendResult | None, window: float,
     due = now + timedelta(seconds=window)
     pmid = next(iter(result.provider_message_ids.values()), None) if result else None
     with session_scope() as session:
-        values = {"status": "submitted", "submitted_at": now, "deadline_at": due}
+        moved = _cas(session, Attempt, job.attempt_id, ["sending"], status="submitted",
+                     submitted_at=now, deadline_at=due)
+        # A report may have overtaken us (matched by attempt id): keep what it set.
+        extra = {"provider_message_id": pmid} if pmid else {}
         if ambiguous is not None:
-            values.update(error_reason=ambiguous.reason, error_detail=ambiguous.detail)
-        moved = _cas(session, Attempt, job.attempt_id, ["sending"], **values)
-        if pmid:
-            session.execute(update(Attempt).where(
-                Attempt.id == job.attempt_id, Attempt.provider_message_id.is_(None),
-            ).values(provider_message_id=pmid))
+            extra.update(error_reason=ambiguous.reason, error_detail=ambiguous.detail)
+        if extra:
+            session.execute(update(Attempt).where(Attempt.id == job.attempt_id).values(
+                **{k: func.coalesce(getattr(Attempt, k), v) for k, v in extra.items()}))
         add_event(session, job.message_id, "submitted", job.attempt_id, channel=job.channel,
                   provider=job.provider, provider_message_id=pmid,
                   ambiguous=ambiguous.reason if ambiguous else None)

@@ -33,6 +33,7 @@ from shared.settings import get_settings
 API_KEY = "integration-key"
 CALLBACK_TOKEN = "integration-token"
 DEADLINE_SECONDS = 8.0
+CLIENT_TIMEOUT = 2.0
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, interval: float = 0.05,
@@ -173,6 +174,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         "SWITCHBOARD_MESSAGGIO_MEDIA_URL": simulator.media_url,
         "SWITCHBOARD_MESSAGGIO_CALLBACK_TOKEN": CALLBACK_TOKEN,
         "SWITCHBOARD_MESSAGGIO_RATE_PER_SECOND": "500",
+        "SWITCHBOARD_MESSAGGIO_TIMEOUT_SECONDS": str(CLIENT_TIMEOUT),
         "SWITCHBOARD_TEST_DEADLINE_SECONDS": str(DEADLINE_SECONDS),
         "SWITCHBOARD_REQUEUE_STUCK_AFTER_SECONDS": "3",
         "SWITCHBOARD_RECOVER_INTERVAL_SECONDS": "1",
