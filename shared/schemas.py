@@ -75,7 +75,7 @@ class SendRequest(Strict):
         return value
 
     @model_validator(mode="after")
-    def _content_fits_route(self) -> "SendRequest":
+    def _content_fits_route(self) -> SendRequest:
         if self.image_url and self.image_id:
             raise _field_error("image_id", "give image_url or image_id, not both")
         if self.button and not self.text:

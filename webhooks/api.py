@@ -44,7 +44,7 @@ def _enqueue_dispatch(message_id: str) -> None:
     """After commit. If the broker is down the row is still durable: recovery re-publishes it."""
     try:
         send_task(tasknames.DISPATCH, message_id)
-    except Exception:  # noqa: BLE001
+    except Exception:
         log.exception("could not publish dispatch for %s; the recovery sweep will", message_id)
 
 

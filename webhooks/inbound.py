@@ -53,7 +53,7 @@ def store_and_enqueue(provider: str, params: Mapping[str, str],
         return jsonify(error="unavailable", message="try again later"), 503
     try:
         send_task(tasknames.HANDLE_CALLBACK, callback_id)
-    except Exception:  # noqa: BLE001 - stored already; the recovery sweep will publish it
+    except Exception:
         log.exception("could not publish callback %s", callback_id)
     return jsonify(status="accepted"), 200
 

@@ -47,7 +47,7 @@ app.conf.update(
         },
     },
 )
-import worker.tasks  # noqa: E402,F401  (registers every task on this app)
+import worker.tasks  # noqa: F401  (registers every task on this app)
 
 
 @signals.worker_process_init.connect

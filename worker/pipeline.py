@@ -7,6 +7,7 @@ tasks are published only after the transaction that justifies them has committed
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import random
 import time
@@ -26,8 +27,13 @@ from shared.messages import add_event, create_message
 from shared.models import Attempt, Callback, Message, utcnow
 from shared.providers import get_provider, provider_name
 from shared.providers.base import (
-    AmbiguousError, CallbackError, OutboundMessage, PermanentError, ProviderEvent,
-    RetryableError, SendResult,
+    AmbiguousError,
+    CallbackError,
+    OutboundMessage,
+    PermanentError,
+    ProviderEvent,
+    RetryableError,
+    SendResult,
 )
 from shared.schemas import SendRequest
 from shared.settings import get_settings
@@ -208,11 +214,18 @@ class _RedisCache:
         get_redis().set(f"switchboard:image:{key}", value, ex=30 * 86400)
 
 
+def _ensure_image_id(provider: object, image_url: str) -> str:
+    """Upload an image once per URL, even when a campaign's sends race for it."""
+    key = hashlib.sha256(image_url.encode()).hexdigest()
+    with get_redis().lock(f"switchboard:lock:image:{key}", timeout=120, blocking_timeout=60):
+        return provider.ensure_image_id(image_url, _RedisCache())  # type: ignore[attr-defined]
+
+
 def _outbound(job: _Job, provider: object) -> OutboundMessage:
     req = job.request
     image_id = req.image_id
     if job.channel != "sms" and req.image_url and not image_id:
-        image_id = provider.ensure_image_id(str(req.image_url), _RedisCache())  # type: ignore[attr-defined]
+        image_id = _ensure_image_id(provider, str(req.image_url))
     viber = job.channel != "sms"
     return OutboundMessage(
         attempt_id=job.attempt_id,

@@ -5,7 +5,7 @@ Adapters are built lazily from settings, once per process.
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 from importlib import import_module
 
 from shared.providers.base import Provider
@@ -22,7 +22,7 @@ def provider_name(channel: str) -> str:
         raise LookupError(f"no provider serves channel {channel!r}") from None
 
 
-@lru_cache(maxsize=None)
+@cache
 def get_provider(name: str) -> Provider:
     module_name, _, class_name = _ADAPTERS[name].partition(":")
     adapter = getattr(import_module(module_name), class_name)

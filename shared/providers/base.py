@@ -13,9 +13,10 @@ one of three exceptions, and the retry/fallback policy lives in one place (the a
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal, Mapping, Protocol
+from typing import Any, Literal, Protocol
 
 EventKind = Literal["delivered", "seen", "undelivered", "expired", "replied", "interim"]
 

@@ -84,8 +84,8 @@ def test_python_client_send_is_dispatched_and_idempotent(stack: Stack) -> None:
     from shared.client import send
 
     key = f"client-{uuid.uuid4()}"
-    fields = dict(to={"phone": "+32470120000"}, route=["viber"], text="from the client",
-                  idempotency_key=key)
+    fields = {"to": {"phone": "+32470120000"}, "route": ["viber"], "text": "from the client",
+              "idempotency_key": key}
     message_id = send(**fields)
     assert send(**fields) == message_id
     view = stack.wait_status(message_id, {"seen"})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import uuid
 
 import pytest
@@ -26,7 +27,7 @@ def test_reservations_are_spaced_by_the_rate(client: redis.Redis) -> None:
         assert limiter.reserve(key, max_wait=5).granted
         slots.append(float(client.get(f"switchboard:rate:{key}")))
     # Each reservation books the slot exactly one interval after the previous one.
-    gaps = [round(b - a, 6) for a, b in zip(slots, slots[1:])]
+    gaps = [round(b - a, 6) for a, b in itertools.pairwise(slots)]
     assert gaps == [0.1] * 9
 
 

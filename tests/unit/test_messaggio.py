@@ -624,7 +624,11 @@ def test_permanent_viber_reasons():
 def test_from_settings():
     from shared.settings import Settings
 
-    gw = MessaggioGateway.from_settings(Settings(simulator_port=8111, messaggio_timeout_seconds=4))
+    # Explicit values win over any SWITCHBOARD_* variables another test may have set.
+    gw = MessaggioGateway.from_settings(Settings(
+        simulator_port=8111, messaggio_timeout_seconds=4, messaggio_url=None,
+        messaggio_media_url=None, messaggio_user="sandbox", messaggio_secret="sandbox-secret",
+        messaggio_sender="Switchboard"))
     assert (gw.url, gw.media_url) == ("http://127.0.0.1:8111/", "http://127.0.0.1:8111/upload/")
     assert (gw.user, gw.secret, gw.sender, gw.timeout) == (
         "sandbox", "sandbox-secret", "Switchboard", 4)
