@@ -88,7 +88,7 @@ def _move_message(session: Session, message_id: str, event: str, **values) -> st
         if new == current:
             return None
         if _cas(session, Message, message_id, [current], status=new, **values):
-            add_event(session, message_id, new)
+            add_event(session, message_id, "status", status=new, reason=values.get("reason"))
             return new
     raise RuntimeError(f"message {message_id} kept changing under us")
 
