@@ -19,6 +19,9 @@ from shared import tasknames
 from shared.messages import new_message_id
 from shared.schemas import SendRequest
 from shared.settings import get_settings
+from shared.signing import verify_signature
+
+__all__ = ["send", "send_task", "verify_signature"]
 
 
 def producer_app(broker_url: str | None = None) -> Celery:

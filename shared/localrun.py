@@ -70,6 +70,8 @@ def _commands(settings: Settings, host: str, port: int, flower_port: int,
                "--access-logfile - webhooks.wsgi:app",
         "worker": f"{PY} -m celery -A worker.app worker -E -Q send,events,sweep "
                   f"--concurrency {concurrency} --loglevel INFO --hostname switchboard@%h",
+        "notifier": f"{PY} -m celery -A worker.app worker -E -Q notify -P threads "
+                    "--concurrency 8 --loglevel INFO --hostname notifier@%h",
         "beat": f"{PY} -m celery -A worker.app beat --loglevel INFO --schedule {schedule}",
         "flower": f"{PY} -m celery -A worker.app flower --address=127.0.0.1 "
                   f"--port={flower_port}",

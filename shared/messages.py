@@ -9,12 +9,13 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from shared.models import Event, Message, utcnow
+from shared.models import Delivery, Event, Message, utcnow
 from shared.schemas import SendRequest
+from shared.settings import get_settings
 
 _IDEMPOTENCY_NAMESPACE = uuid.UUID("6f1c3a52-6c0e-4b0e-9a57-5b1f0b2a9c11")
 
@@ -41,10 +42,11 @@ def create_message(session: Session, message_id: str, request: SendRequest) -> t
         hop=0,
         request=request.model_dump(mode="json"),
         idempotency_key=request.idempotency_key,
+        callback_url=str(request.callback_url) if request.callback_url else None,
     )
     session.add(message)
     session.flush()  # the event's foreign key needs the message row first
-    session.add(Event(message_id=message_id, type="queued", payload={"route": list(request.route)}))
+    add_event(session, message_id, "queued", route=list(request.route))
     try:
         session.commit()
     except IntegrityError:
@@ -56,12 +58,35 @@ def create_message(session: Session, message_id: str, request: SendRequest) -> t
     return message, True
 
 
+# Events a producer is told about (webhook and /v1/events); the rest is timeline detail.
+PUBLIC_EVENTS = frozenset({"queued", "status", "fallback", "replied"})
+
+
 def add_event(
     session: Session, message_id: str, type_: str, attempt_id: str | None = None,
     **payload: Any,
-) -> None:
-    session.add(Event(message_id=message_id, attempt_id=attempt_id, type=type_,
-                      payload=payload, created_at=utcnow()))
+) -> Event:
+    """Append to the message's timeline with the next sequence number; public events also get
+    a delivery row for the producer's callback URL, sent by the notify sweep after commit."""
+    seq, callback_url = session.execute(
+        update(Message).where(Message.id == message_id)
+        .values(event_seq=Message.event_seq + 1)
+        .returning(Message.event_seq, Message.callback_url)).one()
+    event = Event(message_id=message_id, seq=seq, attempt_id=attempt_id, type=type_,
+                  payload=payload, created_at=utcnow())
+    session.add(event)
+    url = callback_url or get_settings().default_callback_url
+    if url and type_ in PUBLIC_EVENTS:
+        session.flush()
+        session.add(Delivery(event_id=event.id, message_id=message_id, url=url,
+                             next_attempt_at=utcnow()))
+    return event
+
+
+def event_body(event: Event) -> dict[str, Any]:
+    """An event as producers see it, in webhooks and in ``GET /v1/events``."""
+    return {"id": event.id, "type": event.type, "message_id": event.message_id,
+            "seq": event.seq, "created_at": _iso(event.created_at), "data": event.payload}
 
 
 def _iso(value: Any) -> str | None:
@@ -71,7 +96,7 @@ def _iso(value: Any) -> str | None:
 def message_view(session: Session, message: Message) -> dict[str, Any]:
     """The whole story of one message: status, each attempt, and the event timeline."""
     events = session.scalars(
-        select(Event).where(Event.message_id == message.id).order_by(Event.id)
+        select(Event).where(Event.message_id == message.id).order_by(Event.seq)
     ).all()
     return {
         "id": message.id,
@@ -104,9 +129,16 @@ def message_view(session: Session, message: Message) -> dict[str, Any]:
             }
             for a in message.attempts
         ],
+        "deliveries": [
+            {"event_id": d.event_id, "url": d.url, "status": d.status, "attempts": d.attempts,
+             "last_status_code": d.last_status_code, "last_error": d.last_error,
+             "next_attempt_at": _iso(d.next_attempt_at), "delivered_at": _iso(d.delivered_at)}
+            for d in session.scalars(select(Delivery).where(
+                Delivery.message_id == message.id).order_by(Delivery.id))
+        ],
         "events": [
-            {"at": _iso(e.created_at), "type": e.type, "attempt_id": e.attempt_id,
-             "detail": e.payload}
+            {"seq": e.seq, "at": _iso(e.created_at), "type": e.type,
+             "attempt_id": e.attempt_id, "detail": e.payload}
             for e in events
         ],
     }

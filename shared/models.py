@@ -34,6 +34,8 @@ class Message(Base):
     hop: Mapped[int] = mapped_column(Integer, default=0)
     request: Mapped[dict[str, Any]] = mapped_column(JSON)
     idempotency_key: Mapped[str | None] = mapped_column(String(200), unique=True)
+    callback_url: Mapped[str | None] = mapped_column(String(2048))
+    event_seq: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
 
@@ -77,16 +79,47 @@ class Attempt(Base):
 
 
 class Event(Base):
-    """The message timeline: every status change, report, fallback decision and reply."""
+    """The message timeline: every status change, report, fallback decision and reply.
+
+    ``seq`` numbers a message's events 1, 2, 3... in commit order (taken from a counter on the
+    message row, which also serialises concurrent writers), so producers can order them.
+    """
 
     __tablename__ = "events"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     message_id: Mapped[str] = mapped_column(ForeignKey("messages.id"), index=True)
+    seq: Mapped[int] = mapped_column(Integer)
     attempt_id: Mapped[str | None] = mapped_column(String(36))
     type: Mapped[str] = mapped_column(String(32))
     payload: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+    __table_args__ = (UniqueConstraint("message_id", "seq", name="uq_events_message_seq"),)
+
+
+class Delivery(Base):
+    """One outbound event notification to a producer's URL, retried on a schedule.
+
+    ``next_attempt_at`` is both the retry time and a lease: the sweep that hands a delivery to
+    a worker pushes it forward, so a crashed worker's delivery is picked up again later.
+    """
+
+    __tablename__ = "deliveries"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    event_id: Mapped[int] = mapped_column(ForeignKey("events.id"), index=True)
+    message_id: Mapped[str] = mapped_column(String(36), index=True)
+    url: Mapped[str] = mapped_column(String(2048))
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime, default=utcnow)
+    last_status_code: Mapped[int | None] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    delivered_at: Mapped[datetime | None] = mapped_column(DateTime)
+
+    __table_args__ = (Index("ix_deliveries_status_next", "status", "next_attempt_at"),)
 
 
 class Callback(Base):

@@ -25,7 +25,12 @@ class Settings(BaseSettings):
 
     # --- producer HTTP API -------------------------------------------------------------
     api_keys: SecretStr = Field(default=SecretStr(""), description="comma-separated bearer keys")
-    public_url: str = Field(default="http://127.0.0.1:8000", description="where callbacks reach us")
+    default_callback_url: str | None = Field(
+        default=None, description="status webhooks for messages that name no callback_url")
+    notify_retry_scale: float = Field(
+        default=1.0, description="multiplies the webhook retry schedule (tests use 0.01)")
+    callback_signing_secret: SecretStr = Field(
+        default=SecretStr(""), description="HMAC key of Switchboard-Signature on status webhooks")
 
     # --- Messaggio-style Viber+SMS gateway ---------------------------------------------
     messaggio_url: str | None = None  # None: the local simulator

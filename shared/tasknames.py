@@ -12,10 +12,13 @@ HANDLE_CALLBACK = "switchboard.handle_callback"
 SWEEP_DEADLINES = "switchboard.sweep_deadlines"
 REINDEX_DEADLINES = "switchboard.reindex_deadlines"
 RECOVER = "switchboard.recover"
+NOTIFY = "switchboard.notify"
+SWEEP_DELIVERIES = "switchboard.sweep_deliveries"
 
 SEND_QUEUE = "send"
 EVENTS_QUEUE = "events"
 SWEEP_QUEUE = "sweep"
+NOTIFY_QUEUE = "notify"
 
 QUEUE_OF = {
     ACCEPT: SEND_QUEUE,
@@ -25,4 +28,6 @@ QUEUE_OF = {
     SWEEP_DEADLINES: SWEEP_QUEUE,
     REINDEX_DEADLINES: SWEEP_QUEUE,
     RECOVER: SWEEP_QUEUE,
+    NOTIFY: NOTIFY_QUEUE,
+    SWEEP_DELIVERIES: SWEEP_QUEUE,
 }

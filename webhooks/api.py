@@ -6,12 +6,13 @@ import logging
 
 from flask import Blueprint, jsonify, request
 from pydantic import ValidationError
+from sqlalchemy import select
 
 from shared import tasknames
 from shared.client import send_task
 from shared.db import session_scope
-from shared.messages import create_message, message_view, new_message_id
-from shared.models import Message
+from shared.messages import PUBLIC_EVENTS, create_message, event_body, message_view, new_message_id
+from shared.models import Event, Message
 from shared.schemas import SendRequest, error_list
 from webhooks.auth import require_api_key
 
@@ -46,6 +47,24 @@ def _enqueue_dispatch(message_id: str) -> None:
         send_task(tasknames.DISPATCH, message_id)
     except Exception:
         log.exception("could not publish dispatch for %s; the recovery sweep will", message_id)
+
+
+@api.get("/events")
+@require_api_key
+def events():  # type: ignore[no-untyped-def]
+    """Public events in commit order after a cursor: poll with ``?after=<next>``."""
+    try:
+        after = int(request.args.get("after", "0"))
+        limit = min(max(int(request.args.get("limit", "100")), 1), 1000)
+    except ValueError:
+        return jsonify(error="validation_error", errors=[
+            {"field": "after", "message": "after and limit must be integers"}]), 422
+    with session_scope() as session:
+        rows = session.scalars(select(Event).where(
+            Event.id > after, Event.type.in_(sorted(PUBLIC_EVENTS)))
+            .order_by(Event.id).limit(limit)).all()
+        items = [event_body(e) for e in rows]
+    return jsonify(events=items, next=items[-1]["id"] if items else after)
 
 
 @api.get("/messages/<message_id>")

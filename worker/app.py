@@ -31,12 +31,17 @@ app.conf.update(
     task_serializer="json",
     accept_content=["json"],
     task_queues=[Queue(tasknames.SEND_QUEUE), Queue(tasknames.EVENTS_QUEUE),
-                 Queue(tasknames.SWEEP_QUEUE)],
+                 Queue(tasknames.SWEEP_QUEUE), Queue(tasknames.NOTIFY_QUEUE)],
     task_default_queue=tasknames.SEND_QUEUE,
     task_routes={name: {"queue": queue} for name, queue in tasknames.QUEUE_OF.items()},
     beat_schedule={
         "sweep-deadlines": {
             "task": tasknames.SWEEP_DEADLINES,
+            "schedule": settings.sweep_interval_seconds,
+            "options": {"expires": 10},
+        },
+        "sweep-deliveries": {
+            "task": tasknames.SWEEP_DELIVERIES,
             "schedule": settings.sweep_interval_seconds,
             "options": {"expires": 10},
         },

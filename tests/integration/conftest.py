@@ -34,6 +34,7 @@ API_KEY = "integration-key"
 CALLBACK_TOKEN = "integration-token"
 DEADLINE_SECONDS = 8.0
 CLIENT_TIMEOUT = 2.0
+SIGNING_SECRET = "integration-signing-secret"
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, interval: float = 0.05,
@@ -111,7 +112,7 @@ class Stack:
     def start_worker(self) -> None:
         self._worker_runs += 1
         name = f"worker-{self._worker_runs}"
-        self.worker = self._spawn(name, ["worker", "-E", "-Q", "send,events,sweep", "-P",
+        self.worker = self._spawn(name, ["worker", "-E", "-Q", "send,events,sweep,notify", "-P",
                                          "prefork", "-c", "2", "--loglevel", "INFO",
                                          "--hostname", f"{name}@test"])
         log_path = self.tmp / f"{name}.log"
@@ -176,6 +177,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         "SWITCHBOARD_MESSAGGIO_RATE_PER_SECOND": "500",
         "SWITCHBOARD_MESSAGGIO_TIMEOUT_SECONDS": str(CLIENT_TIMEOUT),
         "SWITCHBOARD_TEST_DEADLINE_SECONDS": str(DEADLINE_SECONDS),
+        "SWITCHBOARD_CALLBACK_SIGNING_SECRET": SIGNING_SECRET,
+        "SWITCHBOARD_NOTIFY_RETRY_SCALE": "0.01",
         "SWITCHBOARD_REQUEUE_STUCK_AFTER_SECONDS": "3",
         "SWITCHBOARD_RECOVER_INTERVAL_SECONDS": "1",
         "PYTHONPATH": str(Path(__file__).resolve().parents[2]),

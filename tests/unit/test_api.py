@@ -16,6 +16,7 @@ from sqlalchemy import func, select
 
 from shared import db, migrations, tasknames
 from shared.db import session_scope
+from shared.messages import add_event
 from shared.models import Attempt, Callback, Event, Message
 from shared.providers import get_provider
 from shared.settings import get_settings
@@ -243,8 +244,8 @@ def test_get_returns_status_attempts_and_events(client: FlaskClient) -> None:
         session.add(Attempt(id="att-1", message_id=message_id, hop=0, channel="viber",
                             provider="messaggio", status="submitted",
                             provider_message_id="pm-1"))
-        session.add(Event(message_id=message_id, attempt_id="att-1", type="submitted",
-                          payload={"channel": "viber"}))
+        session.flush()
+        add_event(session, message_id, "submitted", "att-1", channel="viber")
 
     resp = client.get(f"/v1/messages/{message_id}", headers=AUTH)
     assert resp.status_code == 200

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-23 11:16:31.392438
+Create Date: 2026-11-23 11:31:52.274523
 """
 import sqlalchemy as sa
 from alembic import op
@@ -43,6 +43,8 @@ def upgrade() -> None:
     sa.Column('hop', sa.Integer(), nullable=False),
     sa.Column('request', sa.JSON(), nullable=False),
     sa.Column('idempotency_key', sa.String(length=200), nullable=True),
+    sa.Column('callback_url', sa.String(length=2048), nullable=True),
+    sa.Column('event_seq', sa.Integer(), server_default='0', nullable=False),
     sa.Column('created_at', sa.DateTime(), nullable=False),
     sa.Column('updated_at', sa.DateTime(), nullable=False),
     sa.PrimaryKeyConstraint('id'),
@@ -83,19 +85,47 @@ def upgrade() -> None:
     op.create_table('events',
     sa.Column('id', sa.Integer(), autoincrement=True, nullable=False),
     sa.Column('message_id', sa.String(length=36), nullable=False),
+    sa.Column('seq', sa.Integer(), nullable=False),
     sa.Column('attempt_id', sa.String(length=36), nullable=True),
     sa.Column('type', sa.String(length=32), nullable=False),
     sa.Column('payload', sa.JSON(), nullable=False),
     sa.Column('created_at', sa.DateTime(), nullable=False),
     sa.ForeignKeyConstraint(['message_id'], ['messages.id'], ),
-    sa.PrimaryKeyConstraint('id')
+    sa.PrimaryKeyConstraint('id'),
+    sa.UniqueConstraint('message_id', 'seq', name='uq_events_message_seq')
     )
     with op.batch_alter_table('events', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_events_message_id'), ['message_id'], unique=False)
 
+    op.create_table('deliveries',
+    sa.Column('id', sa.Integer(), autoincrement=True, nullable=False),
+    sa.Column('event_id', sa.Integer(), nullable=False),
+    sa.Column('message_id', sa.String(length=36), nullable=False),
+    sa.Column('url', sa.String(length=2048), nullable=False),
+    sa.Column('status', sa.String(length=16), nullable=False),
+    sa.Column('attempts', sa.Integer(), nullable=False),
+    sa.Column('next_attempt_at', sa.DateTime(), nullable=True),
+    sa.Column('last_status_code', sa.Integer(), nullable=True),
+    sa.Column('last_error', sa.Text(), nullable=True),
+    sa.Column('created_at', sa.DateTime(), nullable=False),
+    sa.Column('delivered_at', sa.DateTime(), nullable=True),
+    sa.ForeignKeyConstraint(['event_id'], ['events.id'], ),
+    sa.PrimaryKeyConstraint('id')
+    )
+    with op.batch_alter_table('deliveries', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_deliveries_event_id'), ['event_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_deliveries_message_id'), ['message_id'], unique=False)
+        batch_op.create_index('ix_deliveries_status_next', ['status', 'next_attempt_at'], unique=False)
+
 
 
 def downgrade() -> None:
+    with op.batch_alter_table('deliveries', schema=None) as batch_op:
+        batch_op.drop_index('ix_deliveries_status_next')
+        batch_op.drop_index(batch_op.f('ix_deliveries_message_id'))
+        batch_op.drop_index(batch_op.f('ix_deliveries_event_id'))
+
+    op.drop_table('deliveries')
     with op.batch_alter_table('events', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_events_message_id'))
 

@@ -1,0 +1,118 @@
+"""Status webhooks to a real local producer endpoint: signed, ordered, retried, stopped."""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+import requests
+
+from shared.client import verify_signature
+from tests.integration.conftest import API_KEY, SIGNING_SECRET, Stack, wait_for
+
+pytestmark = pytest.mark.integration
+
+
+class Producer:
+    """A producer endpoint that answers from a script, then 200, and records every call."""
+
+    def __init__(self, script: list[int]) -> None:
+        self.script = list(script)
+        self.calls: list[dict[str, Any]] = []
+        self.lock = threading.Lock()
+        producer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                with producer.lock:
+                    code = producer.script.pop(0) if producer.script else 200
+                    producer.calls.append({"body": body, "headers": dict(self.headers),
+                                           "code": code})
+                self.send_response(code)
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_port}/hooks"
+
+    def accepted(self) -> list[dict[str, Any]]:
+        with self.lock:
+            return [json.loads(c["body"]) for c in self.calls if c["code"] == 200]
+
+
+@pytest.fixture()
+def producer_factory():
+    made: list[Producer] = []
+    yield lambda script=(): made.append(Producer(list(script))) or made[-1]
+    for producer in made:
+        producer.server.shutdown()
+
+
+def test_webhooks_are_signed_ordered_and_retried_until_accepted(stack: Stack,
+                                                                 producer_factory) -> None:
+    producer = producer_factory([500, 503])  # the first two calls fail, then it recovers
+    response = stack.post_message(to={"phone": "+32470120001"}, route=["viber", "sms"],
+                                  text="hi", callback_url=producer.url)
+    message_id = response.json()["id"]
+    stack.wait_status(message_id, {"delivered"})
+
+    def all_delivered() -> bool:
+        view = stack.get_message(message_id)
+        return all(d["status"] == "delivered" for d in view["deliveries"]) and any(
+            e["type"] == "status" and e["data"]["status"] == "delivered"
+            for e in producer.accepted())
+    wait_for(all_delivered, 30, message="every webhook to be accepted")
+    for call in producer.calls:
+        headers = {k.lower(): v for k, v in call["headers"].items()}
+        assert verify_signature(SIGNING_SECRET, call["body"], headers["switchboard-timestamp"],
+                                headers["switchboard-signature"])
+    events = sorted(producer.accepted(), key=lambda e: e["seq"])
+    types = [(e["type"], e["data"].get("status")) for e in events]
+    assert types[0] == ("queued", None)
+    assert ("fallback", None) in types and types[-1] == ("status", "delivered")
+    assert len({e["id"] for e in events}) == len(events)  # each accepted exactly once
+    assert [c["code"] for c in producer.calls][:2] == [500, 503]
+    view = stack.get_message(message_id)
+    assert all(d["status"] == "delivered" for d in view["deliveries"])
+    assert max(d["attempts"] for d in view["deliveries"]) >= 2
+
+
+def test_a_4xx_stops_retries(stack: Stack, producer_factory) -> None:
+    producer = producer_factory([400] * 50)
+    response = stack.post_message(to={"phone": "+32470120000"}, route=["viber"], text="hi",
+                                  callback_url=producer.url)
+    message_id = response.json()["id"]
+    stack.wait_status(message_id, {"seen"})
+    view = wait_for(lambda: (v := stack.get_message(message_id)) and v["deliveries"] and all(
+        d["status"] == "failed" for d in v["deliveries"]) and v, 30,
+        message="every delivery to be given up")
+    assert all(d["attempts"] == 1 and d["last_status_code"] == 400 for d in view["deliveries"])
+
+
+def test_events_can_be_polled_in_order_with_a_cursor(stack: Stack) -> None:
+    response = stack.post_message(to={"phone": "+32470120000"}, route=["viber"], text="poll")
+    message_id = response.json()["id"]
+    stack.wait_status(message_id, {"seen"})
+    headers = {"Authorization": f"Bearer {API_KEY}"}
+    seen: list[dict] = []
+    cursor = 0
+    while True:
+        page = requests.get(f"{stack.api_url}/v1/events", params={"after": cursor, "limit": 5},
+                            headers=headers, timeout=5).json()
+        if not page["events"]:
+            break
+        seen += page["events"]
+        cursor = page["next"]
+    ids = [e["id"] for e in seen]
+    assert ids == sorted(ids) and len(ids) == len(set(ids))
+    mine = [e for e in seen if e["message_id"] == message_id]
+    assert [e["seq"] for e in mine] == sorted(e["seq"] for e in mine)
+    assert mine[0]["type"] == "queued"
+    assert mine[-1]["type"] == "status" and mine[-1]["data"]["status"] == "seen"

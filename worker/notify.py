@@ -1,0 +1,95 @@
+"""Status webhooks to producers: signed POSTs, retried on a published schedule up to 24 h.
+
+Deliveries are rows (``deliveries``), swept every second and sent on their own ``notify``
+queue, so a slow or failing producer endpoint never holds up sending. A 2xx ends a delivery;
+a 4xx other than 408/429 stops it at once (the producer refused it); anything else retries.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from datetime import timedelta
+
+import requests
+from sqlalchemy import select, update
+
+from shared import tasknames
+from shared.db import session_scope
+from shared.messages import event_body
+from shared.models import Delivery, Event, utcnow
+from shared.settings import get_settings
+from shared.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
+
+# Seconds to wait after the 1st, 2nd, ... failed try; about 24 h in all, then ``failed``.
+RETRY_SCHEDULE = (10, 30, 60, 300, 900, 1800, 3600, 7200, 14400, 28800, 28800)
+LEASE_SECONDS = 60
+
+
+def next_delay(failures: int) -> float | None:
+    """The wait after ``failures`` failed tries, with ±10 % jitter; None when we give up."""
+    if failures > len(RETRY_SCHEDULE):
+        return None
+    base = RETRY_SCHEDULE[failures - 1] * get_settings().notify_retry_scale
+    return base * random.uniform(0.9, 1.1)
+
+
+def deliver(delivery_id: int) -> str | None:
+    """Try one delivery once; returns its new status."""
+    with session_scope() as session:
+        delivery = session.get(Delivery, delivery_id)
+        if delivery is None or delivery.status != "pending":
+            return None
+        body = json.dumps(event_body(session.get(Event, delivery.event_id))).encode()
+        url, failures = delivery.url, delivery.attempts
+    code, error = _post(url, body)
+    return _record(delivery_id, failures + 1, code, error)
+
+
+def _post(url: str, body: bytes) -> tuple[int | None, str | None]:
+    timestamp = str(int(time.time()))
+    headers = {"Content-Type": "application/json", TIMESTAMP_HEADER: timestamp,
+               "User-Agent": "Switchboard-Webhooks/1"}
+    secret = get_settings().callback_signing_secret.get_secret_value()
+    if secret:
+        headers[SIGNATURE_HEADER] = sign(secret, timestamp, body)
+    try:
+        response = requests.post(url, data=body, headers=headers, timeout=(3, 10),
+                                 allow_redirects=False)
+    except requests.RequestException as exc:
+        return None, type(exc).__name__
+    return response.status_code, None if response.ok else response.text[:500]
+
+
+def _record(delivery_id: int, tries: int, code: int | None, error: str | None) -> str:
+    now = utcnow()
+    values: dict = {"attempts": tries, "last_status_code": code, "last_error": error}
+    if code is not None and 200 <= code < 300:
+        values.update(status="delivered", delivered_at=now, next_attempt_at=None)
+    elif code is not None and 400 <= code < 500 and code not in (408, 429) or (delay := next_delay(tries)) is None:
+        values.update(status="failed", next_attempt_at=None)
+    else:
+        values.update(next_attempt_at=now + timedelta(seconds=delay))
+    with session_scope() as session:
+        session.execute(update(Delivery).where(Delivery.id == delivery_id,
+                                               Delivery.status == "pending").values(**values))
+    return values.get("status", "pending")
+
+
+def sweep_deliveries(batch: int = 500) -> int:
+    """Hand every due delivery to the notify queue, leasing it so it is sent once at a time."""
+    from worker.app import app
+
+    now = utcnow()
+    with session_scope() as session:
+        due = session.execute(select(Delivery.id, Delivery.next_attempt_at).where(
+            Delivery.status == "pending", Delivery.next_attempt_at <= now)
+            .order_by(Delivery.next_attempt_at).limit(batch)).all()
+        leased = [row.id for row in due if session.execute(
+            update(Delivery).where(Delivery.id == row.id,
+                                   Delivery.next_attempt_at == row.next_attempt_at)
+            .values(next_attempt_at=now + timedelta(seconds=LEASE_SECONDS))).rowcount == 1]
+    for delivery_id in leased:
+        app.send_task(tasknames.NOTIFY, args=[delivery_id], queue=tasknames.NOTIFY_QUEUE)
+    return len(leased)
