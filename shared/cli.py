@@ -52,6 +52,15 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("message_id")
     status.add_argument("--json", action="store_true", help="print the raw JSON")
 
+    apps = sub.add_parser("apps", help="producer apps: API keys, callback URLs, secrets")
+    apps_sub = apps.add_subparsers(dest="apps_command", required=True, metavar="action")
+    create = apps_sub.add_parser("create", help="create an app; prints its key and secret once")
+    create.add_argument("name")
+    create.add_argument("--callback-url", help="where its status webhooks go by default")
+    apps_sub.add_parser("list", help="list apps")
+    rotate = apps_sub.add_parser("rotate-secret", help="new webhook signing secret")
+    rotate.add_argument("app", help="name or id")
+
     dbp = sub.add_parser("db", help="database commands")
     dbp.add_argument("action", choices=["upgrade"])
 
@@ -65,7 +74,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     handler = {"up": _up, "demo": _demo, "send": _send, "status": _status, "db": _db,
-               "simulator": _simulator}[args.command]
+               "apps": _apps, "simulator": _simulator}[args.command]
     try:
         return handler(args) or 0
     except KeyboardInterrupt:
@@ -163,6 +172,38 @@ def format_view(view: dict[str, Any]) -> str:
         extra = " ".join(f"{k}={v}" for k, v in detail.items())
         lines.append(f"    {e['at']}  {e['type']:<16} {extra}")
     return "\n".join(lines)
+
+
+def _apps(args: argparse.Namespace) -> int:
+    from sqlalchemy import select
+    from sqlalchemy.exc import IntegrityError, OperationalError
+
+    from shared import apps
+    from shared.db import session_scope
+    from shared.models import App
+
+    try:
+        with session_scope() as session:
+            if args.apps_command == "create":
+                if args.callback_url and not args.callback_url.startswith(("http://", "https://")):
+                    raise CliError("--callback-url must be an http(s) URL")
+                new = apps.create(session, args.name, args.callback_url)
+                print(f"app id:          {new.app.id}\nname:            {new.app.name}\n"
+                      f"api key:         {new.api_key}\nsigning secret:  {new.signing_secret}\n"
+                      "(the key is shown only now; it is stored hashed)")
+            elif args.apps_command == "list":
+                for app in session.scalars(select(App).order_by(App.created_at)):
+                    print(f"{app.id}  {app.name:<24} {app.callback_url or '-'}")
+            else:
+                app = apps.find(session, args.app)
+                if app is None:
+                    raise CliError(f"no app {args.app!r}")
+                print(f"signing secret:  {apps.rotate_secret(session, app)}")
+    except IntegrityError:
+        raise CliError(f"an app named {args.name!r} exists already") from None
+    except OperationalError as exc:
+        raise CliError(f"cannot use the database ({exc.orig}); run `switchboard db upgrade`")
+    return 0
 
 
 def _db(args: argparse.Namespace) -> int:

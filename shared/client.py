@@ -17,6 +17,7 @@ from celery import Celery
 
 from shared import tasknames
 from shared.messages import new_message_id
+from shared.models import DEFAULT_APP
 from shared.schemas import SendRequest
 from shared.settings import get_settings
 from shared.signing import verify_signature
@@ -47,16 +48,16 @@ def send_task(name: str, *args: Any, broker_url: str | None = None, **kwargs: An
     )
 
 
-def send(*, broker_url: str | None = None, **fields: Any) -> str:
+def send(*, broker_url: str | None = None, app_id: str = DEFAULT_APP, **fields: Any) -> str:
     """Validate a send request and enqueue it; returns the message id immediately.
 
     The same ``idempotency_key`` always yields the same id, and the worker inserts each id
-    once, so calling ``send`` twice with one key sends one message.
+    once, so calling ``send`` twice with one key sends one message. ``app_id`` is the producer
+    app the message belongs to (its events and callback URL); ``default`` is the bootstrap app.
     Raises ``pydantic.ValidationError`` naming the bad field.
     """
     request = SendRequest.model_validate(fields)
-    message_id = new_message_id(request.idempotency_key)
-    send_task(
-        tasknames.ACCEPT, message_id, request.model_dump(mode="json"), broker_url=broker_url
-    )
+    message_id = new_message_id(request.idempotency_key, app_id)
+    send_task(tasknames.ACCEPT, message_id, request.model_dump(mode="json"), app_id,
+              broker_url=broker_url)
     return message_id

@@ -7,26 +7,29 @@ the broker URL gets the same id back for a retried ``send`` and the insert dedup
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from shared.models import Delivery, Event, Message, utcnow
+from shared.apps import delivery_target
+from shared.models import DEFAULT_APP, Delivery, Event, Message, utcnow
 from shared.schemas import SendRequest
-from shared.settings import get_settings
 
 _IDEMPOTENCY_NAMESPACE = uuid.UUID("6f1c3a52-6c0e-4b0e-9a57-5b1f0b2a9c11")
 
 
-def new_message_id(idempotency_key: str | None) -> str:
+def new_message_id(idempotency_key: str | None, app_id: str = DEFAULT_APP) -> str:
+    """Keys are per app: two apps using the same key get two messages."""
     if idempotency_key:
-        return str(uuid.uuid5(_IDEMPOTENCY_NAMESPACE, idempotency_key))
+        return str(uuid.uuid5(_IDEMPOTENCY_NAMESPACE, f"{app_id}:{idempotency_key}"))
     return str(uuid.uuid4())
 
 
-def create_message(session: Session, message_id: str, request: SendRequest) -> tuple[Message, bool]:
+def create_message(session: Session, message_id: str, request: SendRequest,
+                   app_id: str = DEFAULT_APP) -> tuple[Message, bool]:
     """Insert the message (status ``queued``) unless that id exists; returns (message, created).
 
     Commits, so the caller can enqueue the dispatch task only once the row is durable.
@@ -36,6 +39,7 @@ def create_message(session: Session, message_id: str, request: SendRequest) -> t
         return existing, False
     message = Message(
         id=message_id,
+        app_id=app_id,
         status="queued",
         recipient=request.to.phone,
         route=list(request.route),
@@ -68,19 +72,41 @@ def add_event(
 ) -> Event:
     """Append to the message's timeline with the next sequence number; public events also get
     a delivery row for the producer's callback URL, sent by the notify sweep after commit."""
-    seq, callback_url = session.execute(
+    seq, callback_url, app_id = session.execute(
         update(Message).where(Message.id == message_id)
         .values(event_seq=Message.event_seq + 1)
-        .returning(Message.event_seq, Message.callback_url)).one()
+        .returning(Message.event_seq, Message.callback_url, Message.app_id)).one()
     event = Event(message_id=message_id, seq=seq, attempt_id=attempt_id, type=type_,
                   payload=payload, created_at=utcnow())
     session.add(event)
-    url = callback_url or get_settings().default_callback_url
-    if url and type_ in PUBLIC_EVENTS:
+    if type_ not in PUBLIC_EVENTS:
+        return event
+    url = callback_url or delivery_target(session, app_id)[0]
+    if url:
         session.flush()
         session.add(Delivery(event_id=event.id, message_id=message_id, url=url,
                              next_attempt_at=utcnow()))
     return event
+
+
+def redeliver(session: Session, app_id: str, since: datetime | None = None,
+              message_id: str | None = None) -> int:
+    """Queue public events of ``app_id`` for delivery again; returns how many."""
+    query = (select(Event.id, Event.message_id, Message.callback_url)
+             .join(Message, Message.id == Event.message_id)
+             .where(Message.app_id == app_id, Event.type.in_(sorted(PUBLIC_EVENTS))))
+    if since is not None:
+        query = query.where(Event.created_at >= since)
+    if message_id is not None:
+        query = query.where(Event.message_id == message_id)
+    default_url = delivery_target(session, app_id)[0]
+    count = 0
+    for event_id, event_message_id, callback_url in session.execute(query.order_by(Event.id)):
+        if url := callback_url or default_url:
+            session.add(Delivery(event_id=event_id, message_id=event_message_id, url=url,
+                                 next_attempt_at=utcnow()))
+            count += 1
+    return count
 
 
 def event_body(event: Event) -> dict[str, Any]:
@@ -121,6 +147,9 @@ def message_view(session: Session, message: Message) -> dict[str, Any]:
                     {"code": a.error_code, "reason": a.error_reason, "detail": a.error_detail}
                     if a.error_reason else None
                 ),
+                "request": a.request_summary,
+                "response": ({"code": a.response_code, "text": a.response_text}
+                             if a.response_code or a.response_text else None),
                 "retries": a.retries,
                 "deadline_at": _iso(a.deadline_at),
                 "submitted_at": _iso(a.submitted_at),

@@ -23,17 +23,35 @@ class Base(DeclarativeBase):
     pass
 
 
+DEFAULT_APP = "default"  # the producer app behind the bootstrap SWITCHBOARD_API_KEYS
+
+
+class App(Base):
+    """A producer application: its API key (stored hashed), callback URL and signing secret."""
+
+    __tablename__ = "apps"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    api_key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    callback_url: Mapped[str | None] = mapped_column(String(2048))
+    signing_secret: Mapped[str] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    secret_rotated_at: Mapped[datetime | None] = mapped_column(DateTime)
+
+
 class Message(Base):
     __tablename__ = "messages"
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    app_id: Mapped[str] = mapped_column(String(36), default=DEFAULT_APP, index=True)
     status: Mapped[str] = mapped_column(String(16), default="queued")
     reason: Mapped[str | None] = mapped_column(String(64))
     recipient: Mapped[str] = mapped_column(String(64))
     route: Mapped[list[str]] = mapped_column(JSON)
     hop: Mapped[int] = mapped_column(Integer, default=0)
     request: Mapped[dict[str, Any]] = mapped_column(JSON)
-    idempotency_key: Mapped[str | None] = mapped_column(String(200), unique=True)
+    idempotency_key: Mapped[str | None] = mapped_column(String(200))
     callback_url: Mapped[str | None] = mapped_column(String(2048))
     event_seq: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
@@ -43,7 +61,10 @@ class Message(Base):
         back_populates="message", order_by="Attempt.hop", lazy="selectin"
     )
 
-    __table_args__ = (Index("ix_messages_status_updated", "status", "updated_at"),)
+    __table_args__ = (
+        Index("ix_messages_status_updated", "status", "updated_at"),
+        UniqueConstraint("app_id", "idempotency_key", name="uq_messages_app_idempotency"),
+    )
 
 
 class Attempt(Base):
@@ -61,6 +82,9 @@ class Attempt(Base):
     error_code: Mapped[str | None] = mapped_column(String(32))
     error_reason: Mapped[str | None] = mapped_column(String(64))
     error_detail: Mapped[str | None] = mapped_column(Text)
+    request_summary: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # secrets redacted
+    response_code: Mapped[str | None] = mapped_column(String(32))
+    response_text: Mapped[str | None] = mapped_column(Text)
     retries: Mapped[int] = mapped_column(Integer, default=0)
     deadline_at: Mapped[datetime | None] = mapped_column(DateTime, index=True)
     not_before: Mapped[datetime | None] = mapped_column(DateTime)  # a retry is scheduled then

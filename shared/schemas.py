@@ -6,6 +6,7 @@ numbers are normalised to E.164 with ``phonenumbers``, and every refusal names i
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 import phonenumbers
@@ -112,3 +113,24 @@ def error_list(exc: Exception) -> list[dict[str, str]]:
             message = "unknown field"
         out.append({"field": field, "message": message.removeprefix("Value error, ")})
     return out
+
+
+class ReplayRequest(Strict):
+    """Which events to deliver again: everything since a time, or one message's events."""
+
+    since: datetime | None = None
+    message_id: str | None = Field(default=None, min_length=1, max_length=36)
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> ReplayRequest:
+        if (self.since is None) == (self.message_id is None):
+            raise _field_error("since", "give either since or message_id")
+        return self
+
+    @field_validator("since")
+    @classmethod
+    def _naive_utc(cls, value: datetime | None) -> datetime | None:
+        """Rows hold naive UTC; accept any offset and convert."""
+        if value is not None and value.tzinfo is not None:
+            value = value.astimezone(UTC).replace(tzinfo=None)
+        return value

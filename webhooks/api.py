@@ -1,39 +1,55 @@
-"""The producer HTTP API: ``POST /v1/messages`` and ``GET /v1/messages/<id>``."""
+"""The producer HTTP API: messages, the event feed and event replay, scoped to the caller's app."""
 
 from __future__ import annotations
 
 import logging
 
-from flask import Blueprint, jsonify, request
+from flask import Blueprint, g, jsonify, request
 from pydantic import ValidationError
 from sqlalchemy import select
 
 from shared import tasknames
 from shared.client import send_task
 from shared.db import session_scope
-from shared.messages import PUBLIC_EVENTS, create_message, event_body, message_view, new_message_id
+from shared.messages import (
+    PUBLIC_EVENTS,
+    create_message,
+    event_body,
+    message_view,
+    new_message_id,
+    redeliver,
+)
 from shared.models import Event, Message
-from shared.schemas import SendRequest, error_list
+from shared.schemas import ReplayRequest, SendRequest, error_list
 from webhooks.auth import require_api_key
 
 log = logging.getLogger(__name__)
 api = Blueprint("api", __name__, url_prefix="/v1")
 
 
+def _json_body() -> dict | None:
+    body = request.get_json(silent=True)
+    return body if isinstance(body, dict) else None
+
+
+def _invalid_json():  # type: ignore[no-untyped-def]
+    return jsonify(error="invalid_json",
+                   errors=[{"field": "body", "message": "expected a JSON object"}]), 400
+
+
 @api.post("/messages")
 @require_api_key
 def create():  # type: ignore[no-untyped-def]
-    body = request.get_json(silent=True)
-    if not isinstance(body, dict):
-        return jsonify(error="invalid_json",
-                       errors=[{"field": "body", "message": "expected a JSON object"}]), 400
+    body = _json_body()
+    if body is None:
+        return _invalid_json()
     try:
         send_request = SendRequest.model_validate(body)
     except ValidationError as exc:
         return jsonify(error="validation_error", errors=error_list(exc)), 422
-    message_id = new_message_id(send_request.idempotency_key)
+    message_id = new_message_id(send_request.idempotency_key, g.app_id)
     with session_scope() as session:
-        message, created = create_message(session, message_id, send_request)
+        message, created = create_message(session, message_id, send_request, g.app_id)
         status = message.status
     if not created:
         return jsonify(id=message_id, status=status, idempotent_replay=True), 200
@@ -49,6 +65,16 @@ def _enqueue_dispatch(message_id: str) -> None:
         log.exception("could not publish dispatch for %s; the recovery sweep will", message_id)
 
 
+@api.get("/messages/<message_id>")
+@require_api_key
+def show(message_id: str):  # type: ignore[no-untyped-def]
+    with session_scope() as session:
+        message = session.get(Message, message_id)
+        if message is None or message.app_id != g.app_id:  # another app's message: not found
+            return jsonify(error="not_found", message=f"no message {message_id}"), 404
+        return jsonify(message_view(session, message))
+
+
 @api.get("/events")
 @require_api_key
 def events():  # type: ignore[no-untyped-def]
@@ -60,18 +86,29 @@ def events():  # type: ignore[no-untyped-def]
         return jsonify(error="validation_error", errors=[
             {"field": "after", "message": "after and limit must be integers"}]), 422
     with session_scope() as session:
-        rows = session.scalars(select(Event).where(
-            Event.id > after, Event.type.in_(sorted(PUBLIC_EVENTS)))
+        rows = session.scalars(
+            select(Event).join(Message, Message.id == Event.message_id)
+            .where(Event.id > after, Event.type.in_(sorted(PUBLIC_EVENTS)),
+                   Message.app_id == g.app_id)
             .order_by(Event.id).limit(limit)).all()
         items = [event_body(e) for e in rows]
     return jsonify(events=items, next=items[-1]["id"] if items else after)
 
 
-@api.get("/messages/<message_id>")
+@api.post("/events/replay")
 @require_api_key
-def show(message_id: str):  # type: ignore[no-untyped-def]
+def replay():  # type: ignore[no-untyped-def]
+    """Deliver public events again to the callback URL: ``{"since": ...}`` or
+    ``{"message_id": ...}``. Each replayed event keeps its id and sequence number."""
+    body = _json_body()
+    if body is None:
+        return _invalid_json()
+    try:
+        req = ReplayRequest.model_validate(body)
+    except ValidationError as exc:
+        return jsonify(error="validation_error", errors=error_list(exc)), 422
     with session_scope() as session:
-        message = session.get(Message, message_id)
-        if message is None:
-            return jsonify(error="not_found", message=f"no message {message_id}"), 404
-        return jsonify(message_view(session, message))
+        count = redeliver(session, g.app_id, since=req.since, message_id=req.message_id)
+    return jsonify(replayed=count), 202
+
+

@@ -1,23 +1,19 @@
-"""Bearer-key authentication for the producer API; keys are compared in constant time."""
+"""API-key authentication for the producer API: the key names the producer app.
+
+Bootstrap keys (``SWITCHBOARD_API_KEYS``) are compared in constant time and act as the
+``default`` app; app keys are looked up by their SHA-256 hash.
+"""
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import Callable
 from functools import wraps
 from typing import Any
 
-from flask import jsonify, request
+from flask import g, jsonify, request
 
-from shared.settings import get_settings
-
-
-def key_is_valid(presented: str) -> bool:
-    """Compare against every configured key without an early exit (no timing leak)."""
-    matched = False
-    for key in get_settings().api_key_list:
-        matched |= hmac.compare_digest(presented.encode(), key.encode())
-    return matched
+from shared.apps import app_for_key
+from shared.db import session_scope
 
 
 def require_api_key(view: Callable[..., Any]) -> Callable[..., Any]:
@@ -26,8 +22,11 @@ def require_api_key(view: Callable[..., Any]) -> Callable[..., Any]:
         scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not presented.strip():
             return _unauthorized("send 'Authorization: Bearer <key>'")
-        if not key_is_valid(presented.strip()):
+        with session_scope() as session:
+            app_id = app_for_key(session, presented.strip())
+        if app_id is None:
             return _unauthorized("unknown API key")
+        g.app_id = app_id
         return view(*args, **kwargs)
 
     return wrapper

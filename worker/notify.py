@@ -16,9 +16,10 @@ import requests
 from sqlalchemy import select, update
 
 from shared import tasknames
+from shared.apps import delivery_target
 from shared.db import session_scope
 from shared.messages import event_body
-from shared.models import Delivery, Event, utcnow
+from shared.models import Delivery, Event, Message, utcnow
 from shared.settings import get_settings
 from shared.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 
@@ -43,15 +44,16 @@ def deliver(delivery_id: int) -> str | None:
             return None
         body = json.dumps(event_body(session.get(Event, delivery.event_id))).encode()
         url, failures = delivery.url, delivery.attempts
-    code, error = _post(url, body)
+        app_id = session.scalar(select(Message.app_id).where(Message.id == delivery.message_id))
+        secret = delivery_target(session, app_id)[1]
+    code, error = _post(url, body, secret)
     return _record(delivery_id, failures + 1, code, error)
 
 
-def _post(url: str, body: bytes) -> tuple[int | None, str | None]:
+def _post(url: str, body: bytes, secret: str) -> tuple[int | None, str | None]:
     timestamp = str(int(time.time()))
     headers = {"Content-Type": "application/json", TIMESTAMP_HEADER: timestamp,
                "User-Agent": "Switchboard-Webhooks/1"}
-    secret = get_settings().callback_signing_secret.get_secret_value()
     if secret:
         headers[SIGNATURE_HEADER] = sign(secret, timestamp, body)
     try:

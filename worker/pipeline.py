@@ -24,7 +24,7 @@ from shared import tasknames
 from shared.db import session_scope
 from shared.lifecycle import MESSAGE_FINAL, apply_attempt, apply_message, route_outcome
 from shared.messages import add_event, create_message
-from shared.models import Attempt, Callback, Message, utcnow
+from shared.models import DEFAULT_APP, Attempt, Callback, Message, utcnow
 from shared.providers import get_provider, provider_name
 from shared.providers.base import (
     AmbiguousError,
@@ -112,11 +112,11 @@ def backoff(retries: int) -> float:
 
 # --- accept and dispatch -----------------------------------------------------------------
 
-def accept(message_id: str, request_data: dict) -> str | None:
+def accept(message_id: str, request_data: dict, app_id: str = DEFAULT_APP) -> str | None:
     """Insert a message sent through the broker (``shared.client.send``), then dispatch it."""
     request = SendRequest.model_validate(request_data)
     with session_scope() as session:
-        create_message(session, message_id, request)
+        create_message(session, message_id, request, app_id)
     return dispatch(message_id)
 
 
@@ -168,6 +168,7 @@ def send_attempt(attempt_id: str) -> None:
     provider = get_provider(job.provider)
     try:
         outbound = _outbound(job, provider)
+        summary = provider.summarize(outbound)
     except (PermanentError, RetryableError) as exc:
         _fail_before_send(job, exc)
         return
@@ -176,7 +177,7 @@ def send_attempt(attempt_id: str) -> None:
     due = utcnow() + timedelta(seconds=window)
     with session_scope() as session:
         if not _cas(session, Attempt, attempt_id, ["pending"], status="sending", deadline_at=due,
-                    not_before=None):
+                    not_before=None, request_summary=summary):
             return
     FollowUps(index=[(attempt_id, due)]).publish()
     try:
@@ -281,7 +282,7 @@ def _on_retryable(job: _Job, exc: RetryableError) -> None:
         _cas(session, Attempt, job.attempt_id, ["sending"], status="pending",
              retries=job.retries + 1, deadline_at=None,
              not_before=utcnow() + timedelta(seconds=countdown), error_code=exc.code,
-             error_reason=exc.reason, error_detail=exc.detail)
+             error_reason=exc.reason, error_detail=exc.detail, **_response(exc))
         add_event(session, job.message_id, "retry_scheduled", job.attempt_id,
                   channel=job.channel, reason=exc.reason, code=exc.code,
                   retry_in=round(countdown, 2), retries=job.retries + 1)
@@ -300,7 +301,8 @@ def _end_attempt(job: _Job, event: str, exc: Exception, expected: list[str]) -> 
         reason = getattr(exc, "reason", type(exc).__name__)
         if not _cas(session, Attempt, job.attempt_id, expected, status=transition.status,
                     deadline_at=None, error_code=getattr(exc, "code", None),
-                    error_reason=reason, error_detail=getattr(exc, "detail", str(exc))):
+                    error_reason=reason, error_detail=getattr(exc, "detail", str(exc)),
+                    **_response(exc)):
             return
         add_event(session, job.message_id, "attempt_failed", job.attempt_id,
                   channel=job.channel, reason=reason, code=getattr(exc, "code", None),
@@ -318,7 +320,8 @@ def _on_submitted(job: _Job, result: SendResult | None, window: float,
     pmid = next(iter(result.provider_message_ids.values()), None) if result else None
     with session_scope() as session:
         moved = _cas(session, Attempt, job.attempt_id, ["sending"], status="submitted",
-                     submitted_at=now, deadline_at=due)
+                     submitted_at=now, deadline_at=due,
+                     **_response(ambiguous if ambiguous is not None else result))
         # A report may have overtaken us (matched by attempt id): keep what it set.
         extra = {"provider_message_id": pmid} if pmid else {}
         if ambiguous is not None:
@@ -331,6 +334,14 @@ def _on_submitted(job: _Job, result: SendResult | None, window: float,
                   ambiguous=ambiguous.reason if ambiguous else None)
         _move_message(session, job.message_id, "submitted")
     FollowUps(index=[(job.attempt_id, due)] if moved else []).publish()
+
+
+def _response(outcome: object) -> dict[str, str | None]:
+    """The provider's answer (its code and text) for the timeline, from a result or an error."""
+    if isinstance(outcome, SendResult):
+        return {"response_code": outcome.code, "response_text": outcome.detail or None}
+    return {"response_code": getattr(outcome, "code", None) or getattr(outcome, "reason", None),
+            "response_text": getattr(outcome, "detail", None) or None}
 
 
 # --- route progression -------------------------------------------------------------------

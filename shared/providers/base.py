@@ -114,3 +114,8 @@ class Provider(Protocol):
     def parse_callback(self, params: Mapping[str, str]) -> ProviderEvent:
         """Read one callback's parameters. Raises ``CallbackError`` naming the bad field."""
         ...
+
+    def summarize(self, message: OutboundMessage) -> dict[str, Any]:
+        """The request as it will be sent, with secrets and signatures redacted, for the
+        message timeline ("what exactly did we send?")."""
+        ...

@@ -42,6 +42,7 @@ from shared.providers.base import (
 if TYPE_CHECKING:
     from shared.settings import Settings
 
+REDACTED = "[redacted]"
 MAX_IMAGE_BYTES = 10 * 1024 * 1024  # §2.6: the media server refuses files over 10 MB
 RETRYABLE_HTTP = frozenset({429, 502, 503, 504})  # the front end refused: nothing was processed
 CONNECT_TIMEOUT_CAP = 3.0  # a healthy gateway accepts a TCP connection in well under 3 s
@@ -421,6 +422,19 @@ class MessaggioGateway:
             params.append(("dlr_timeout", str(msg.dlr_timeout)))
         params.append(("expiry_txt", msg.sms_text))
         return params
+
+    def summarize(self, msg: OutboundMessage) -> dict[str, Any]:
+        """The form fields of ``send`` for the timeline; the signature is redacted (the
+        secret itself never appears in a request)."""
+        summary: dict[str, Any] = {"url": self.url}
+        for key, value in self.build_params(msg):
+            if key == "sign":
+                value = REDACTED
+            if key == "phone":
+                summary.setdefault("phone", []).append(value)
+            else:
+                summary[key] = value
+        return summary
 
     def send(self, message: OutboundMessage) -> SendResult:
         """One POST, never retried here: see the module docstring for the classification."""

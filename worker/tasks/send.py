@@ -21,9 +21,9 @@ def _run_attempt(attempt_id: str | None) -> None:
 
 
 @app.task(name=tasknames.ACCEPT, acks_late=True)
-def accept(message_id: str, request: dict) -> None:
+def accept(message_id: str, request: dict, app_id: str = "default") -> None:
     """Producer entry point (``shared.client.send``): insert once, then send."""
-    _run_attempt(pipeline.accept(message_id, request))
+    _run_attempt(pipeline.accept(message_id, request, app_id))
 
 
 @app.task(name=tasknames.DISPATCH, acks_late=True)

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-23 11:31:52.274523
+Create Date: 2026-11-23 11:36:19.703098
 """
 import sqlalchemy as sa
 from alembic import op
@@ -14,6 +14,18 @@ depends_on = None
 
 
 def upgrade() -> None:
+    op.create_table('apps',
+    sa.Column('id', sa.String(length=36), nullable=False),
+    sa.Column('name', sa.String(length=100), nullable=False),
+    sa.Column('api_key_hash', sa.String(length=64), nullable=False),
+    sa.Column('callback_url', sa.String(length=2048), nullable=True),
+    sa.Column('signing_secret', sa.String(length=100), nullable=False),
+    sa.Column('created_at', sa.DateTime(), nullable=False),
+    sa.Column('secret_rotated_at', sa.DateTime(), nullable=True),
+    sa.PrimaryKeyConstraint('id'),
+    sa.UniqueConstraint('api_key_hash'),
+    sa.UniqueConstraint('name')
+    )
     op.create_table('callbacks',
     sa.Column('id', sa.Integer(), autoincrement=True, nullable=False),
     sa.Column('provider', sa.String(length=32), nullable=False),
@@ -36,6 +48,7 @@ def upgrade() -> None:
 
     op.create_table('messages',
     sa.Column('id', sa.String(length=36), nullable=False),
+    sa.Column('app_id', sa.String(length=36), nullable=False),
     sa.Column('status', sa.String(length=16), nullable=False),
     sa.Column('reason', sa.String(length=64), nullable=True),
     sa.Column('recipient', sa.String(length=64), nullable=False),
@@ -48,9 +61,10 @@ def upgrade() -> None:
     sa.Column('created_at', sa.DateTime(), nullable=False),
     sa.Column('updated_at', sa.DateTime(), nullable=False),
     sa.PrimaryKeyConstraint('id'),
-    sa.UniqueConstraint('idempotency_key')
+    sa.UniqueConstraint('app_id', 'idempotency_key', name='uq_messages_app_idempotency')
     )
     with op.batch_alter_table('messages', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_messages_app_id'), ['app_id'], unique=False)
         batch_op.create_index('ix_messages_status_updated', ['status', 'updated_at'], unique=False)
 
     op.create_table('attempts',
@@ -64,6 +78,9 @@ def upgrade() -> None:
     sa.Column('error_code', sa.String(length=32), nullable=True),
     sa.Column('error_reason', sa.String(length=64), nullable=True),
     sa.Column('error_detail', sa.Text(), nullable=True),
+    sa.Column('request_summary', sa.JSON(), nullable=True),
+    sa.Column('response_code', sa.String(length=32), nullable=True),
+    sa.Column('response_text', sa.Text(), nullable=True),
     sa.Column('retries', sa.Integer(), nullable=False),
     sa.Column('deadline_at', sa.DateTime(), nullable=True),
     sa.Column('not_before', sa.DateTime(), nullable=True),
@@ -139,9 +156,11 @@ def downgrade() -> None:
     op.drop_table('attempts')
     with op.batch_alter_table('messages', schema=None) as batch_op:
         batch_op.drop_index('ix_messages_status_updated')
+        batch_op.drop_index(batch_op.f('ix_messages_app_id'))
 
     op.drop_table('messages')
     with op.batch_alter_table('callbacks', schema=None) as batch_op:
         batch_op.drop_index('ix_callbacks_status_received')
 
     op.drop_table('callbacks')
+    op.drop_table('apps')
