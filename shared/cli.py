@@ -166,12 +166,23 @@ def format_view(view: dict[str, Any]) -> str:
         error = f"  error: {a['error']['reason']}" if a["error"] else ""
         lines.append(f"    #{a['hop']} {a['channel']:<6} {a['status']:<11} "
                      f"provider id: {a['provider_message_id'] or '-'}{error}")
+        if a["response"]:
+            lines.append(f"       provider answered {a['response']['code']} "
+                         f"{a['response']['text'] or ''}".rstrip())
+    if view["deliveries"]:
+        lines.append("  webhooks:")
+        for d in view["deliveries"]:
+            lines.append(f"    event {d['event_id']} -> {d['url']}  {d['status']} after "
+                         f"{d['attempts']} tries (last HTTP {d['last_status_code'] or '-'})")
     lines.append("  events:")
     for e in view["events"]:
-        detail = {k: v for k, v in e["detail"].items() if v not in (None, False, {}) and k != "raw"}
-        extra = " ".join(f"{k}={v}" for k, v in detail.items())
-        lines.append(f"    {e['at']}  {e['type']:<16} {extra}")
+        lines.append(f"    {e['seq']:>3} {e['at']}  {e['type']:<16} {_details(e)}")
     return "\n".join(lines)
+
+
+def _details(event: dict[str, Any]) -> str:
+    detail = {k: v for k, v in event["detail"].items() if v not in (None, False, {}) and k != "raw"}
+    return " ".join(f"{k}={v}" for k, v in detail.items())
 
 
 def _apps(args: argparse.Namespace) -> int:
