@@ -185,6 +185,24 @@ def _details(event: dict[str, Any]) -> str:
     return " ".join(f"{k}={v}" for k, v in detail.items())
 
 
+def _app_name(name: str) -> str:
+    if not 0 < len(name.strip()) <= 100:
+        raise CliError("an app name has 1 to 100 characters")
+    return name.strip()
+
+
+def _http_url(url: str | None) -> str | None:
+    """The same URL rule as a message's callback_url (an http(s) URL with a host)."""
+    from pydantic import AnyHttpUrl, TypeAdapter
+
+    if url is None:
+        return None
+    try:
+        return str(TypeAdapter(AnyHttpUrl).validate_python(url))
+    except ValidationError as exc:
+        raise CliError(f"--callback-url: {exc.errors()[0]['msg']}") from None
+
+
 def _apps(args: argparse.Namespace) -> int:
     from sqlalchemy import select
     from sqlalchemy.exc import IntegrityError, OperationalError
@@ -196,9 +214,8 @@ def _apps(args: argparse.Namespace) -> int:
     try:
         with session_scope() as session:
             if args.apps_command == "create":
-                if args.callback_url and not args.callback_url.startswith(("http://", "https://")):
-                    raise CliError("--callback-url must be an http(s) URL")
-                new = apps.create(session, args.name, args.callback_url)
+                new = apps.create(session, _app_name(args.name), _http_url(args.callback_url))
+                session.commit()  # print the key only once it is stored
                 print(f"app id:          {new.app.id}\nname:            {new.app.name}\n"
                       f"api key:         {new.api_key}\nsigning secret:  {new.signing_secret}\n"
                       "(the key is shown only now; it is stored hashed)")

@@ -114,6 +114,9 @@ class Event(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     message_id: Mapped[str] = mapped_column(ForeignKey("messages.id"), index=True)
     seq: Mapped[int] = mapped_column(Integer)
+    # Position in the producers' event feed, given after commit by one sweeper in commit
+    # order; ids are taken at insert time, so an id cursor could skip a late-committing event.
+    feed_pos: Mapped[int | None] = mapped_column(Integer, unique=True)
     attempt_id: Mapped[str | None] = mapped_column(String(36))
     type: Mapped[str] = mapped_column(String(32))
     payload: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)

@@ -14,6 +14,7 @@ REINDEX_DEADLINES = "switchboard.reindex_deadlines"
 RECOVER = "switchboard.recover"
 NOTIFY = "switchboard.notify"
 SWEEP_DELIVERIES = "switchboard.sweep_deliveries"
+NUMBER_EVENTS = "switchboard.number_events"
 
 SEND_QUEUE = "send"
 EVENTS_QUEUE = "events"
@@ -30,4 +31,5 @@ QUEUE_OF = {
     RECOVER: SWEEP_QUEUE,
     NOTIFY: NOTIFY_QUEUE,
     SWEEP_DELIVERIES: SWEEP_QUEUE,
+    NUMBER_EVENTS: SWEEP_QUEUE,
 }

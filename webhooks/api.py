@@ -6,20 +6,18 @@ import logging
 
 from flask import Blueprint, g, jsonify, request
 from pydantic import ValidationError
-from sqlalchemy import select
 
-from shared import tasknames
+from shared import feed, tasknames
 from shared.client import send_task
 from shared.db import session_scope
 from shared.messages import (
-    PUBLIC_EVENTS,
     create_message,
     event_body,
     message_view,
     new_message_id,
     redeliver,
 )
-from shared.models import Event, Message
+from shared.models import Message
 from shared.schemas import ReplayRequest, SendRequest, error_list
 from webhooks.auth import require_api_key
 
@@ -78,7 +76,8 @@ def show(message_id: str):  # type: ignore[no-untyped-def]
 @api.get("/events")
 @require_api_key
 def events():  # type: ignore[no-untyped-def]
-    """Public events in commit order after a cursor: poll with ``?after=<next>``."""
+    """Public events in commit order after a cursor: poll with ``?after=<next>``. Events join
+    the feed within about a second of commit (see ``shared.feed``)."""
     try:
         after = int(request.args.get("after", "0"))
         limit = min(max(int(request.args.get("limit", "100")), 1), 1000)
@@ -86,13 +85,9 @@ def events():  # type: ignore[no-untyped-def]
         return jsonify(error="validation_error", errors=[
             {"field": "after", "message": "after and limit must be integers"}]), 422
     with session_scope() as session:
-        rows = session.scalars(
-            select(Event).join(Message, Message.id == Event.message_id)
-            .where(Event.id > after, Event.type.in_(sorted(PUBLIC_EVENTS)),
-                   Message.app_id == g.app_id)
-            .order_by(Event.id).limit(limit)).all()
+        rows = feed.page(session, g.app_id, after, limit)
         items = [event_body(e) for e in rows]
-    return jsonify(events=items, next=items[-1]["id"] if items else after)
+    return jsonify(events=items, next=rows[-1].feed_pos if rows else after)
 
 
 @api.post("/events/replay")

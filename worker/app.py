@@ -45,6 +45,11 @@ app.conf.update(
             "schedule": settings.sweep_interval_seconds,
             "options": {"expires": 10},
         },
+        "number-events": {
+            "task": tasknames.NUMBER_EVENTS,
+            "schedule": settings.sweep_interval_seconds,
+            "options": {"expires": 10},
+        },
         "recover": {
             "task": tasknames.RECOVER,
             "schedule": settings.recover_interval_seconds,

@@ -20,3 +20,8 @@ def reindex_deadlines() -> int:
 @app.task(name=tasknames.RECOVER, acks_late=False)
 def recover() -> dict:
     return sweeps.recover()
+
+
+@app.task(name=tasknames.NUMBER_EVENTS, acks_late=False)
+def number_events() -> int:
+    return sweeps.number_events()

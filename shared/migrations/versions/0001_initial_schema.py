@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-23 11:36:19.703098
+Create Date: 2026-11-23 11:45:00.671778
 """
 import sqlalchemy as sa
 from alembic import op
@@ -103,12 +103,14 @@ def upgrade() -> None:
     sa.Column('id', sa.Integer(), autoincrement=True, nullable=False),
     sa.Column('message_id', sa.String(length=36), nullable=False),
     sa.Column('seq', sa.Integer(), nullable=False),
+    sa.Column('feed_pos', sa.Integer(), nullable=True),
     sa.Column('attempt_id', sa.String(length=36), nullable=True),
     sa.Column('type', sa.String(length=32), nullable=False),
     sa.Column('payload', sa.JSON(), nullable=False),
     sa.Column('created_at', sa.DateTime(), nullable=False),
     sa.ForeignKeyConstraint(['message_id'], ['messages.id'], ),
     sa.PrimaryKeyConstraint('id'),
+    sa.UniqueConstraint('feed_pos'),
     sa.UniqueConstraint('message_id', 'seq', name='uq_events_message_seq')
     )
     with op.batch_alter_table('events', schema=None) as batch_op:
