@@ -50,6 +50,14 @@ def _settled(view: dict[str, Any]) -> bool:
 
 
 def run_demo(api: str, api_key: str, watch_seconds: float = 100.0) -> int:
+    try:
+        return _run(api, api_key, watch_seconds)
+    except requests.RequestException as exc:  # e.g. Ctrl-C stopped the API mid-demo
+        print(f"demo: stopped, the API is not answering ({type(exc).__name__})", flush=True)
+        return 1
+
+
+def _run(api: str, api_key: str, watch_seconds: float) -> int:
     if not _wait_healthy(api):
         print(f"demo: the API at {api} did not come up", flush=True)
         return 1
