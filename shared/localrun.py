@@ -92,11 +92,16 @@ def _child_env(settings: Settings, host: str, port: int) -> dict[str, str]:
 
 
 def _generated_secrets() -> list[str]:
-    """Local runs get a random API key and Flower password unless the environment has them."""
+    """Local runs get a random API key, webhook secret and Flower password unless the
+    environment has them."""
     notes = []
     if not os.environ.get("SWITCHBOARD_API_KEYS"):
         os.environ["SWITCHBOARD_API_KEYS"] = "dev-" + secrets.token_urlsafe(18)
         notes.append(f"API key (generated): {os.environ['SWITCHBOARD_API_KEYS']}")
+    if not os.environ.get("SWITCHBOARD_CALLBACK_SIGNING_SECRET"):
+        os.environ["SWITCHBOARD_CALLBACK_SIGNING_SECRET"] = "whsec_" + secrets.token_urlsafe(24)
+        notes.append("Webhook signing secret (generated): "
+                     f"{os.environ['SWITCHBOARD_CALLBACK_SIGNING_SECRET']}")
     if not os.environ.get("FLOWER_BASIC_AUTH"):
         os.environ["FLOWER_BASIC_AUTH"] = f"admin:{secrets.token_urlsafe(12)}"
         notes.append(f"Flower login (generated): {os.environ['FLOWER_BASIC_AUTH']}")

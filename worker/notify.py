@@ -46,6 +46,9 @@ def deliver(delivery_id: int) -> str | None:
         url, failures = delivery.url, delivery.attempts
         app_id = session.scalar(select(Message.app_id).where(Message.id == delivery.message_id))
         secret = delivery_target(session, app_id)[1]
+    if not secret:  # never send an unsigned webhook: say why in the timeline instead
+        return _record(delivery_id, failures + 1, None,
+                       "no signing secret: set SWITCHBOARD_CALLBACK_SIGNING_SECRET", final=True)
     code, error = _post(url, body, secret)
     return _record(delivery_id, failures + 1, code, error)
 
@@ -54,8 +57,7 @@ def _post(url: str, body: bytes, secret: str) -> tuple[int | None, str | None]:
     timestamp = str(int(time.time()))
     headers = {"Content-Type": "application/json", TIMESTAMP_HEADER: timestamp,
                "User-Agent": "Switchboard-Webhooks/1"}
-    if secret:
-        headers[SIGNATURE_HEADER] = sign(secret, timestamp, body)
+    headers[SIGNATURE_HEADER] = sign(secret, timestamp, body)
     try:
         response = requests.post(url, data=body, headers=headers, timeout=(3, 10),
                                  allow_redirects=False)
@@ -64,10 +66,13 @@ def _post(url: str, body: bytes, secret: str) -> tuple[int | None, str | None]:
     return response.status_code, None if response.ok else response.text[:500]
 
 
-def _record(delivery_id: int, tries: int, code: int | None, error: str | None) -> str:
+def _record(delivery_id: int, tries: int, code: int | None, error: str | None,
+            final: bool = False) -> str:
     now = utcnow()
     values: dict = {"attempts": tries, "last_status_code": code, "last_error": error}
-    if code is not None and 200 <= code < 300:
+    if final:
+        values.update(status="failed", next_attempt_at=None)
+    elif code is not None and 200 <= code < 300:
         values.update(status="delivered", delivered_at=now, next_attempt_at=None)
     elif code is not None and 400 <= code < 500 and code not in (408, 429) or (delay := next_delay(tries)) is None:
         values.update(status="failed", next_attempt_at=None)
