@@ -18,7 +18,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, Protocol
 
-EventKind = Literal["delivered", "seen", "undelivered", "expired", "replied", "interim"]
+# Events about a message we sent (matched to an attempt) ...
+EventKind = Literal["delivered", "seen", "undelivered", "expired", "replied", "interim",
+                    # ... and events about a contact or a conversation, matched to no attempt
+                    "contact", "poke", "flow_result", "test"]
+MESSAGE_EVENT_KINDS = frozenset({"delivered", "seen", "undelivered", "expired", "replied",
+                                 "interim"})
 
 
 class ProviderError(Exception):
@@ -74,6 +79,11 @@ class OutboundMessage:
     button_url: str | None = None
     sender: str | None = None
     dlr_timeout: int | None = None
+    email: str | None = None  # messenger recipient
+    app_id: str | None = None  # messenger app the recipient uses
+    # Channel-specific content, validated by shared.schemas (e.g. the messenger's buttons,
+    # flags, alert settings, branding, tag, thread, attachments).
+    content: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -99,6 +109,9 @@ class ProviderEvent:
     status: str | None = None  # provider's own status value, for the timeline
     occurred_at: datetime | None = None
     raw: Mapping[str, Any] = field(default_factory=dict)
+    # Structured extras: e.g. {"button_id": ..., "dismissed": ...} on a reply, or the contact
+    # ({"email", "app_id", "change"}) on a friendship callback.
+    data: Mapping[str, Any] = field(default_factory=dict)
 
 
 class Provider(Protocol):
@@ -111,8 +124,9 @@ class Provider(Protocol):
         """Call the provider once. Raises one of the ``ProviderError`` subclasses."""
         ...
 
-    def parse_callback(self, params: Mapping[str, str]) -> ProviderEvent:
-        """Read one callback's parameters. Raises ``CallbackError`` naming the bad field."""
+    def parse_callback(self, params: Mapping[str, Any]) -> ProviderEvent:
+        """Read one stored callback (form fields, or a JSON body). Raises ``CallbackError``
+        naming the bad field."""
         ...
 
     def summarize(self, message: OutboundMessage) -> dict[str, Any]:
