@@ -161,7 +161,8 @@ def format_view(view: dict[str, Any]) -> str:
     """A message's story as readable lines for the terminal."""
     lines = [f"message {view['id']}  status: {view['status']}"
              + (f" ({view['reason']})" if view["reason"] else ""),
-             f"  to {view['to']['phone']}  route: {' -> '.join(view['route'])}", "  attempts:"]
+             f"  to {_recipient(view['to'])}  route: {' -> '.join(view['route'])}",
+             "  attempts:"]
     for a in view["attempts"]:
         error = f"  error: {a['error']['reason']}" if a["error"] else ""
         lines.append(f"    #{a['hop']} {a['channel']:<6} {a['status']:<11} "
@@ -178,6 +179,10 @@ def format_view(view: dict[str, Any]) -> str:
     for e in view["events"]:
         lines.append(f"    {e['seq']:>3} {e['at']}  {e['type']:<16} {_details(e)}")
     return "\n".join(lines)
+
+
+def _recipient(to: dict[str, Any]) -> str:
+    return to.get("phone") or to.get("email") or "?"
 
 
 def _details(event: dict[str, Any]) -> str:

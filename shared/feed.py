@@ -12,7 +12,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from shared.messages import PUBLIC_EVENTS
-from shared.models import Event, Message
+from shared.models import Event
 
 
 def number_events(session: Session, batch: int = 5000) -> int:
@@ -28,6 +28,5 @@ def number_events(session: Session, batch: int = 5000) -> int:
 
 def page(session: Session, app_id: str, after: int, limit: int) -> list[Event]:
     return list(session.scalars(
-        select(Event).join(Message, Message.id == Event.message_id)
-        .where(Event.feed_pos > after, Message.app_id == app_id)
+        select(Event).where(Event.feed_pos > after, Event.app_id == app_id)
         .order_by(Event.feed_pos).limit(limit)))

@@ -41,7 +41,7 @@ def create_message(session: Session, message_id: str, request: SendRequest,
         id=message_id,
         app_id=app_id,
         status="queued",
-        recipient=request.to.phone,
+        recipient=request.recipient(),
         route=list(request.route),
         hop=0,
         request=request.model_dump(mode="json"),
@@ -76,8 +76,8 @@ def add_event(
         update(Message).where(Message.id == message_id)
         .values(event_seq=Message.event_seq + 1)
         .returning(Message.event_seq, Message.callback_url, Message.app_id)).one()
-    event = Event(message_id=message_id, seq=seq, attempt_id=attempt_id, type=type_,
-                  payload=payload, created_at=utcnow())
+    event = Event(message_id=message_id, app_id=app_id, seq=seq, attempt_id=attempt_id,
+                  type=type_, payload=payload, created_at=utcnow())
     session.add(event)
     if type_ not in PUBLIC_EVENTS:
         return event
@@ -128,7 +128,7 @@ def message_view(session: Session, message: Message) -> dict[str, Any]:
         "id": message.id,
         "status": message.status,
         "reason": message.reason,
-        "to": {"phone": message.recipient},
+        "to": {k: v for k, v in message.request.get("to", {}).items() if v is not None},
         "route": message.route,
         "current_channel": message.route[min(message.hop, len(message.route) - 1)],
         "idempotency_key": message.idempotency_key,

@@ -112,8 +112,11 @@ class Event(Base):
     __tablename__ = "events"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    message_id: Mapped[str] = mapped_column(ForeignKey("messages.id"), index=True)
-    seq: Mapped[int] = mapped_column(Integer)
+    # None for events about no message (a friendship change, a poke): then ``seq`` is None
+    # and ``app_id`` says whose feed it joins.
+    message_id: Mapped[str | None] = mapped_column(ForeignKey("messages.id"), index=True)
+    app_id: Mapped[str] = mapped_column(String(36), default=DEFAULT_APP, index=True)
+    seq: Mapped[int | None] = mapped_column(Integer)
     # Position in the producers' event feed, given after commit by one sweeper in commit
     # order; ids are taken at insert time, so an id cursor could skip a late-committing event.
     feed_pos: Mapped[int | None] = mapped_column(Integer, unique=True)
@@ -123,6 +126,27 @@ class Event(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 
     __table_args__ = (UniqueConstraint("message_id", "seq", name="uq_events_message_seq"),)
+
+
+class Contact(Base):
+    """What we know of a person's consent on a channel (e.g. a messenger friendship).
+
+    A message to someone whose record says they are not reachable is refused before any
+    provider call, and the route moves on.
+    """
+
+    __tablename__ = "contacts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    channel: Mapped[str] = mapped_column(String(32))
+    address: Mapped[str] = mapped_column(String(320))  # e-mail for the messenger
+    app_id: Mapped[str] = mapped_column(String(100), default="")
+    status: Mapped[str] = mapped_column(String(16))  # friend | invited | declined | not_friend
+    name: Mapped[str | None] = mapped_column(String(200))
+    details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
+
+    __table_args__ = (UniqueConstraint("channel", "address", "app_id", name="uq_contacts"),)
 
 
 class Delivery(Base):
@@ -136,7 +160,7 @@ class Delivery(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     event_id: Mapped[int] = mapped_column(ForeignKey("events.id"), index=True)
-    message_id: Mapped[str] = mapped_column(String(36), index=True)
+    message_id: Mapped[str | None] = mapped_column(String(36), index=True)
     url: Mapped[str] = mapped_column(String(2048))
     status: Mapped[str] = mapped_column(String(16), default="pending")
     attempts: Mapped[int] = mapped_column(Integer, default=0)
@@ -163,6 +187,7 @@ class Callback(Base):
     params: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     body: Mapped[str | None] = mapped_column(Text)
     error: Mapped[str | None] = mapped_column(Text)
+    answer: Mapped[Any] = mapped_column(JSON, nullable=True)  # what we answered inline (replayed to retries)
     attempt_id: Mapped[str | None] = mapped_column(String(36))
     tries: Mapped[int] = mapped_column(Integer, default=0)
     received_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)

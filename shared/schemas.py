@@ -10,11 +10,21 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 import phonenumbers
-from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AnyHttpUrl,
+    BaseModel,
+    ConfigDict,
+    EmailStr,
+    Field,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
-Channel = Literal["viber", "sms"]
-CHANNELS: tuple[str, ...] = ("viber", "sms")
+Channel = Literal["viber", "sms", "rogerthat"]
+CHANNELS: tuple[str, ...] = ("viber", "sms", "rogerthat")
+PHONE_CHANNELS = frozenset({"viber", "sms"})
+EMAIL_CHANNELS = frozenset({"rogerthat"})
 
 # The gateway's dlr_timeout range (providers.md §2.3).
 MIN_DLR_TIMEOUT = 60
@@ -26,11 +36,17 @@ class Strict(BaseModel):
 
 
 class Recipient(Strict):
-    phone: str = Field(description="international number; normalised to E.164")
+    """Whom to reach: a phone for Viber/SMS, an e-mail (plus its messenger app) for Rogerthat."""
+
+    phone: str | None = Field(default=None, description="international; normalised to E.164")
+    email: EmailStr | None = None
+    app_id: str | None = Field(default=None, min_length=1, max_length=100)
 
     @field_validator("phone")
     @classmethod
-    def _normalise_phone(cls, value: str) -> str:
+    def _normalise_phone(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
         try:
             number = phonenumbers.parse(value, None)
         except phonenumbers.NumberParseException as exc:
@@ -52,6 +68,48 @@ class Button(Strict):
         return value
 
 
+_ACTION_SCHEMES = ("http:", "https:", "geo:", "tel:", "mailto:", "confirm:")
+_ATTACHMENT_TYPES = Literal["image/png", "image/jpeg", "application/pdf", "video/mp4"]
+
+
+class AnswerButton(Strict):
+    """A messenger quick-reply button; its ``id`` comes back with the answer."""
+
+    id: str = Field(min_length=1, max_length=100)
+    caption: str = Field(min_length=1, max_length=200)
+    action: str | None = Field(default=None, max_length=2048)
+    ui_flags: int = Field(default=0, ge=0, le=3)
+
+    @field_validator("action")
+    @classmethod
+    def _scheme(cls, value: str | None) -> str | None:
+        if value and not value.lower().startswith(_ACTION_SCHEMES):
+            raise ValueError("action must start with tel:, geo:, http(s):, mailto: or confirm:")
+        return value or None
+
+
+class Alert(Strict):
+    """How the phone alerts: silent, or vibrate, ring for N seconds, repeat every M seconds."""
+
+    silent: bool = False
+    vibrate: bool = True
+    ring_seconds: Literal[5, 15, 30, 60] | None = None
+    repeat_seconds: Literal[5, 15, 30, 60, 300, 900, 3600] | None = None
+
+    @model_validator(mode="after")
+    def _combination(self) -> Alert:
+        if self.silent and (self.ring_seconds or self.repeat_seconds):
+            raise _field_error("alert.silent", "a silent alert cannot ring or repeat")
+        return self
+
+
+class Attachment(Strict):
+    content_type: _ATTACHMENT_TYPES
+    url: AnyHttpUrl
+    name: str = Field(min_length=1, max_length=200)
+    size: int = Field(default=0, ge=0)
+
+
 class SendRequest(Strict):
     """One message to one recipient over an ordered route of channels."""
 
@@ -67,6 +125,40 @@ class SendRequest(Strict):
     idempotency_key: str | None = Field(default=None, min_length=1, max_length=200)
     callback_url: AnyHttpUrl | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
+    # Per-hop deadlines (seconds), e.g. {"rogerthat": 300, "viber": 3600}; default dlr_timeout.
+    deadlines: dict[Channel, int] = Field(default_factory=dict)
+    # Messenger (rogerthat) content
+    buttons: list[AnswerButton] = Field(default_factory=list, max_length=20)
+    allow_dismiss: bool = False
+    auto_lock: bool = False
+    branding: str | None = Field(default=None, min_length=1, max_length=200)
+    alert: Alert | None = None
+    tag: str | None = Field(default=None, min_length=1, max_length=500)
+    parent_message_key: str | None = Field(default=None, min_length=1, max_length=100)
+    attachments: list[Attachment] = Field(default_factory=list, max_length=10)
+
+    @field_validator("deadlines")
+    @classmethod
+    def _deadline_range(cls, value: dict[str, int]) -> dict[str, int]:
+        for channel, seconds in value.items():
+            if not MIN_DLR_TIMEOUT <= seconds <= MAX_DLR_TIMEOUT:
+                raise ValueError(f"{channel}: between {MIN_DLR_TIMEOUT} and {MAX_DLR_TIMEOUT} s")
+        return value
+
+    @field_validator("tag")
+    @classmethod
+    def _tag_prefix(cls, value: str | None) -> str | None:
+        if value and value.startswith("__rt__"):
+            raise ValueError("must not start with __rt__ (reserved by the messenger)")
+        return value
+
+    @field_validator("buttons")
+    @classmethod
+    def _unique_buttons(cls, value: list[AnswerButton]) -> list[AnswerButton]:
+        ids = [b.id for b in value]
+        if len(set(ids)) != len(ids):
+            raise ValueError("button ids must be unique")
+        return value
 
     @field_validator("route")
     @classmethod
@@ -74,6 +166,16 @@ class SendRequest(Strict):
         if len(set(value)) != len(value):
             raise ValueError("a channel may appear only once in a route")
         return value
+
+    @model_validator(mode="after")
+    def _recipient_fits_route(self) -> SendRequest:
+        if PHONE_CHANNELS & set(self.route) and not self.to.phone:
+            raise _field_error("to.phone", "viber and sms hops need a phone number")
+        if EMAIL_CHANNELS & set(self.route) and not self.to.email:
+            raise _field_error("to.email", "rogerthat hops need an e-mail address")
+        if "rogerthat" in self.route and not self.buttons and not self.allow_dismiss:
+            raise _field_error("buttons", "a messenger message needs buttons or allow_dismiss")
+        return self
 
     @model_validator(mode="after")
     def _content_fits_route(self) -> SendRequest:
@@ -86,6 +188,14 @@ class SendRequest(Strict):
         if not self.text and not (self.image_url or self.image_id):
             raise _field_error("text", "text is required (or an image for a Viber-only route)")
         return self
+
+    def deadline_for(self, channel: str, default: int) -> int:
+        """This hop's deadline: ``deadlines[channel]``, else ``dlr_timeout``, else ``default``."""
+        return self.deadlines.get(channel) or self.dlr_timeout or default  # type: ignore[call-overload]
+
+    def recipient(self) -> str:
+        """The identity shown for this message: the phone, else the e-mail."""
+        return self.to.phone or str(self.to.email)
 
     def text_for(self, channel: str) -> str | None:
         """The text a hop on ``channel`` carries: SMS prefers ``sms_text`` (the gateway's expiry_txt)."""

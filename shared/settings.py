@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -43,6 +44,21 @@ class Settings(BaseSettings):
     messaggio_rate_per_second: float = 10.0
     messaggio_timeout_seconds: float = 10.0
     simulator_port: int = 8025
+
+    # --- Rogerthat-style messenger (JSON-RPC) ------------------------------------------
+    rogerthat_url: str | None = None  # None: the local simulator
+    rogerthat_api_key: SecretStr = SecretStr("sandbox-api-key")
+    rogerthat_service_key: SecretStr = SecretStr("sandbox-service-key")
+    rogerthat_timeout_seconds: float = 10.0
+    rogerthat_rate_per_second: float = 50.0
+    rogerthat_simulator_port: int = 8026
+    # How to answer friend.invited inline: accept_all, known_contacts (accept only emails we
+    # have a contact record for), or ask_producer (POST to the URL below, short timeout).
+    rogerthat_friend_policy: Literal["accept_all", "known_contacts", "ask_producer"] = (
+        "accept_all")
+    rogerthat_friend_policy_url: str | None = None
+    rogerthat_friend_policy_timeout_seconds: float = 2.0
+    rogerthat_friend_policy_default: Literal["accepted", "declined"] = "declined"
 
     # --- dispatch behaviour ------------------------------------------------------------
     default_dlr_timeout: int = 86400
@@ -94,6 +110,10 @@ class Settings(BaseSettings):
     @property
     def effective_messaggio_media_url(self) -> str:
         return self.messaggio_media_url or f"http://127.0.0.1:{self.simulator_port}/upload/"
+
+    @property
+    def effective_rogerthat_url(self) -> str:
+        return self.rogerthat_url or f"http://127.0.0.1:{self.rogerthat_simulator_port}/api/1"
 
     @property
     def api_key_list(self) -> list[str]:

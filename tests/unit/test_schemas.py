@@ -57,7 +57,7 @@ def test_full_valid_request() -> None:
     assert request.dlr_timeout == 600
     assert request.metadata == {"order": 1}
     dumped = request.model_dump(mode="json")
-    assert dumped["to"] == {"phone": E164}
+    assert dumped["to"] == {"phone": E164, "email": None, "app_id": None}
     assert dumped["image_url"] == "https://example.com/a.png"
 
 

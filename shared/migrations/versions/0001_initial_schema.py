@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-23 11:45:00.671778
+Create Date: 2026-11-23 11:53:46.605754
 """
 import sqlalchemy as sa
 from alembic import op
@@ -36,6 +36,7 @@ def upgrade() -> None:
     sa.Column('params', sa.JSON(), nullable=False),
     sa.Column('body', sa.Text(), nullable=True),
     sa.Column('error', sa.Text(), nullable=True),
+    sa.Column('answer', sa.JSON(), nullable=True),
     sa.Column('attempt_id', sa.String(length=36), nullable=True),
     sa.Column('tries', sa.Integer(), nullable=False),
     sa.Column('received_at', sa.DateTime(), nullable=False),
@@ -46,6 +47,18 @@ def upgrade() -> None:
     with op.batch_alter_table('callbacks', schema=None) as batch_op:
         batch_op.create_index('ix_callbacks_status_received', ['status', 'received_at'], unique=False)
 
+    op.create_table('contacts',
+    sa.Column('id', sa.Integer(), autoincrement=True, nullable=False),
+    sa.Column('channel', sa.String(length=32), nullable=False),
+    sa.Column('address', sa.String(length=320), nullable=False),
+    sa.Column('app_id', sa.String(length=100), nullable=False),
+    sa.Column('status', sa.String(length=16), nullable=False),
+    sa.Column('name', sa.String(length=200), nullable=True),
+    sa.Column('details', sa.JSON(), nullable=False),
+    sa.Column('updated_at', sa.DateTime(), nullable=False),
+    sa.PrimaryKeyConstraint('id'),
+    sa.UniqueConstraint('channel', 'address', 'app_id', name='uq_contacts')
+    )
     op.create_table('messages',
     sa.Column('id', sa.String(length=36), nullable=False),
     sa.Column('app_id', sa.String(length=36), nullable=False),
@@ -101,8 +114,9 @@ def upgrade() -> None:
 
     op.create_table('events',
     sa.Column('id', sa.Integer(), autoincrement=True, nullable=False),
-    sa.Column('message_id', sa.String(length=36), nullable=False),
-    sa.Column('seq', sa.Integer(), nullable=False),
+    sa.Column('message_id', sa.String(length=36), nullable=True),
+    sa.Column('app_id', sa.String(length=36), nullable=False),
+    sa.Column('seq', sa.Integer(), nullable=True),
     sa.Column('feed_pos', sa.Integer(), nullable=True),
     sa.Column('attempt_id', sa.String(length=36), nullable=True),
     sa.Column('type', sa.String(length=32), nullable=False),
@@ -114,12 +128,13 @@ def upgrade() -> None:
     sa.UniqueConstraint('message_id', 'seq', name='uq_events_message_seq')
     )
     with op.batch_alter_table('events', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_events_app_id'), ['app_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_events_message_id'), ['message_id'], unique=False)
 
     op.create_table('deliveries',
     sa.Column('id', sa.Integer(), autoincrement=True, nullable=False),
     sa.Column('event_id', sa.Integer(), nullable=False),
-    sa.Column('message_id', sa.String(length=36), nullable=False),
+    sa.Column('message_id', sa.String(length=36), nullable=True),
     sa.Column('url', sa.String(length=2048), nullable=False),
     sa.Column('status', sa.String(length=16), nullable=False),
     sa.Column('attempts', sa.Integer(), nullable=False),
@@ -147,6 +162,7 @@ def downgrade() -> None:
     op.drop_table('deliveries')
     with op.batch_alter_table('events', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_events_message_id'))
+        batch_op.drop_index(batch_op.f('ix_events_app_id'))
 
     op.drop_table('events')
     with op.batch_alter_table('attempts', schema=None) as batch_op:
@@ -161,6 +177,7 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_messages_app_id'))
 
     op.drop_table('messages')
+    op.drop_table('contacts')
     with op.batch_alter_table('callbacks', schema=None) as batch_op:
         batch_op.drop_index('ix_callbacks_status_received')
 
