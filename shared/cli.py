@@ -34,7 +34,14 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--api", default="http://127.0.0.1:8000", help="API base URL")
 
     send = sub.add_parser("send", help="enqueue one message (through the broker)")
-    send.add_argument("--to", required=True, help="phone number, international format")
+    send.add_argument("--to", help="phone number, international format")
+    send.add_argument("--email", help="messenger recipient (rogerthat)")
+    send.add_argument("--app-id", help="the recipient's messenger app")
+    send.add_argument("--button", action="append", default=[], metavar="ID:CAPTION[:ACTION]",
+                      help="a messenger answer button (repeat for more)")
+    send.add_argument("--allow-dismiss", action="store_true")
+    send.add_argument("--auto-lock", action="store_true", help="seal after the first answer")
+    send.add_argument("--tag")
     send.add_argument("--route", default="viber,sms", help="channels in order (viber,sms)")
     send.add_argument("--text")
     send.add_argument("--sms-text", help="what the SMS carries on fallback")
@@ -47,6 +54,21 @@ def _parser() -> argparse.ArgumentParser:
     send.add_argument("--idempotency-key")
     send.add_argument("--callback-url")
     send.add_argument("--metadata", help="a JSON object")
+
+    seal = sub.add_parser("seal", help="lock a message's messenger message (no more answers)")
+    seal.add_argument("message_id")
+
+    friends = sub.add_parser("friends", help="messenger friendships")
+    friends_sub = friends.add_subparsers(dest="friends_command", required=True, metavar="action")
+    for action in ("invite", "break-up"):
+        fp = friends_sub.add_parser(action, help=f"friend.{action.replace('-', '_')}")
+        fp.add_argument("email")
+        fp.add_argument("--app-id", default="rogerthat")
+        if action == "invite":
+            fp.add_argument("--name")
+            fp.add_argument("--message")
+            fp.add_argument("--language")
+    friends_sub.add_parser("list", help="known contacts and their consent")
 
     status = sub.add_parser("status", help="show a message: status, attempts, timeline")
     status.add_argument("message_id")
@@ -74,7 +96,8 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     handler = {"up": _up, "demo": _demo, "send": _send, "status": _status, "db": _db,
-               "apps": _apps, "simulator": _simulator}[args.command]
+               "apps": _apps, "seal": _seal, "friends": _friends,
+               "simulator": _simulator}[args.command]
     try:
         return handler(args) or 0
     except KeyboardInterrupt:
@@ -106,20 +129,85 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _send_fields(args: argparse.Namespace) -> dict[str, Any]:
-    fields: dict[str, Any] = {"to": {"phone": args.to},
+    to = {k: v for k, v in (("phone", args.to), ("email", args.email), ("app_id", args.app_id))
+          if v}
+    fields: dict[str, Any] = {"to": to,
                               "route": [c.strip() for c in args.route.split(",") if c.strip()]}
     for name in ("text", "sms_text", "image_url", "image_id", "sender", "dlr_timeout",
-                 "idempotency_key", "callback_url"):
+                 "idempotency_key", "callback_url", "tag"):
         if getattr(args, name) is not None:
             fields[name] = getattr(args, name)
     if args.button_text or args.button_url:
         fields["button"] = {"text": args.button_text, "url": args.button_url}
+    if args.allow_dismiss:
+        fields["allow_dismiss"] = True
+    if args.auto_lock:
+        fields["auto_lock"] = True
+    if args.button:
+        fields["buttons"] = [_button(spec) for spec in args.button]
     if args.metadata:
         try:
             fields["metadata"] = json.loads(args.metadata)
         except json.JSONDecodeError as exc:
             raise CliError(f"--metadata is not JSON: {exc}") from None
     return fields
+
+
+def _button(spec: str) -> dict[str, str]:
+    parts = spec.split(":", 2)
+    if len(parts) < 2:
+        raise CliError(f"--button {spec!r}: use ID:CAPTION or ID:CAPTION:ACTION")
+    button = {"id": parts[0], "caption": parts[1]}
+    if len(parts) == 3:
+        button["action"] = parts[2]
+    return button
+
+
+def _broker_call(call: Any, *args: Any, **kwargs: Any) -> Any:
+    """Run a client call; bad input and an unreachable broker become clear messages."""
+    try:
+        return call(*args, **kwargs)
+    except ValidationError as exc:
+        raise CliError("; ".join(f"invalid {e['field']}: {e['message']}"
+                                 for e in error_list(exc))) from None
+    except Exception as exc:  # noqa: BLE001
+        raise CliError(f"could not reach the broker ({type(exc).__name__}: {exc}); is "
+                       "`switchboard up` running, or SWITCHBOARD_BROKER_URL set?") from None
+
+
+def _seal(args: argparse.Namespace) -> int:
+    from shared.client import seal
+
+    _broker_call(seal, args.message_id)
+    print(f"sealing {args.message_id}; `switchboard status {args.message_id}` shows the outcome")
+    return 0
+
+
+def _friends(args: argparse.Namespace) -> int:
+    from shared import client
+
+    if args.friends_command == "list":
+        return _list_contacts()
+    if args.friends_command == "invite":
+        _broker_call(client.invite, args.email, app_id=args.app_id, name=args.name,
+                     message=args.message, language=args.language)
+        print(f"invitation to {args.email} requested; the answer arrives as a contact event")
+    else:
+        _broker_call(client.break_up, args.email, app_id=args.app_id)
+        print(f"friendship with {args.email} ending")
+    return 0
+
+
+def _list_contacts() -> int:
+    from sqlalchemy import select
+
+    from shared.db import session_scope
+    from shared.models import Contact
+
+    with session_scope() as session:
+        for c in session.scalars(select(Contact).order_by(Contact.updated_at.desc())):
+            print(f"{c.channel:<10} {c.address:<32} {c.app_id:<12} {c.status}")
+    return 0
 
 
 def _send(args: argparse.Namespace) -> int:

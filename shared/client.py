@@ -10,6 +10,7 @@ and it travels to the workers by task name, so producers never import the worker
 
 from __future__ import annotations
 
+import uuid
 from functools import lru_cache
 from typing import Any
 
@@ -18,11 +19,11 @@ from celery import Celery
 from shared import tasknames
 from shared.messages import new_message_id
 from shared.models import DEFAULT_APP
-from shared.schemas import SendRequest
+from shared.schemas import FriendRequest, SendRequest
 from shared.settings import get_settings
 from shared.signing import verify_signature
 
-__all__ = ["send", "send_task", "verify_signature"]
+__all__ = ["break_up", "invite", "seal", "send", "send_task", "verify_signature"]
 
 
 def producer_app(broker_url: str | None = None) -> Celery:
@@ -61,3 +62,25 @@ def send(*, broker_url: str | None = None, app_id: str = DEFAULT_APP, **fields: 
     send_task(tasknames.ACCEPT, message_id, request.model_dump(mode="json"), app_id,
               broker_url=broker_url)
     return message_id
+
+
+def seal(message_id: str, *, broker_url: str | None = None) -> None:
+    """Lock a message's messenger message (no more answers), e.g. once you have the answer."""
+    send_task(tasknames.SEAL, message_id, str(uuid.uuid4()), broker_url=broker_url)
+
+
+def invite(email: str, *, app_id: str = "rogerthat", name: str | None = None,
+           message: str | None = None, language: str | None = None,
+           broker_url: str | None = None) -> None:
+    """Invite someone to be the messenger service's friend (the outcome becomes an event)."""
+    req = FriendRequest(email=email, app_id=app_id, name=name, message=message,
+                        language=language)
+    send_task(tasknames.FRIEND_INVITE, str(req.email), req.app_id, str(uuid.uuid4()),
+              req.name, req.message, req.language, broker_url=broker_url)
+
+
+def break_up(email: str, *, app_id: str = "rogerthat", broker_url: str | None = None) -> None:
+    """End the messenger friendship; later messages to them skip the messenger hop."""
+    req = FriendRequest(email=email, app_id=app_id)
+    send_task(tasknames.FRIEND_BREAK_UP, str(req.email), req.app_id, str(uuid.uuid4()),
+              broker_url=broker_url)

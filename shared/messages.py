@@ -63,7 +63,8 @@ def create_message(session: Session, message_id: str, request: SendRequest,
 
 
 # Events a producer is told about (webhook and /v1/events); the rest is timeline detail.
-PUBLIC_EVENTS = frozenset({"queued", "status", "fallback", "replied"})
+PUBLIC_EVENTS = frozenset({"queued", "status", "fallback", "replied", "sealed", "seal_failed",
+                           "contact", "poke", "flow_result"})
 
 
 def add_event(
@@ -85,6 +86,21 @@ def add_event(
     if url:
         session.flush()
         session.add(Delivery(event_id=event.id, message_id=message_id, url=url,
+                             next_attempt_at=utcnow()))
+    return event
+
+
+def add_app_event(session: Session, type_: str, app_id: str = DEFAULT_APP,
+                  **payload: Any) -> Event:
+    """An event about no message (a friendship change, a poke) for ``app_id``'s feed and
+    default callback URL; it has no per-message sequence number."""
+    event = Event(message_id=None, app_id=app_id, seq=None, type=type_, payload=payload,
+                  created_at=utcnow())
+    session.add(event)
+    url = delivery_target(session, app_id)[0]
+    if url and type_ in PUBLIC_EVENTS:
+        session.flush()
+        session.add(Delivery(event_id=event.id, message_id=None, url=url,
                              next_attempt_at=utcnow()))
     return event
 

@@ -92,14 +92,14 @@ class Alert(Strict):
     """How the phone alerts: silent, or vibrate, ring for N seconds, repeat every M seconds."""
 
     silent: bool = False
-    vibrate: bool = True
+    vibrate: bool | None = None  # None: vibrate unless silent
     ring_seconds: Literal[5, 15, 30, 60] | None = None
     repeat_seconds: Literal[5, 15, 30, 60, 300, 900, 3600] | None = None
 
     @model_validator(mode="after")
     def _combination(self) -> Alert:
-        if self.silent and (self.ring_seconds or self.repeat_seconds):
-            raise _field_error("alert.silent", "a silent alert cannot ring or repeat")
+        if self.silent and (self.vibrate or self.ring_seconds or self.repeat_seconds):
+            raise _field_error("alert.silent", "a silent alert cannot vibrate, ring or repeat")
         return self
 
 
@@ -244,3 +244,13 @@ class ReplayRequest(Strict):
         if value is not None and value.tzinfo is not None:
             value = value.astimezone(UTC).replace(tzinfo=None)
         return value
+
+
+class FriendRequest(Strict):
+    """Invite someone to be the messenger service's friend, or end the friendship."""
+
+    email: EmailStr
+    app_id: str = Field(default="rogerthat", min_length=1, max_length=100)
+    name: str | None = Field(default=None, max_length=200)
+    message: str | None = Field(default=None, max_length=2000)
+    language: str | None = Field(default=None, max_length=10)

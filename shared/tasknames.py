@@ -15,6 +15,9 @@ RECOVER = "switchboard.recover"
 NOTIFY = "switchboard.notify"
 SWEEP_DELIVERIES = "switchboard.sweep_deliveries"
 NUMBER_EVENTS = "switchboard.number_events"
+SEAL = "switchboard.seal"
+FRIEND_INVITE = "switchboard.friend_invite"
+FRIEND_BREAK_UP = "switchboard.friend_break_up"
 
 SEND_QUEUE = "send"
 EVENTS_QUEUE = "events"
@@ -32,4 +35,7 @@ QUEUE_OF = {
     NOTIFY: NOTIFY_QUEUE,
     SWEEP_DELIVERIES: SWEEP_QUEUE,
     NUMBER_EVENTS: SWEEP_QUEUE,
+    SEAL: SEND_QUEUE,
+    FRIEND_INVITE: SEND_QUEUE,
+    FRIEND_BREAK_UP: SEND_QUEUE,
 }

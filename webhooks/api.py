@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+import uuid
 
 from flask import Blueprint, g, jsonify, request
 from pydantic import ValidationError
+from sqlalchemy import select
 
 from shared import feed, tasknames
 from shared.client import send_task
@@ -17,8 +19,8 @@ from shared.messages import (
     new_message_id,
     redeliver,
 )
-from shared.models import Message
-from shared.schemas import ReplayRequest, SendRequest, error_list
+from shared.models import Contact, Message
+from shared.schemas import FriendRequest, ReplayRequest, SendRequest, error_list
 from webhooks.auth import require_api_key
 
 log = logging.getLogger(__name__)
@@ -107,3 +109,49 @@ def replay():  # type: ignore[no-untyped-def]
     return jsonify(replayed=count), 202
 
 
+
+
+@api.post("/messages/<message_id>/seal")
+@require_api_key
+def seal(message_id: str):  # type: ignore[no-untyped-def]
+    """Lock the messenger message so no more answers come (the outcome is a timeline event)."""
+    with session_scope() as session:
+        message = session.get(Message, message_id)
+        if message is None or message.app_id != g.app_id:
+            return jsonify(error="not_found", message=f"no message {message_id}"), 404
+    send_task(tasknames.SEAL, message_id, str(uuid.uuid4()))
+    return jsonify(id=message_id, status="sealing"), 202
+
+
+@api.post("/contacts/rogerthat/<action>")
+@require_api_key
+def friendship(action: str):  # type: ignore[no-untyped-def]
+    """``invite`` or ``break-up``: the messenger's friend.invite / friend.break_up."""
+    if action not in ("invite", "break-up"):
+        return jsonify(error="not_found", message=f"no action {action}"), 404
+    body = _json_body()
+    if body is None:
+        return _invalid_json()
+    try:
+        req = FriendRequest.model_validate(body)
+    except ValidationError as exc:
+        return jsonify(error="validation_error", errors=error_list(exc)), 422
+    if action == "invite":
+        send_task(tasknames.FRIEND_INVITE, str(req.email), req.app_id, str(uuid.uuid4()),
+                  req.name, req.message, req.language)
+    else:
+        send_task(tasknames.FRIEND_BREAK_UP, str(req.email), req.app_id, str(uuid.uuid4()))
+    return jsonify(email=str(req.email), app_id=req.app_id, status="requested"), 202
+
+
+@api.get("/contacts")
+@require_api_key
+def list_contacts():  # type: ignore[no-untyped-def]
+    """What we know of each contact's consent (e.g. messenger friendships)."""
+    with session_scope() as session:
+        rows = session.scalars(select(Contact).order_by(Contact.updated_at.desc())
+                               .limit(1000)).all()
+        items = [{"channel": c.channel, "address": c.address, "app_id": c.app_id,
+                  "status": c.status, "name": c.name,
+                  "updated_at": c.updated_at.isoformat() + "Z"} for c in rows]
+    return jsonify(contacts=items)

@@ -19,9 +19,11 @@ def create_app() -> Flask:
 
     from webhooks.api import api
     from webhooks.messaggio import messaggio
+    from webhooks.rogerthat import rogerthat
 
     app.register_blueprint(api)
     app.register_blueprint(messaggio)
+    app.register_blueprint(rogerthat)
     app.add_url_rule("/healthz", "healthz", healthz)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(Exception, _unexpected_error)

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
 
 from flask import jsonify, request
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from shared import tasknames
@@ -33,9 +36,25 @@ def request_params() -> dict[str, str]:
     return params
 
 
-def store_and_enqueue(provider: str, params: Mapping[str, str],
-                      parse: Callable[[Mapping[str, str]], ProviderEvent]):  # type: ignore[no-untyped-def]
-    """Validate, persist and enqueue one callback; returns the Flask response."""
+@dataclass(frozen=True)
+class Outcome:
+    """What happened to one callback: ``accepted``, ``duplicate``, ``invalid`` or
+    ``unavailable``; with the stored row id, the error, and the inline answer (replayed to a
+    duplicate exactly as first given)."""
+
+    kind: str
+    callback_id: int | None = None
+    error: CallbackError | None = None
+    answer: Any = None
+    event: ProviderEvent | None = None
+
+
+def record_callback(provider: str, params: Mapping[str, Any],
+                    parse: Callable[[Mapping[str, Any]], ProviderEvent],
+                    decide: Callable[[ProviderEvent], Any] | None = None,
+                    enqueue: bool = True) -> Outcome:
+    """Validate, persist (deduplicated) and enqueue one callback. ``decide`` computes the
+    answer a provider needs inline (e.g. accepting a friendship) before the row is stored."""
     body = request.get_data(as_text=True)[:100_000]
     common = {"provider": provider, "method": request.method,
               "remote_addr": request.remote_addr, "params": dict(params), "body": body}
@@ -43,19 +62,46 @@ def store_and_enqueue(provider: str, params: Mapping[str, str],
         event = parse(params)
     except CallbackError as exc:
         _store(Callback(status="invalid", error=str(exc), **common))
-        return jsonify(error="invalid_callback", field=exc.field, message=exc.message), 400
+        return Outcome("invalid", error=exc)
     try:
-        callback_id = _store(Callback(status="received", dedupe_key=event.dedupe_key, **common))
+        stored = _stored_answer(event.dedupe_key)
+        if stored is not None:
+            return Outcome("duplicate", answer=stored[0], event=event)
+        answer = decide(event) if decide else None
+        callback_id = _store(Callback(status="received" if enqueue else "processed",
+                                      dedupe_key=event.dedupe_key, answer=answer, **common))
     except IntegrityError:
-        return jsonify(status="duplicate"), 200
+        stored = _stored_answer(event.dedupe_key)
+        return Outcome("duplicate", answer=stored[0] if stored else None, event=event)
     except OperationalError:
         log.exception("could not store a %s callback", provider)
+        return Outcome("unavailable", event=event)
+    if enqueue:
+        try:
+            send_task(tasknames.HANDLE_CALLBACK, callback_id)
+        except Exception:
+            log.exception("could not publish callback %s", callback_id)
+    return Outcome("accepted", callback_id=callback_id, answer=answer, event=event)
+
+
+def _stored_answer(dedupe_key: str) -> tuple[Any] | None:
+    with session_scope() as session:
+        row = session.execute(select(Callback.answer).where(
+            Callback.dedupe_key == dedupe_key)).first()
+        return (row.answer,) if row is not None else None
+
+
+def store_and_enqueue(provider: str, params: Mapping[str, str],
+                      parse: Callable[[Mapping[str, Any]], ProviderEvent]):  # type: ignore[no-untyped-def]
+    """The plain-HTTP answer style (the Viber+SMS gateway): JSON status, 400 on bad input."""
+    outcome = record_callback(provider, params, parse)
+    if outcome.kind == "invalid":
+        assert outcome.error is not None
+        return jsonify(error="invalid_callback", field=outcome.error.field,
+                       message=outcome.error.message), 400
+    if outcome.kind == "unavailable":
         return jsonify(error="unavailable", message="try again later"), 503
-    try:
-        send_task(tasknames.HANDLE_CALLBACK, callback_id)
-    except Exception:
-        log.exception("could not publish callback %s", callback_id)
-    return jsonify(status="accepted"), 200
+    return jsonify(status=outcome.kind), 200
 
 
 def _store(callback: Callback) -> int:

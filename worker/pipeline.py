@@ -20,13 +20,14 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from shared import tasknames
+from shared import contacts, tasknames
 from shared.db import session_scope
 from shared.lifecycle import MESSAGE_FINAL, apply_attempt, apply_message, route_outcome
-from shared.messages import add_event, create_message
+from shared.messages import add_app_event, add_event, create_message
 from shared.models import DEFAULT_APP, Attempt, Callback, Message, utcnow
 from shared.providers import get_provider, provider_name
 from shared.providers.base import (
+    MESSAGE_EVENT_KINDS,
     AmbiguousError,
     CallbackError,
     OutboundMessage,
@@ -35,7 +36,7 @@ from shared.providers.base import (
     RetryableError,
     SendResult,
 )
-from shared.schemas import SendRequest
+from shared.schemas import EMAIL_CHANNELS, SendRequest
 from shared.settings import get_settings
 from worker import deadlines
 from worker.ratelimit import RateLimiter
@@ -98,9 +99,9 @@ def deadline_window(channel: str, request: SendRequest) -> float:
     settings = get_settings()
     if settings.test_deadline_seconds is not None:
         return settings.test_deadline_seconds
-    if channel == "sms":
+    if channel == "sms" and channel not in request.deadlines:
         return float(settings.sms_report_window_seconds)
-    return float(request.dlr_timeout or settings.default_dlr_timeout)
+    return float(request.deadline_for(channel, settings.default_dlr_timeout))
 
 
 def backoff(retries: int) -> float:
@@ -223,7 +224,28 @@ def _ensure_image_id(provider: object, image_url: str) -> str:
 
 
 def _outbound(job: _Job, provider: object) -> OutboundMessage:
+    if job.channel in EMAIL_CHANNELS:
+        return _messenger_outbound(job)
+    return _phone_outbound(job, provider)
+
+
+def _messenger_outbound(job: _Job) -> OutboundMessage:
+    """A messenger hop: refused before any provider call if the contact gave no consent."""
+    from shared.providers import rogerthat
+
     req = job.request
+    email, app_id = str(req.to.email), req.to.app_id or rogerthat.DEFAULT_APP_ID
+    with session_scope() as session:
+        if not contacts.may_message(session, job.channel, email, app_id):
+            raise PermanentError("not_a_friend", f"{email} is not a friend of the service")
+    return OutboundMessage(attempt_id=job.attempt_id, channel=job.channel, phones=(),
+                           text=req.text, email=email, app_id=app_id,
+                           content=rogerthat.content_from_request(req))
+
+
+def _phone_outbound(job: _Job, provider: object) -> OutboundMessage:
+    req = job.request
+    assert req.to.phone is not None  # the schema requires it for phone channels
     image_id = req.image_id
     if job.channel != "sms" and req.image_url and not image_id:
         image_id = _ensure_image_id(provider, str(req.image_url))
@@ -238,7 +260,8 @@ def _outbound(job: _Job, provider: object) -> OutboundMessage:
         button_text=req.button.text if viber and req.button else None,
         button_url=str(req.button.url) if viber and req.button else None,
         sender=req.sender,
-        dlr_timeout=(req.dlr_timeout or get_settings().default_dlr_timeout) if viber else None,
+        dlr_timeout=req.deadline_for(job.channel, get_settings().default_dlr_timeout)
+        if viber else None,
     )
 
 
@@ -291,6 +314,10 @@ def _on_retryable(job: _Job, exc: RetryableError) -> None:
 
 
 def _on_permanent(job: _Job, exc: PermanentError) -> None:
+    if exc.reason == "not_a_friend" and job.request.to.email:  # learnt: skip them next time
+        with session_scope() as session:
+            contacts.record(session, job.channel, str(job.request.to.email),
+                            job.request.to.app_id or "", "not_friend")
     _end_attempt(job, "failed", exc, expected=["sending"])
 
 
@@ -379,6 +406,10 @@ def handle_callback(callback_id: int) -> None:
         except CallbackError as exc:
             callback.status, callback.error = "invalid", str(exc)
             return
+        if event.kind not in MESSAGE_EVENT_KINDS:
+            _apply_other(session, callback.provider, event, callback.answer)
+            callback.status, callback.processed_at = "processed", utcnow()
+            return
         attempt = _find_attempt(session, callback.provider, event)
         if attempt is None:
             _unmatched(callback)
@@ -387,6 +418,27 @@ def handle_callback(callback_id: int) -> None:
         _apply_event(session, attempt, event, followups)
         callback.status, callback.processed_at = "processed", utcnow()
     followups.publish()
+
+
+_CONTACT_STATUS = {("invite_result", "accepted"): "friend",
+                   ("invite_result", "established"): "friend",
+                   ("invite_result", "decline"): "declined",
+                   ("broke_up", None): "not_friend"}
+
+
+def _apply_other(session: Session, provider: str, event: ProviderEvent, answer: object) -> None:
+    """Callbacks about a contact or a conversation rather than one of our messages."""
+    data = dict(event.data)
+    if event.kind == "contact":
+        change, email = data.get("change"), data.get("email")
+        status = ("friend" if answer == "accepted" else "declined") if change == "invited" \
+            else _CONTACT_STATUS.get((change, data.get("result")))
+        if email:
+            contacts.record(session, provider, email, data.get("app_id") or "", status,
+                            name=data.get("name"))
+        add_app_event(session, "contact", channel=provider, status=status, **data)
+    elif event.kind in ("poke", "flow_result"):
+        add_app_event(session, event.kind, channel=provider, **data)
 
 
 def _unmatched(callback: Callback) -> None:
@@ -439,7 +491,7 @@ def _apply_event(session: Session, attempt: Attempt, event: ProviderEvent,
               applied=transition.changed, late=transition.late, raw=dict(event.raw))
     if event.kind == "replied":
         add_event(session, attempt.message_id, "replied", attempt.id, channel=attempt.channel,
-                  text=event.text)
+                  text=event.text, **event.data)
     if not transition.changed:
         return
     if transition.status in ("delivered", "seen"):

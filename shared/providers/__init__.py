@@ -11,8 +11,12 @@ from importlib import import_module
 from shared.providers.base import Provider
 from shared.settings import get_settings
 
-PROVIDER_FOR_CHANNEL: dict[str, str] = {"viber": "messaggio", "sms": "messaggio"}
-_ADAPTERS: dict[str, str] = {"messaggio": "shared.providers.messaggio:MessaggioGateway"}
+PROVIDER_FOR_CHANNEL: dict[str, str] = {
+    "viber": "messaggio", "sms": "messaggio", "rogerthat": "rogerthat"}
+_ADAPTERS: dict[str, str] = {
+    "messaggio": "shared.providers.messaggio:MessaggioGateway",
+    "rogerthat": "shared.providers.rogerthat:RogerthatService",
+}
 
 
 def provider_name(channel: str) -> str:

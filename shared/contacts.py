@@ -1,0 +1,90 @@
+"""Per-contact consent on channels that need it (the messenger only talks to its "friends").
+
+The record is kept from the provider's friendship callbacks, our own invitations and the
+provider's "not in your friends list" refusals, so a message to someone who is known not to
+be a friend is refused before any provider call and the route moves on. Unknown contacts are
+tried: the provider is the authority, and its refusal is recorded.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import requests
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from shared.models import Contact
+from shared.settings import get_settings
+
+log = logging.getLogger(__name__)
+NOT_REACHABLE = frozenset({"declined", "not_friend"})
+
+
+def find(session: Session, channel: str, address: str, app_id: str) -> Contact | None:
+    return session.scalars(select(Contact).where(
+        Contact.channel == channel, Contact.address == address.lower(),
+        Contact.app_id == app_id)).first()
+
+
+def may_message(session: Session, channel: str, address: str, app_id: str) -> bool:
+    contact = find(session, channel, address, app_id)
+    return contact is None or contact.status not in NOT_REACHABLE
+
+
+def record(session: Session, channel: str, address: str, app_id: str, status: str | None,
+           name: str | None = None, details: dict[str, Any] | None = None) -> Contact:
+    """Create or update a contact; ``status=None`` keeps the current one (a profile update)."""
+    contact = find(session, channel, address, app_id)
+    if contact is None:
+        contact = Contact(channel=channel, address=address.lower(), app_id=app_id,
+                          status=status or "unknown", details={})
+        try:
+            with session.begin_nested():  # a savepoint: a concurrent insert must not undo ours
+                session.add(contact)
+        except IntegrityError:  # created concurrently: update that one instead
+            contact = find(session, channel, address, app_id)
+            assert contact is not None
+    if status is not None:
+        contact.status = status
+    if name:
+        contact.name = name
+    if details:
+        contact.details = {**(contact.details or {}), **details}
+    return contact
+
+
+def decide_invitation(session: Session, email: str, app_id: str, invitation: dict[str, Any],
+                      ) -> str:
+    """The inline answer to the messenger's ``friend.invited``: "accepted" or "declined"."""
+    settings = get_settings()
+    policy = settings.rogerthat_friend_policy
+    if policy == "accept_all":
+        accepted = True
+    elif policy == "known_contacts":
+        accepted = session.scalars(select(Contact.id).where(
+            Contact.channel == "rogerthat", Contact.address == email.lower(),
+            Contact.status.not_in(sorted(NOT_REACHABLE)))).first() is not None
+    else:
+        accepted = _ask_producer(invitation)
+    return "accepted" if accepted else "declined"
+
+
+def _ask_producer(invitation: dict[str, Any]) -> bool:
+    """POST the invitation to the producer and wait briefly for {"accept": true|false}."""
+    settings = get_settings()
+    default = settings.rogerthat_friend_policy_default == "accepted"
+    if not settings.rogerthat_friend_policy_url:
+        return default
+    try:
+        response = requests.post(settings.rogerthat_friend_policy_url, json=invitation,
+                                 timeout=settings.rogerthat_friend_policy_timeout_seconds)
+        answer = response.json() if response.ok else {}
+    except (requests.RequestException, ValueError) as exc:
+        log.warning("friend policy URL did not answer (%s); using %s", exc,
+                    settings.rogerthat_friend_policy_default)
+        return default
+    accept = answer.get("accept") if isinstance(answer, dict) else None
+    return accept if isinstance(accept, bool) else default

@@ -1,0 +1,70 @@
+"""Producer-initiated messenger calls: seal a message, invite or drop a friend.
+
+Each call carries a JSON-RPC id chosen when the producer asked (in the task arguments), so a
+retried task reuses it and the messenger replays the first result instead of acting twice.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from shared import contacts
+from shared.db import session_scope
+from shared.messages import add_app_event, add_event
+from shared.models import Attempt
+from shared.providers import get_provider
+from shared.providers.base import PermanentError
+
+
+def seal(message_id: str, rpc_id: str) -> str:
+    """Lock the messenger message of ``message_id`` (after the producer has its answer)."""
+    with session_scope() as session:
+        key = session.scalars(select(Attempt.provider_message_id).where(
+            Attempt.message_id == message_id, Attempt.channel == "rogerthat",
+            Attempt.provider_message_id.is_not(None))).first()
+    if key is None:
+        _note(message_id, "seal_failed", reason="no messenger message to seal")
+        return "nothing_to_seal"
+    try:
+        get_provider("rogerthat").seal(key, rpc_id=rpc_id)  # type: ignore[attr-defined]
+    except PermanentError as exc:
+        _note(message_id, "seal_failed", reason=exc.reason, detail=exc.detail)
+        return exc.reason
+    _note(message_id, "sealed", message_key=key)
+    return "sealed"
+
+
+def _note(message_id: str, type_: str, **payload: object) -> None:
+    with session_scope() as session:
+        add_event(session, message_id, type_, channel="rogerthat", **payload)
+
+
+def invite(email: str, app_id: str, rpc_id: str, name: str | None = None,
+           message: str | None = None, language: str | None = None) -> str:
+    """Ask someone to become the service's friend; the answer comes as friend.invite_result."""
+    with session_scope() as session:
+        contacts.record(session, "rogerthat", email, app_id, "invited", name=name)
+    try:
+        get_provider("rogerthat").invite(  # type: ignore[attr-defined]
+            email, app_id, name=name, message=message, language=language, rpc_id=rpc_id)
+    except PermanentError as exc:
+        if exc.reason == "already_friend":
+            _contact(email, app_id, "friend", "invite")
+            return "already_friend"
+        _contact(email, app_id, None, "invite_failed", reason=exc.reason)
+        return exc.reason
+    return "invited"
+
+
+def break_up(email: str, app_id: str, rpc_id: str) -> str:
+    get_provider("rogerthat").break_up(email, app_id, rpc_id=rpc_id)  # type: ignore[attr-defined]
+    _contact(email, app_id, "not_friend", "break_up")
+    return "broken_up"
+
+
+def _contact(email: str, app_id: str, status: str | None, change: str, **extra: object) -> None:
+    with session_scope() as session:
+        if status is not None:
+            contacts.record(session, "rogerthat", email, app_id, status)
+        add_app_event(session, "contact", channel="rogerthat", change=change, email=email,
+                      app_id=app_id, status=status, **extra)

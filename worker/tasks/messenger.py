@@ -1,0 +1,39 @@
+"""Send-queue tasks for producer-initiated messenger calls (see ``worker.messenger``).
+
+A retryable failure re-runs the task with the same JSON-RPC id, which the messenger dedupes.
+"""
+
+from __future__ import annotations
+
+from shared import tasknames
+from shared.providers.base import RetryableError
+from worker import messenger
+from worker.app import app
+from worker.pipeline import backoff
+
+_RETRY = {"bind": True, "acks_late": True, "max_retries": 8}
+
+
+@app.task(name=tasknames.SEAL, **_RETRY)
+def seal(self, message_id: str, rpc_id: str) -> str:  # type: ignore[no-untyped-def]
+    try:
+        return messenger.seal(message_id, rpc_id)
+    except RetryableError as exc:
+        raise self.retry(countdown=exc.retry_after or backoff(self.request.retries)) from exc
+
+
+@app.task(name=tasknames.FRIEND_INVITE, **_RETRY)
+def invite(self, email: str, app_id: str, rpc_id: str, name: str | None = None,  # type: ignore[no-untyped-def]
+           message: str | None = None, language: str | None = None) -> str:
+    try:
+        return messenger.invite(email, app_id, rpc_id, name, message, language)
+    except RetryableError as exc:
+        raise self.retry(countdown=exc.retry_after or backoff(self.request.retries)) from exc
+
+
+@app.task(name=tasknames.FRIEND_BREAK_UP, **_RETRY)
+def break_up(self, email: str, app_id: str, rpc_id: str) -> str:  # type: ignore[no-untyped-def]
+    try:
+        return messenger.break_up(email, app_id, rpc_id)
+    except RetryableError as exc:
+        raise self.retry(countdown=exc.retry_after or backoff(self.request.retries)) from exc
