@@ -78,6 +78,9 @@ def _commands(settings: Settings, host: str, port: int, flower_port: int,
     }
     if settings.messaggio_url is None:
         commands["simulator"] = f"{PY} -m shared.cli simulator --port {settings.simulator_port}"
+    if settings.rogerthat_url is None:
+        commands["messenger-sim"] = (f"{PY} -m shared.providers.sandbox.rogerthat "
+                                     f"--port {settings.rogerthat_simulator_port}")
     return commands
 
 
@@ -88,6 +91,8 @@ def _child_env(settings: Settings, host: str, port: int) -> dict[str, str]:
     token = settings.messaggio_callback_token.get_secret_value()
     env.setdefault("SWITCHBOARD_SIMULATOR_DLR_URL",
                    f"http://{host}:{port}/callbacks/messaggio/{token}")
+    env.setdefault("SWITCHBOARD_SIMULATOR_ROGERTHAT_CALLBACK_URL",
+                   f"http://{host}:{port}/callbacks/rogerthat")
     return env
 
 
@@ -144,6 +149,8 @@ def _banner(settings: Settings, host: str, port: int, flower_port: int,
         f"  Flower              http://127.0.0.1:{flower_port}",
         f"  Viber+SMS gateway   {settings.effective_messaggio_url}"
         + ("   (local simulator)" if settings.messaggio_url is None else ""),
+        f"  messenger API       {settings.effective_rogerthat_url}"
+        + ("   (local simulator)" if settings.rogerthat_url is None else ""),
         f"  database            {settings.effective_database_url}",
         f"  redis               {settings.effective_redis_url}"
         + ("   (embedded)" if settings.uses_embedded_redis else ""),

@@ -234,13 +234,19 @@ def _messenger_outbound(job: _Job) -> OutboundMessage:
     from shared.providers import rogerthat
 
     req = job.request
-    email, app_id = str(req.to.email), req.to.app_id or rogerthat.DEFAULT_APP_ID
+    email, app_id = _messenger_identity(req)
     with session_scope() as session:
         if not contacts.may_message(session, job.channel, email, app_id):
             raise PermanentError("not_a_friend", f"{email} is not a friend of the service")
     return OutboundMessage(attempt_id=job.attempt_id, channel=job.channel, phones=(),
                            text=req.text, email=email, app_id=app_id,
                            content=rogerthat.content_from_request(req))
+
+
+def _messenger_identity(request: SendRequest) -> tuple[str, str]:
+    from shared.providers.rogerthat import DEFAULT_APP_ID
+
+    return str(request.to.email), request.to.app_id or DEFAULT_APP_ID
 
 
 def _phone_outbound(job: _Job, provider: object) -> OutboundMessage:
@@ -316,8 +322,8 @@ def _on_retryable(job: _Job, exc: RetryableError) -> None:
 def _on_permanent(job: _Job, exc: PermanentError) -> None:
     if exc.reason == "not_a_friend" and job.request.to.email:  # learnt: skip them next time
         with session_scope() as session:
-            contacts.record(session, job.channel, str(job.request.to.email),
-                            job.request.to.app_id or "", "not_friend")
+            contacts.record(session, job.channel, *_messenger_identity(job.request),
+                            "not_friend")
     _end_attempt(job, "failed", exc, expected=["sending"])
 
 

@@ -28,6 +28,7 @@ from shared import db
 from shared.localrun import start_embedded_redis
 from shared.migrations import upgrade
 from shared.providers.sandbox.messaggio import SimulatorConfig, SimulatorServer
+from shared.providers.sandbox.rogerthat import RogerthatSimConfig, RogerthatSimServer
 from shared.settings import get_settings
 
 API_KEY = "integration-key"
@@ -35,6 +36,8 @@ CALLBACK_TOKEN = "integration-token"
 DEADLINE_SECONDS = 8.0
 CLIENT_TIMEOUT = 2.0
 SIGNING_SECRET = "integration-signing-secret"
+ROGERTHAT_API_KEY = "integration-rogerthat-key"
+ROGERTHAT_SERVICE_KEY = "integration-service-key"
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, interval: float = 0.05,
@@ -67,6 +70,7 @@ class Stack:
         self.worker: subprocess.Popen[bytes] | None = None
         self.beat: subprocess.Popen[bytes] | None = None
         self.simulator: SimulatorServer | None = None
+        self.messenger: RogerthatSimServer | None = None
         self.api_url = ""
         self._worker_runs = 0
 
@@ -164,6 +168,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
     simulator = SimulatorServer(SimulatorConfig(report_delay=0.1)).start()
     stack.simulator = simulator
+    messenger = RogerthatSimServer(RogerthatSimConfig(
+        api_key=ROGERTHAT_API_KEY, service_key=ROGERTHAT_SERVICE_KEY, callback_delay=0.05)).start()
+    stack.messenger = messenger
     stack.env = {
         **os.environ,
         "SWITCHBOARD_DATA_DIR": str(tmp),
@@ -174,6 +181,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         "SWITCHBOARD_MESSAGGIO_URL": simulator.url,
         "SWITCHBOARD_MESSAGGIO_MEDIA_URL": simulator.media_url,
         "SWITCHBOARD_MESSAGGIO_CALLBACK_TOKEN": CALLBACK_TOKEN,
+        "SWITCHBOARD_ROGERTHAT_URL": messenger.url,
+        "SWITCHBOARD_ROGERTHAT_API_KEY": ROGERTHAT_API_KEY,
+        "SWITCHBOARD_ROGERTHAT_SERVICE_KEY": ROGERTHAT_SERVICE_KEY,
+        "SWITCHBOARD_ROGERTHAT_TIMEOUT_SECONDS": str(CLIENT_TIMEOUT),
         "SWITCHBOARD_MESSAGGIO_RATE_PER_SECOND": "500",
         "SWITCHBOARD_MESSAGGIO_TIMEOUT_SECONDS": str(CLIENT_TIMEOUT),
         "SWITCHBOARD_TEST_DEADLINE_SECONDS": str(DEADLINE_SECONDS),
@@ -193,6 +204,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
     stack.api_url, stop_api = _serve(create_app())
     stack.sim_config(dlr_url=f"{stack.api_url}/callbacks/messaggio/{CALLBACK_TOKEN}")
+    requests.post(f"{messenger.base_url}/_sim/config", timeout=5,
+                  json={"callback_url": f"{stack.api_url}/callbacks/rogerthat"}
+                  ).raise_for_status()
     stack.start_beat()
     stack.start_worker()
     try:
@@ -201,6 +215,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         stack.stop()
         stop_api()
         simulator.stop()
+        messenger.stop()
         if redis_proc is not None:
             redis_proc.terminate()
             redis_proc.wait(timeout=10)

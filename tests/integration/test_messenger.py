@@ -1,0 +1,145 @@
+"""The messenger channel end to end: JSON-RPC to the simulator, callbacks back over HTTP."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+import requests
+
+from tests.integration.conftest import (
+    API_KEY,
+    CLIENT_TIMEOUT,
+    ROGERTHAT_SERVICE_KEY,
+    Stack,
+    wait_for,
+)
+
+pytestmark = pytest.mark.integration
+BUTTONS = [{"id": "yes", "caption": "Yes"}, {"id": "no", "caption": "No"}]
+
+
+def _send(stack: Stack, email: str, route: list[str], **extra: object) -> str:
+    to = {"email": email, **({"phone": "+32470120000"} if "sms" in route else {})}
+    response = stack.post_message(to=to, route=route, text="Table for two at 8?",
+                                  buttons=BUTTONS, **extra)
+    assert response.status_code == 202, response.text
+    return response.json()["id"]
+
+
+def _sim_get(stack: Stack, what: str) -> list[dict]:
+    return requests.get(f"{stack.messenger.base_url}/_sim/{what}", timeout=5).json()[what]
+
+
+def _calls_for(stack: Stack, rpc_id: str) -> list[dict]:
+    return [c for c in _sim_get(stack, "calls") if c.get("id") == rpc_id]
+
+
+def _messages_for(stack: Stack, attempt_id: str) -> list[dict]:
+    return [m for m in _sim_get(stack, "messages") if m.get("context") == attempt_id]
+
+
+def test_answered_with_a_button_is_seen_with_a_replied_event(stack: Stack) -> None:
+    message_id = _send(stack, f"friend-{uuid.uuid4().hex[:8]}@example.com", ["rogerthat"])
+    view = wait_for(lambda: (v := stack.get_message(message_id)) and any(
+        e["type"] == "replied" for e in v["events"]) and v, 20, message="the answer")
+    view = stack.wait_status(message_id, {"seen"})
+    replied = [e for e in view["events"] if e["type"] == "replied"]
+    assert replied[0]["detail"]["button_id"] == "yes"
+    assert replied[0]["detail"]["dismissed"] is False
+    attempt = view["attempts"][0]
+    assert attempt["channel"] == "rogerthat" and attempt["provider_message_id"]
+    sent = _messages_for(stack, attempt["id"])
+    assert len(sent) == 1 and [a["id"] for a in sent[0]["answers"]] == ["yes", "no"]
+
+
+def test_non_friend_moves_on_and_is_then_skipped_without_a_call(stack: Stack) -> None:
+    stranger = f"stranger-{uuid.uuid4().hex[:8]}@example.com"
+    first = _send(stack, stranger, ["rogerthat", "sms"])
+    view = stack.wait_status(first, {"delivered"})
+    assert [(a["channel"], a["status"]) for a in view["attempts"]] == [
+        ("rogerthat", "failed"), ("sms", "delivered")]
+    assert view["attempts"][0]["error"]["reason"] == "not_a_friend"
+    assert len(_calls_for(stack, view["attempts"][0]["id"])) == 1  # the provider said 30000
+
+    second = _send(stack, stranger, ["rogerthat", "sms"])
+    view = stack.wait_status(second, {"delivered"})
+    assert view["attempts"][0]["error"]["reason"] == "not_a_friend"
+    assert _calls_for(stack, view["attempts"][0]["id"]) == []  # refused before any call
+
+
+def test_friend_invited_gets_the_policy_answer_and_becomes_a_friend(stack: Stack) -> None:
+    email = f"newbie-{uuid.uuid4().hex[:8]}@example.com"
+    requests.post(f"{stack.messenger.base_url}/_sim/invited", timeout=5,
+                  json={"email": email, "app_id": "rogerthat", "name": "New Bie"}
+                  ).raise_for_status()
+
+    def answered() -> dict | None:
+        for cb in _sim_get(stack, "callbacks"):
+            if cb.get("method") == "friend.invited" and cb["params"].get("email") == email \
+                    and cb.get("response"):
+                return cb
+        return None
+    callback = wait_for(answered, 20, message="friend.invited to be answered")
+    assert callback["response"]["result"] == "accepted"  # the default policy: accept_all
+
+    def friend() -> bool:
+        contacts = requests.get(f"{stack.api_url}/v1/contacts", timeout=5,
+                                headers={"Authorization": f"Bearer {API_KEY}"}).json()
+        return any(c["address"] == email and c["status"] == "friend"
+                   for c in contacts["contacts"])
+    wait_for(friend, 20, message="the contact record to say friend")
+
+
+def test_duplicate_callback_changes_nothing(stack: Stack) -> None:
+    message_id = _send(stack, f"friend-{uuid.uuid4().hex[:8]}@example.com", ["rogerthat"])
+    view = stack.wait_status(message_id, {"seen"})
+    key = view["attempts"][0]["provider_message_id"]
+    envelope = {"id": str(uuid.uuid1()), "method": "messaging.update", "params": {
+        "status": 1, "answer_id": None, "received_timestamp": 1, "acked_timestamp": 0,
+        "member": "x@example.com", "message_key": key, "parent_message_key": key,
+        "tag": None, "service_identity": "+default+", "user_details": []}}
+    headers = {"X-Nuntiuz-Service-Key": ROGERTHAT_SERVICE_KEY,
+               "Content-Type": "application/json-rpc; charset=utf-8"}
+    answers = [requests.post(f"{stack.api_url}/callbacks/rogerthat", json=envelope,
+                             headers=headers, timeout=5) for _ in range(2)]
+    assert [a.status_code for a in answers] == [200, 200]
+    assert answers[0].json() == answers[1].json() == {
+        "id": envelope["id"], "result": None, "error": None}
+
+    def reports() -> list[dict]:
+        v = stack.get_message(message_id)
+        return [e for e in v["events"] if e["type"] == "report"
+                and e["detail"]["raw"].get("id") == envelope["id"]]
+    wait_for(lambda: reports(), 20, message="the late 'received' report")
+    assert len(reports()) == 1 and reports()[0]["detail"]["applied"] is False
+    assert stack.get_message(message_id)["status"] == "seen"  # never backwards
+
+
+def test_wrong_service_key_is_401_and_nothing_is_stored(stack: Stack) -> None:
+    envelope = {"id": str(uuid.uuid1()), "method": "test.test", "params": {"value": "v"}}
+    response = requests.post(f"{stack.api_url}/callbacks/rogerthat", json=envelope,
+                             headers={"X-Nuntiuz-Service-Key": "wrong"}, timeout=5)
+    assert response.status_code == 401
+    ok = requests.post(f"{stack.api_url}/callbacks/rogerthat", json=envelope, timeout=5,
+                       headers={"X-Nuntiuz-Service-Key": ROGERTHAT_SERVICE_KEY})
+    assert ok.json()["result"] == "v"  # the first (refused) call stored nothing to replay
+
+
+def test_a_send_retried_after_a_timeout_reaches_the_simulator_once(stack: Stack) -> None:
+    """The simulator answers after our read timeout; the retry reuses the JSON-RPC id."""
+    requests.post(f"{stack.messenger.base_url}/_sim/config", timeout=5, json={
+        "fail_rate": 1.0, "fail_kinds": ["slow"], "slow_seconds": CLIENT_TIMEOUT + 1.0}
+        ).raise_for_status()
+    try:
+        message_id = _send(stack, f"friend-{uuid.uuid4().hex[:8]}@example.com", ["rogerthat"])
+        view = wait_for(lambda: (v := stack.get_message(message_id)) and v["attempts"] and any(
+            e["type"] == "retry_scheduled" for e in v["events"]) and v, 30,
+            message="a retry after the timeout")
+    finally:
+        requests.post(f"{stack.messenger.base_url}/_sim/config", timeout=5,
+                      json={"fail_rate": 0.0}).raise_for_status()
+    view = stack.wait_status(message_id, {"seen"}, timeout=40)
+    attempt_id = view["attempts"][0]["id"]
+    assert len(_calls_for(stack, attempt_id)) >= 2
+    assert len(_messages_for(stack, attempt_id)) == 1
