@@ -143,3 +143,18 @@ def test_a_send_retried_after_a_timeout_reaches_the_simulator_once(stack: Stack)
     attempt_id = view["attempts"][0]["id"]
     assert len(_calls_for(stack, attempt_id)) >= 2
     assert len(_messages_for(stack, attempt_id)) == 1
+
+
+def test_seal_locks_the_message_at_the_provider(stack: Stack) -> None:
+    message_id = _send(stack, f"silent.friend-{uuid.uuid4().hex[:6]}@example.com",
+                       ["rogerthat"])
+    view = stack.wait_status(message_id, {"delivered"})
+    key = view["attempts"][0]["provider_message_id"]
+    response = requests.post(f"{stack.api_url}/v1/messages/{message_id}/seal", timeout=5,
+                             headers={"Authorization": f"Bearer {API_KEY}"})
+    assert response.status_code == 202
+    view = wait_for(lambda: (v := stack.get_message(message_id)) and any(
+        e["type"] == "sealed" for e in v["events"]) and v, 20, message="the sealed event")
+    seals = [c for c in _sim_get(stack, "calls") if c.get("method") == "messaging.seal"
+             and c["params"].get("message_key") == key]
+    assert len(seals) == 1

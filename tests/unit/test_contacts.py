@@ -1,0 +1,108 @@
+"""Consent records and the friend.invited policies (accept all, known contacts, ask producer)."""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from shared import contacts, db
+from shared.migrations import upgrade
+from shared.settings import get_settings
+
+INVITATION = {"email": "new@example.com", "app_id": "rogerthat", "name": "N", "origin": "x"}
+
+
+@pytest.fixture()
+def session(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("SWITCHBOARD_DATA_DIR", str(tmp_path))
+    monkeypatch.delenv("SWITCHBOARD_DATABASE_URL", raising=False)
+    get_settings.cache_clear()
+    db.reset()
+    upgrade()
+    with db.session_scope() as s:
+        yield s
+    get_settings.cache_clear()
+    db.reset()
+
+
+def _policy(monkeypatch: pytest.MonkeyPatch, **env: str) -> None:
+    for key, value in env.items():
+        monkeypatch.setenv(f"SWITCHBOARD_ROGERTHAT_FRIEND_{key.upper()}", value)
+    get_settings.cache_clear()
+
+
+def test_unknown_contacts_may_be_messaged_but_refusals_stick(session) -> None:
+    assert contacts.may_message(session, "rogerthat", "a@example.com", "rogerthat")
+    contacts.record(session, "rogerthat", "A@example.com", "rogerthat", "not_friend")
+    assert not contacts.may_message(session, "rogerthat", "a@example.com", "rogerthat")
+    contacts.record(session, "rogerthat", "a@example.com", "rogerthat", "friend")
+    assert contacts.may_message(session, "rogerthat", "a@example.com", "rogerthat")
+    contacts.record(session, "rogerthat", "a@example.com", "rogerthat", None, name="Ann")
+    contact = contacts.find(session, "rogerthat", "a@example.com", "rogerthat")
+    assert (contact.status, contact.name) == ("friend", "Ann")  # a profile update keeps it
+
+
+def test_accept_all(session, monkeypatch: pytest.MonkeyPatch) -> None:
+    _policy(monkeypatch, policy="accept_all")
+    assert contacts.decide_invitation(session, "new@example.com", "rogerthat", INVITATION) \
+        == "accepted"
+
+
+def test_known_contacts_only(session, monkeypatch: pytest.MonkeyPatch) -> None:
+    _policy(monkeypatch, policy="known_contacts")
+    assert contacts.decide_invitation(session, "new@example.com", "rogerthat", INVITATION) \
+        == "declined"
+    contacts.record(session, "rogerthat", "new@example.com", "rogerthat", "invited")
+    assert contacts.decide_invitation(session, "new@example.com", "rogerthat", INVITATION) \
+        == "accepted"
+
+
+@pytest.fixture()
+def producer():
+    answers: list[bytes] = []
+    received: list[dict] = []
+    block = threading.Event()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            if not answers:
+                block.wait(5)  # too slow: the caller must time out and use its default
+                return
+            body = answers.pop(0)
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}/friends", answers, received
+    block.set()
+    server.shutdown()
+
+
+def test_ask_producer_follows_its_answer_and_falls_back_on_timeout(
+        session, monkeypatch: pytest.MonkeyPatch, producer) -> None:
+    url, answers, received = producer
+    _policy(monkeypatch, policy="ask_producer", policy_url=url, policy_timeout_seconds="0.5",
+            policy_default="declined")
+    answers.append(b'{"accept": true}')
+    assert contacts.decide_invitation(session, "new@example.com", "rogerthat", INVITATION) \
+        == "accepted"
+    assert received[0]["email"] == "new@example.com"
+    answers.append(b'{"accept": false}')
+    assert contacts.decide_invitation(session, "new@example.com", "rogerthat", INVITATION) \
+        == "declined"
+    _policy(monkeypatch, policy_default="accepted")
+    # no answer queued: the producer hangs past the timeout -> the default
+    assert contacts.decide_invitation(session, "new@example.com", "rogerthat", INVITATION) \
+        == "accepted"
