@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import logging
 import uuid
+from typing import TypeVar
 
 from flask import Blueprint, g, jsonify, request
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from sqlalchemy import select
 
 from shared import feed, tasknames
@@ -24,29 +25,39 @@ from shared.schemas import FriendRequest, ReplayRequest, SendRequest, error_list
 from webhooks.auth import require_api_key
 
 log = logging.getLogger(__name__)
+M = TypeVar("M", bound=BaseModel)
 api = Blueprint("api", __name__, url_prefix="/v1")
 
 
-def _json_body() -> dict | None:
+class BadRequest(Exception):
+    """A request body we refuse; carries the JSON answer naming the fields."""
+
+    def __init__(self, body: dict, status: int) -> None:
+        super().__init__(body)
+        self.body, self.status = body, status
+
+
+def _parse(model: type[M]) -> M:
+    """The JSON body validated as ``model``; raises ``BadRequest`` (400 or 422) otherwise."""
     body = request.get_json(silent=True)
-    return body if isinstance(body, dict) else None
+    if not isinstance(body, dict):
+        raise BadRequest({"error": "invalid_json", "errors": [
+            {"field": "body", "message": "expected a JSON object"}]}, 400)
+    try:
+        return model.model_validate(body)
+    except ValidationError as exc:
+        raise BadRequest({"error": "validation_error", "errors": error_list(exc)}, 422) from None
 
 
-def _invalid_json():  # type: ignore[no-untyped-def]
-    return jsonify(error="invalid_json",
-                   errors=[{"field": "body", "message": "expected a JSON object"}]), 400
+@api.errorhandler(BadRequest)
+def _bad_request(exc: BadRequest):  # type: ignore[no-untyped-def]
+    return jsonify(exc.body), exc.status
 
 
 @api.post("/messages")
 @require_api_key
 def create():  # type: ignore[no-untyped-def]
-    body = _json_body()
-    if body is None:
-        return _invalid_json()
-    try:
-        send_request = SendRequest.model_validate(body)
-    except ValidationError as exc:
-        return jsonify(error="validation_error", errors=error_list(exc)), 422
+    send_request = _parse(SendRequest)
     message_id = new_message_id(send_request.idempotency_key, g.app_id)
     with session_scope() as session:
         message, created = create_message(session, message_id, send_request, g.app_id)
@@ -97,13 +108,7 @@ def events():  # type: ignore[no-untyped-def]
 def replay():  # type: ignore[no-untyped-def]
     """Deliver public events again to the callback URL: ``{"since": ...}`` or
     ``{"message_id": ...}``. Each replayed event keeps its id and sequence number."""
-    body = _json_body()
-    if body is None:
-        return _invalid_json()
-    try:
-        req = ReplayRequest.model_validate(body)
-    except ValidationError as exc:
-        return jsonify(error="validation_error", errors=error_list(exc)), 422
+    req = _parse(ReplayRequest)
     with session_scope() as session:
         count = redeliver(session, g.app_id, since=req.since, message_id=req.message_id)
     return jsonify(replayed=count), 202
@@ -129,13 +134,7 @@ def friendship(action: str):  # type: ignore[no-untyped-def]
     """``invite`` or ``break-up``: the messenger's friend.invite / friend.break_up."""
     if action not in ("invite", "break-up"):
         return jsonify(error="not_found", message=f"no action {action}"), 404
-    body = _json_body()
-    if body is None:
-        return _invalid_json()
-    try:
-        req = FriendRequest.model_validate(body)
-    except ValidationError as exc:
-        return jsonify(error="validation_error", errors=error_list(exc)), 422
+    req = _parse(FriendRequest)
     if action == "invite":
         send_task(tasknames.FRIEND_INVITE, str(req.email), req.app_id, str(uuid.uuid4()),
                   req.name, req.message, req.language)
