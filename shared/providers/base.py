@@ -3,8 +3,10 @@
 The worker never looks at HTTP codes or provider error numbers: an adapter turns them into
 one of three exceptions, and the retry/fallback policy lives in one place (the attempt task).
 
-* ``RetryableError``: the request surely did not take effect (connection refused, the
-  gateway's "temporary error", 429/503): sending again cannot duplicate.
+* ``RetryableError``: sending again cannot duplicate, because the request surely did not take
+  effect (connection refused, the gateway's "temporary error", 429/503), or because the
+  provider dedupes on our attempt id (the messenger replays a JSON-RPC id's result for a day;
+  our retries end long before that: at most ``max_send_retries`` with capped backoff).
 * ``PermanentError``: the provider refused this attempt; do not resend it (the route may move on).
 * ``AmbiguousError``: the request may have reached the provider (read timeout, connection
   dropped after sending, unreadable reply). Resending could double-send, so the attempt stays
@@ -37,7 +39,8 @@ class ProviderError(Exception):
 
 
 class RetryableError(ProviderError):
-    """Safe to send again; ``retry_after`` (seconds) when the provider said how long to wait."""
+    """Safe to send again (see the module docstring); ``retry_after`` (seconds) when the
+    provider said how long to wait."""
 
     def __init__(
         self, reason: str, detail: str = "", code: str | None = None,
