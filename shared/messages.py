@@ -90,8 +90,8 @@ def add_event(
     return event
 
 
-def add_app_event(session: Session, type_: str, app_id: str = DEFAULT_APP,
-                  **payload: Any) -> Event:
+def add_app_event(session: Session, type_: str, payload: dict[str, Any],
+                  app_id: str = DEFAULT_APP) -> Event:
     """An event about no message (a friendship change, a poke) for ``app_id``'s feed and
     default callback URL; it has no per-message sequence number."""
     event = Event(message_id=None, app_id=app_id, seq=None, type=type_, payload=payload,

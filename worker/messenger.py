@@ -66,5 +66,6 @@ def _contact(email: str, app_id: str, status: str | None, change: str, **extra: 
     with session_scope() as session:
         if status is not None:
             contacts.record(session, "rogerthat", email, app_id, status)
-        add_app_event(session, "contact", channel="rogerthat", change=change, email=email,
-                      app_id=app_id, status=status, **extra)
+        add_app_event(session, "contact", {"channel": "rogerthat", "change": change,
+                                           "email": email, "app_id": app_id,
+                                           "status": status, **extra})

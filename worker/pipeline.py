@@ -442,9 +442,9 @@ def _apply_other(session: Session, provider: str, event: ProviderEvent, answer: 
         if email:
             contacts.record(session, provider, email, data.get("app_id") or "", status,
                             name=data.get("name"))
-        add_app_event(session, "contact", channel=provider, status=status, **data)
+        add_app_event(session, "contact", {"channel": provider, "status": status, **data})
     elif event.kind in ("poke", "flow_result"):
-        add_app_event(session, event.kind, channel=provider, **data)
+        add_app_event(session, event.kind, {"channel": provider, **data})
 
 
 def _unmatched(callback: Callback) -> None:

@@ -158,3 +158,24 @@ def test_seal_locks_the_message_at_the_provider(stack: Stack) -> None:
     seals = [c for c in _sim_get(stack, "calls") if c.get("method") == "messaging.seal"
              and c["params"].get("message_key") == key]
     assert len(seals) == 1
+
+
+def test_poke_is_stored_and_forwarded_as_an_event(stack: Stack) -> None:
+    tag = f"menu-{uuid.uuid4().hex[:8]}"
+    requests.post(f"{stack.messenger.base_url}/_sim/callback", timeout=5, json={
+        "method": "messaging.poke", "params": {
+            "email": "friend.poker@example.com", "tag": tag, "result_key": str(uuid.uuid4()),
+            "context": None, "service_identity": "+default+", "timestamp": 1,
+            "user_details": [{"email": "friend.poker@example.com", "name": "P",
+                              "language": "en", "avatar_url": None, "app_id": "rogerthat"}]}}
+                  ).raise_for_status()
+    headers = {"Authorization": f"Bearer {API_KEY}"}
+
+    def poke_in_feed() -> dict | None:
+        events = requests.get(f"{stack.api_url}/v1/events", params={"limit": 1000},
+                              headers=headers, timeout=5).json()["events"]
+        return next((e for e in events if e["type"] == "poke" and e["data"].get("tag") == tag),
+                    None)
+    event = wait_for(poke_in_feed, 20, 0.2, "the poke in the event feed")
+    assert event["data"]["email"] == "friend.poker@example.com"
+    assert event["message_id"] is None
