@@ -8,20 +8,11 @@ import pytest
 
 from shared import db
 from shared.cli import main
-from shared.migrations import upgrade
-from shared.settings import get_settings
 
 
 @pytest.fixture()
-def database(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setenv("SWITCHBOARD_DATA_DIR", str(tmp_path))
-    monkeypatch.delenv("SWITCHBOARD_DATABASE_URL", raising=False)
-    get_settings.cache_clear()
-    db.reset()
-    upgrade()
-    yield
-    get_settings.cache_clear()
-    db.reset()
+def database(temp_db: Path) -> Path:
+    return temp_db
 
 
 def test_send_with_a_bad_phone_names_the_field(capsys: pytest.CaptureFixture[str]) -> None:

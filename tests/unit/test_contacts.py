@@ -10,23 +10,15 @@ from pathlib import Path
 import pytest
 
 from shared import contacts, db
-from shared.migrations import upgrade
 from shared.settings import get_settings
 
 INVITATION = {"email": "new@example.com", "app_id": "rogerthat", "name": "N", "origin": "x"}
 
 
 @pytest.fixture()
-def session(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setenv("SWITCHBOARD_DATA_DIR", str(tmp_path))
-    monkeypatch.delenv("SWITCHBOARD_DATABASE_URL", raising=False)
-    get_settings.cache_clear()
-    db.reset()
-    upgrade()
+def session(temp_db: Path):
     with db.session_scope() as s:
         yield s
-    get_settings.cache_clear()
-    db.reset()
 
 
 def _policy(monkeypatch: pytest.MonkeyPatch, **env: str) -> None:

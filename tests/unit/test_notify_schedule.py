@@ -25,35 +25,26 @@ def test_gives_up_after_the_last_step() -> None:
 
 
 def test_without_a_signing_secret_nothing_is_sent_and_the_reason_is_kept(
-        tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+        temp_db, monkeypatch: pytest.MonkeyPatch) -> None:
     from shared import db
     from shared.messages import create_message
-    from shared.migrations import upgrade
     from shared.models import Delivery
     from shared.schemas import SendRequest
     from shared.settings import get_settings
     from worker import notify
 
-    monkeypatch.setenv("SWITCHBOARD_DATA_DIR", str(tmp_path))
-    monkeypatch.delenv("SWITCHBOARD_DATABASE_URL", raising=False)
     monkeypatch.delenv("SWITCHBOARD_CALLBACK_SIGNING_SECRET", raising=False)
     get_settings.cache_clear()
-    db.reset()
-    upgrade()
     posted: list[str] = []
     monkeypatch.setattr(notify.requests, "post", lambda url, **_: posted.append(url))
-    try:
-        request = SendRequest.model_validate({
-            "to": {"phone": "+32470120000"}, "route": ["viber"], "text": "hi",
-            "callback_url": "https://producer.example/hooks"})
-        with db.session_scope() as session:
-            create_message(session, "m-1", request)
-            delivery_id = session.query(Delivery.id).scalar()
-        assert notify.deliver(delivery_id) == "failed"
-        with db.session_scope() as session:
-            delivery = session.get(Delivery, delivery_id)
-            assert "SWITCHBOARD_CALLBACK_SIGNING_SECRET" in delivery.last_error
-        assert posted == []
-    finally:
-        get_settings.cache_clear()
-        db.reset()
+    request = SendRequest.model_validate({
+        "to": {"phone": "+32470120000"}, "route": ["viber"], "text": "hi",
+        "callback_url": "https://producer.example/hooks"})
+    with db.session_scope() as session:
+        create_message(session, "m-1", request)
+        delivery_id = session.query(Delivery.id).scalar()
+    assert notify.deliver(delivery_id) == "failed"
+    with db.session_scope() as session:
+        delivery = session.get(Delivery, delivery_id)
+        assert "SWITCHBOARD_CALLBACK_SIGNING_SECRET" in delivery.last_error
+    assert posted == []
