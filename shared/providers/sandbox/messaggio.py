@@ -72,14 +72,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import hashlib
-import heapq
 import hmac
 import itertools
 import os
 import random
 import re
 import secrets
-import signal
 import socket
 import sys
 import threading
@@ -88,12 +86,13 @@ import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Self
+from typing import Any, Literal
 
 import requests
 from flask import Flask, Response, jsonify, request
 from werkzeug.datastructures import MultiDict
-from werkzeug.serving import BaseWSGIServer, make_server
+
+from shared.providers.sandbox.server import BackgroundServer, DeliveryThread, serve_until_signal
 
 FailKind = Literal["drop", "temporary", "http500", "http503", "slow"]
 FAIL_KINDS: tuple[str, ...] = ("drop", "temporary", "http500", "http503", "slow")
@@ -101,7 +100,6 @@ STOP_CODES = frozenset({200, 400, 404})  # gateway FAQ: these end redelivery of 
 MAX_IMAGE_BYTES = 10 * 1024 * 1024
 LATE_DELIVERY_EXTRA = 3.0
 MIN_RETRY_STEP = 0.05
-SHUTDOWN_POLL = 0.05  # how fast stop() returns; socketserver checks its flag this often
 CHARSETS = frozenset({"UTF8", "UTF-8", "UTF-16BE", "UCS-2", "CP1251"})
 PHONE_RE = re.compile(r"[0-9]{7,15}")
 INT_RE = re.compile(r"[0-9]+")
@@ -584,92 +582,38 @@ def _report_params(
 # --------------------------------------------------------------------------- report delivery
 
 
-@dataclass(order=True)
+@dataclass
 class _Job:
-    due: float
-    seq: int
-    report_id: int = field(compare=False)
-    attempt: int = field(compare=False)
-    generation: int = field(compare=False)
-    params: dict[str, str] = field(compare=False)
+    report_id: int
+    attempt: int
+    generation: int
+    params: dict[str, str]
 
 
-class ReportDispatcher:
-    """One daemon thread delivering reports in due order from a heap.
+class ReportDispatcher(DeliveryThread[_Job]):
+    """Delivers reports in due order from one thread (see ``DeliveryThread`` for why).
 
-    Why one thread and a heap: reports of one message keep their order (delivered before seen)
-    unless a retry intervenes, as at the real gateway, and a timed ``Condition.wait`` wakes
-    exactly when the next report is due (no polling). The thread starts with the first report.
+    Reports of one message keep their order (delivered before seen) unless a retry
+    intervenes, as at the real gateway.
     """
 
     def __init__(self, state: SimulatorState) -> None:
+        super().__init__(self._deliver, name="messaggio-sim-reports")
         self._state = state
-        self._cond = threading.Condition()
-        self._heap: list[_Job] = []
-        self._seq = itertools.count(1)
         self._report_ids = itertools.count(1)
-        self._thread: threading.Thread | None = None
-        self._stopped = False
         self._session = requests.Session()
         self._session.trust_env = False  # reports go where dlr_url says, never via env proxies
 
     def schedule(self, params: dict[str, str], delay: float, generation: int) -> int:
         """Queue a new report ``delay`` seconds from now; returns its report_id."""
         report_id = next(self._report_ids)
-        self._push(_Job(time.monotonic() + delay, 0, report_id, 1, generation, params))
+        self.push(_Job(report_id, 1, generation, params), delay)
         return report_id
-
-    def pending(self) -> int:
-        """Reports (and retries) still waiting to be delivered."""
-        with self._cond:
-            return len(self._heap)
-
-    def clear(self) -> None:
-        """Drop everything pending (used by reset)."""
-        with self._cond:
-            self._heap.clear()
-            self._cond.notify_all()
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop the thread; an in-flight delivery finishes first (bounded by report_timeout)."""
-        with self._cond:
-            self._stopped = True
-            self._heap.clear()
-            self._cond.notify_all()
-            thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout)
+        super().stop(timeout)
         self._session.close()
-
-    def _push(self, job: _Job) -> None:
-        with self._cond:
-            if self._stopped:
-                return
-            job.seq = next(self._seq)
-            heapq.heappush(self._heap, job)
-            if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._run, name="messaggio-sim-reports", daemon=True
-                )
-                self._thread.start()
-            self._cond.notify_all()
-
-    def _run(self) -> None:
-        while (job := self._next_due()) is not None:
-            self._deliver(job)
-
-    def _next_due(self) -> _Job | None:
-        """Wait (timed, on the condition) for the earliest report to fall due."""
-        with self._cond:
-            while not self._stopped:
-                if not self._heap:
-                    self._cond.wait()
-                    continue
-                wait = self._heap[0].due - time.monotonic()
-                if wait <= 0:
-                    return heapq.heappop(self._heap)
-                self._cond.wait(wait)
-            return None
 
     def _deliver(self, job: _Job) -> None:
         """Send one attempt, decide retry or not, then log it.
@@ -704,8 +648,7 @@ class ReportDispatcher:
         if job.attempt > cfg.report_retries:
             return "abandoned"
         step = max(cfg.report_delay, MIN_RETRY_STEP) * job.attempt
-        retry = dataclasses.replace(job, due=time.monotonic() + step, attempt=job.attempt + 1)
-        self._push(retry)
+        self.push(dataclasses.replace(job, attempt=job.attempt + 1), step)
         return "retry"
 
     def _transmit(
@@ -923,61 +866,28 @@ def _push_report(state: SimulatorState) -> Response | tuple[Response, int]:
 # --------------------------------------------------------------------------- server
 
 
-class SimulatorServer:
+class SimulatorServer(BackgroundServer):
     """The simulator on a real socket, served from a daemon thread; usable as a context manager."""
 
     def __init__(
         self, config: SimulatorConfig | None = None, host: str = "127.0.0.1", port: int = 0
     ) -> None:
         self.state = SimulatorState(config)
-        self.app = create_app(self.state)
-        self._host, self._port = host, port
-        self._server: BaseWSGIServer | None = None
-        self._thread: threading.Thread | None = None
+        super().__init__(create_app(self.state), host, port, thread_name="messaggio-sim-http")
 
-    def start(self) -> Self:
-        """Bind (port 0 picks a free one) and serve in the background."""
-        self._server = make_server(self._host, self._port, self.app, threaded=True)
-        self._port = self._server.server_port
-        self._thread = threading.Thread(
-            target=self._server.serve_forever,
-            kwargs={"poll_interval": SHUTDOWN_POLL},
-            name="messaggio-sim-http",
-            daemon=True,
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Shut the HTTP server and the report thread down."""
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-        if self._thread is not None:
-            self._thread.join(5.0)
-            self._thread = None
+    def _stop_background(self) -> None:
+        """The report thread goes down after the HTTP server, so no new report is queued."""
         self.state.dispatcher.stop()
-
-    @property
-    def port(self) -> int:
-        return self._port
 
     @property
     def url(self) -> str:
         """The send endpoint, e.g. ``http://127.0.0.1:8025/``."""
-        return f"http://{self._host}:{self._port}/"
+        return f"{self.base_url}/"
 
     @property
     def media_url(self) -> str:
         """The media upload endpoint, e.g. ``http://127.0.0.1:8025/upload/``."""
         return f"{self.url}upload/"
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
 
 
 # --------------------------------------------------------------------------- CLI
@@ -1015,18 +925,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         report_delay=args.report_delay,
         seed=args.seed,
     )
-    stop = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
-    server = SimulatorServer(config, host=args.host, port=args.port).start()
-    print(
-        f"Messaggio simulator listening on {server.url} (media {server.media_url}, "
-        f"reports -> {args.dlr_url or 'nowhere, recorded only'})",
-        flush=True,
+    server = SimulatorServer(config, host=args.host, port=args.port)
+    return serve_until_signal(
+        server,
+        lambda s: (
+            f"Messaggio simulator listening on {s.url} (media {s.media_url}, "
+            f"reports -> {args.dlr_url or 'nowhere, recorded only'})"
+        ),
     )
-    stop.wait()
-    server.stop()
-    return 0
 
 
 if __name__ == "__main__":

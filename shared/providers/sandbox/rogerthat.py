@@ -5,7 +5,8 @@ the real one (envelope, auth, validation, dedupe by JSON-RPC id, callbacks with 
 credentials or network. It is written from the wire-format reference (guide ``providers.md``
 section 1, which cites the 2016 server code) and shares no code with the production adapter
 (``shared/providers/rogerthat.py``), so a misreading of the protocol in one shows up as a
-failure against the other. Only generic helpers come from the sibling Messaggio simulator.
+failure against the other. Only generic helpers come from the sibling Messaggio simulator, and
+the HTTP/CLI/delivery-thread scaffolding from ``server.py``.
 
 Wire format (summary; the guide is authoritative):
 
@@ -103,28 +104,25 @@ import argparse
 import copy
 import dataclasses
 import hashlib
-import heapq
 import hmac
-import itertools
 import json
 import logging
 import os
 import random
 import re
-import signal
 import sys
 import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Self
+from typing import Any
 
 import requests
 from flask import Flask, Response, jsonify, request
-from werkzeug.serving import BaseWSGIServer, make_server
 
-from shared.providers.sandbox.messaggio import MIN_RETRY_STEP, SHUTDOWN_POLL, _non_negative
+from shared.providers.sandbox.messaggio import MIN_RETRY_STEP, _non_negative
+from shared.providers.sandbox.server import BackgroundServer, DeliveryThread, serve_until_signal
 
 log = logging.getLogger(__name__)
 
@@ -1147,36 +1145,29 @@ class RogerthatSimState:
 # --------------------------------------------------------------------------- callback delivery
 
 
-@dataclass(order=True)
+@dataclass
 class _Callback:
-    due: float
-    seq: int
-    callback_id: str = field(compare=False)
-    method: str = field(compare=False)
-    params: dict[str, Any] | None = field(compare=False)
-    generation: int = field(compare=False)
-    attempt: int = field(compare=False, default=1)
-    prepare: Callable[[], dict[str, Any] | None] | None = field(compare=False, default=None)
-    on_result: Callable[[Any], dict[str, Any] | None] | None = field(compare=False, default=None)
+    callback_id: str
+    method: str
+    params: dict[str, Any] | None
+    generation: int
+    attempt: int = 1
+    prepare: Callable[[], dict[str, Any] | None] | None = None
+    on_result: Callable[[Any], dict[str, Any] | None] | None = None
 
 
-class CallbackDispatcher:
-    """One daemon thread posting callbacks in due order from a heap, with retries.
+class CallbackDispatcher(DeliveryThread[_Callback]):
+    """Posts callbacks in due order from one thread (see ``DeliveryThread`` for why), with retries.
 
-    Why one thread and a heap: callbacks of one message keep their order (received before
-    acked) unless a retry intervenes, as on the real server, and a timed ``Condition.wait``
-    wakes exactly when the next one is due. Params may be built lazily (``prepare``) at the
-    first attempt, so timestamps are real and a sealed message is not acked. Neither
-    ``prepare`` nor ``on_result`` runs under the heap's lock (they take the state lock).
+    Callbacks of one message keep their order (received before acked) unless a retry
+    intervenes, as on the real server. Params may be built lazily (``prepare``) at the first
+    attempt, so timestamps are real and a sealed message is not acked. Neither ``prepare`` nor
+    ``on_result`` runs under the heap's lock (they take the state lock).
     """
 
     def __init__(self, state: RogerthatSimState) -> None:
+        super().__init__(self._deliver, name="rogerthat-sim-callbacks")
         self._state = state
-        self._cond = threading.Condition()
-        self._heap: list[_Callback] = []
-        self._seq = itertools.count(1)
-        self._thread: threading.Thread | None = None
-        self._stopped = False
         self._session = requests.Session()
         self._session.trust_env = False  # callbacks go where callback_url says, never via proxies
 
@@ -1194,8 +1185,6 @@ class CallbackDispatcher:
         """Queue a callback ``delay`` seconds from now; returns its JSON-RPC id (uuid1)."""
         callback_id = callback_id or str(uuid.uuid1())
         job = _Callback(
-            due=time.monotonic() + delay,
-            seq=0,
             callback_id=callback_id,
             method=method,
             params=params,
@@ -1203,61 +1192,13 @@ class CallbackDispatcher:
             prepare=prepare,
             on_result=on_result,
         )
-        self._push(job)
+        self.push(job, delay)
         return callback_id
-
-    def pending(self) -> int:
-        with self._cond:
-            return len(self._heap)
-
-    def clear(self) -> None:
-        """Drop everything pending (used by reset)."""
-        with self._cond:
-            self._heap.clear()
-            self._cond.notify_all()
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop the thread; an in-flight delivery finishes first (bounded by callback_timeout)."""
-        with self._cond:
-            self._stopped = True
-            self._heap.clear()
-            self._cond.notify_all()
-            thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout)
+        super().stop(timeout)
         self._session.close()
-
-    def _push(self, job: _Callback) -> None:
-        with self._cond:
-            if self._stopped:
-                return
-            job.seq = next(self._seq)
-            heapq.heappush(self._heap, job)
-            if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._run, name="rogerthat-sim-callbacks", daemon=True
-                )
-                self._thread.start()
-            self._cond.notify_all()
-
-    def _run(self) -> None:
-        while (job := self._next_due()) is not None:
-            try:
-                self._deliver(job)
-            except Exception:  # a broken hook must not kill the only delivery thread
-                log.exception("rogerthat sim: delivering %s failed", job.method)
-
-    def _next_due(self) -> _Callback | None:
-        with self._cond:
-            while not self._stopped:
-                if not self._heap:
-                    self._cond.wait()
-                    continue
-                wait = self._heap[0].due - time.monotonic()
-                if wait <= 0:
-                    return heapq.heappop(self._heap)
-                self._cond.wait(wait)
-            return None
 
     def _deliver(self, job: _Callback) -> None:
         """One attempt: build params if needed, POST, judge the answer, retry or log."""
@@ -1302,7 +1243,7 @@ class CallbackDispatcher:
         if job.attempt > cfg.callback_retries:
             return "abandoned"
         step = max(cfg.callback_delay, MIN_RETRY_STEP) * 2 ** (job.attempt - 1)
-        self._push(dataclasses.replace(job, due=time.monotonic() + step, attempt=job.attempt + 1))
+        self.push(dataclasses.replace(job, attempt=job.attempt + 1), step)
         return "retry"
 
     def _transmit(
@@ -1591,61 +1532,23 @@ def _change_friends(state: RogerthatSimState, body: Any) -> str | None:
 # --------------------------------------------------------------------------- server
 
 
-class RogerthatSimServer:
+class RogerthatSimServer(BackgroundServer):
     """The simulator on a real socket, served from a daemon thread; usable as a context manager."""
 
     def __init__(
         self, config: RogerthatSimConfig | None = None, host: str = "127.0.0.1", port: int = 0
     ) -> None:
         self.state = RogerthatSimState(config)
-        self.app = create_app(self.state)
-        self._host, self._port = host, port
-        self._server: BaseWSGIServer | None = None
-        self._thread: threading.Thread | None = None
+        super().__init__(create_app(self.state), host, port, thread_name="rogerthat-sim-http")
 
-    def start(self) -> Self:
-        """Bind (port 0 picks a free one) and serve in the background."""
-        self._server = make_server(self._host, self._port, self.app, threaded=True)
-        self._port = self._server.server_port
-        self._thread = threading.Thread(
-            target=self._server.serve_forever,
-            kwargs={"poll_interval": SHUTDOWN_POLL},
-            name="rogerthat-sim-http",
-            daemon=True,
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Shut the HTTP server and the callback thread down."""
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-        if self._thread is not None:
-            self._thread.join(5.0)
-            self._thread = None
+    def _stop_background(self) -> None:
+        """The callback thread goes down after the HTTP server, so no new callback is queued."""
         self.state.dispatcher.stop()
-
-    @property
-    def port(self) -> int:
-        return self._port
-
-    @property
-    def base_url(self) -> str:
-        """e.g. ``http://127.0.0.1:8026``; the control API lives under ``/_sim/``."""
-        return f"http://{self._host}:{self._port}"
 
     @property
     def url(self) -> str:
         """The API endpoint, e.g. ``http://127.0.0.1:8026/api/1``."""
         return f"{self.base_url}/api/1"
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
 
 
 # --------------------------------------------------------------------------- CLI
@@ -1688,18 +1591,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         seed=args.seed,
         friends=args.friend,
     )
-    stop = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
-    server = RogerthatSimServer(config, host=args.host, port=args.port).start()
-    print(
-        f"Rogerthat simulator listening on {server.url} (control {server.base_url}/_sim/, "
-        f"callbacks -> {args.callback_url or 'nowhere, recorded only'})",
-        flush=True,
+    server = RogerthatSimServer(config, host=args.host, port=args.port)
+    return serve_until_signal(
+        server,
+        lambda s: (
+            f"Rogerthat simulator listening on {s.url} (control {s.base_url}/_sim/, "
+            f"callbacks -> {args.callback_url or 'nowhere, recorded only'})"
+        ),
     )
-    stop.wait()
-    server.stop()
-    return 0
 
 
 if __name__ == "__main__":
