@@ -35,6 +35,3 @@ def due(client: redis.Redis, now: datetime, limit: int = 500) -> list[str]:
     raw = client.zrangebyscore(KEY, "-inf", _score(now), start=0, num=limit)
     return [r.decode() if isinstance(r, bytes) else r for r in raw]
 
-
-def pending_count(client: redis.Redis) -> int:
-    return int(client.zcard(KEY))

@@ -8,7 +8,6 @@ tasks are published only after the transaction that justifies them has committed
 from __future__ import annotations
 
 import hashlib
-import logging
 import random
 import time
 import uuid
@@ -41,8 +40,6 @@ from shared.settings import get_settings
 from worker import deadlines
 from worker.ratelimit import RateLimiter
 from worker.redis_conn import get_redis
-
-log = logging.getLogger(__name__)
 
 
 class RetryLater(Exception):
