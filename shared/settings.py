@@ -60,6 +60,18 @@ class Settings(BaseSettings):
     rogerthat_friend_policy_timeout_seconds: float = 2.0
     rogerthat_friend_policy_default: Literal["accepted", "declined"] = "declined"
 
+    # --- ContactAtOnce-style in-app messaging (REST) ------------------------------------
+    contactatonce_url: str | None = Field(
+        default=None, description="regional base URL; None: the local simulator")
+    contactatonce_api_key: SecretStr = SecretStr("sandbox-cao-key")
+    contactatonce_advertiser_id: str = "sandbox-advertiser"
+    contactatonce_inbound_key: SecretStr = Field(
+        default=SecretStr("sandbox-cao-inbound-key"),
+        description="the Basic credentials the provider presents on its calls to us")
+    contactatonce_timeout_seconds: float = 10.0
+    contactatonce_rate_per_second: float = 20.0
+    contactatonce_simulator_port: int = 8027
+
     # --- dispatch behaviour ------------------------------------------------------------
     default_dlr_timeout: int = 86400
     sms_report_window_seconds: int = 86400
@@ -114,6 +126,10 @@ class Settings(BaseSettings):
     @property
     def effective_rogerthat_url(self) -> str:
         return self.rogerthat_url or f"http://127.0.0.1:{self.rogerthat_simulator_port}/api/1"
+
+    @property
+    def effective_contactatonce_url(self) -> str:
+        return self.contactatonce_url or f"http://127.0.0.1:{self.contactatonce_simulator_port}/"
 
     @property
     def api_key_list(self) -> list[str]:

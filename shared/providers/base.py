@@ -23,7 +23,9 @@ from typing import Any, Literal, Protocol
 # Events about a message we sent (matched to an attempt) ...
 EventKind = Literal["delivered", "seen", "undelivered", "expired", "replied", "interim",
                     # ... and events about a contact or a conversation, matched to no attempt
-                    "contact", "poke", "flow_result", "test"]
+                    "contact", "poke", "flow_result", "test",
+                    # ... and a message a person (e.g. an in-app agent) sent us
+                    "inbound"]
 MESSAGE_EVENT_KINDS = frozenset({"delivered", "seen", "undelivered", "expired", "replied",
                                  "interim"})
 
@@ -97,6 +99,8 @@ class SendResult:
     code: str = "0"
     detail: str = ""
     raw: str = ""
+    # Conversation identifiers the provider assigned (e.g. the in-app VisitId), to remember.
+    conversation: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
