@@ -37,6 +37,12 @@ def _parser() -> argparse.ArgumentParser:
     send.add_argument("--to", help="phone number, international format")
     send.add_argument("--email", help="messenger recipient (rogerthat)")
     send.add_argument("--app-id", help="the recipient's messenger app")
+    send.add_argument("--consumer", help="in-app: your app user's id (the conversation)")
+    send.add_argument("--advertiser", help="in-app: the advertiser (default from settings)")
+    send.add_argument("--session", help="in-app: the conversation's session id (default: "
+                      "the consumer's latest conversation)")
+    send.add_argument("--listing", action="append", default=[], metavar="NAME=VALUE",
+                      help="in-app: listing details shown to the agent (repeat for more)")
     send.add_argument("--button", action="append", default=[], metavar="ID:CAPTION[:ACTION]",
                       help="a messenger answer button (repeat for more)")
     send.add_argument("--allow-dismiss", action="store_true")
@@ -70,6 +76,11 @@ def _parser() -> argparse.ArgumentParser:
             fp.add_argument("--language")
     friends_sub.add_parser("list", help="known contacts and their consent")
 
+    convs = sub.add_parser("conversations", help="a consumer's in-app conversations")
+    convs.add_argument("consumer_id")
+    conv = sub.add_parser("conversation", help="an in-app conversation's transcript")
+    conv.add_argument("key", help="the conversation id, or the provider's VisitId")
+
     status = sub.add_parser("status", help="show a message: status, attempts, timeline")
     status.add_argument("message_id")
     status.add_argument("--json", action="store_true", help="print the raw JSON")
@@ -97,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     handler = {"up": _up, "demo": _demo, "send": _send, "status": _status, "db": _db,
                "apps": _apps, "seal": _seal, "friends": _friends,
+               "conversations": _conversations, "conversation": _conversation,
                "simulator": _simulator}[args.command]
     try:
         return handler(args) or 0
@@ -145,12 +157,64 @@ def _send_fields(args: argparse.Namespace) -> dict[str, Any]:
         fields["auto_lock"] = True
     if args.button:
         fields["buttons"] = [_button(spec) for spec in args.button]
+    if args.consumer:
+        fields["conversation"] = _conversation_fields(args)
     if args.metadata:
         try:
             fields["metadata"] = json.loads(args.metadata)
         except json.JSONDecodeError as exc:
             raise CliError(f"--metadata is not JSON: {exc}") from None
     return fields
+
+
+def _conversation_fields(args: argparse.Namespace) -> dict[str, Any]:
+    conversation: dict[str, Any] = {"consumer_id": args.consumer}
+    if args.advertiser:
+        conversation["advertiser_id"] = args.advertiser
+    if args.session:
+        conversation["session_id"] = args.session
+    listing = {}
+    for pair in args.listing:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise CliError(f"--listing {pair!r}: use NAME=VALUE")
+        listing[name] = value
+    if listing:
+        conversation["listing_details"] = listing
+    return conversation
+
+
+def _conversations(args: argparse.Namespace) -> int:
+    from shared.conversations import read_conversations
+
+    body = _read_db(lambda session: read_conversations(session, DEFAULT_APP_ID, args.consumer_id))
+    print(json.dumps(body, indent=2))
+    return 0
+
+
+def _conversation(args: argparse.Namespace) -> int:
+    from shared.conversations import read_transcript
+
+    body = _read_db(lambda session: read_transcript(session, DEFAULT_APP_ID, args.key))
+    if body is None:
+        raise CliError(f"no conversation {args.key}")
+    print(json.dumps(body, indent=2))
+    return 0
+
+
+DEFAULT_APP_ID = "default"  # the CLI administers the deployment: it sees every app's rows
+
+
+def _read_db(read: Any) -> Any:
+    from sqlalchemy.exc import OperationalError
+
+    from shared.db import session_scope
+
+    try:
+        with session_scope() as session:
+            return read(session)
+    except OperationalError as exc:
+        raise CliError(f"cannot read the database ({exc.orig}); run `switchboard db upgrade`")
 
 
 def _button(spec: str) -> dict[str, str]:
@@ -249,7 +313,7 @@ def format_view(view: dict[str, Any]) -> str:
     """A message's story as readable lines for the terminal."""
     lines = [f"message {view['id']}  status: {view['status']}"
              + (f" ({view['reason']})" if view["reason"] else ""),
-             f"  to {_recipient(view['to'])}  route: {' -> '.join(view['route'])}",
+             f"  to {_recipient(view)}  route: {' -> '.join(view['route'])}",
              "  attempts:"]
     for a in view["attempts"]:
         error = f"  error: {a['error']['reason']}" if a["error"] else ""
@@ -269,7 +333,10 @@ def format_view(view: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _recipient(to: dict[str, Any]) -> str:
+def _recipient(view: dict[str, Any]) -> str:
+    to, conversation = view["to"], view.get("conversation") or {}
+    if conversation.get("consumer_id"):
+        return f"consumer {conversation['consumer_id']} (in-app)"
     return to.get("phone") or to.get("email") or "?"
 
 

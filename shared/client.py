@@ -23,7 +23,8 @@ from shared.schemas import FriendRequest, SendRequest
 from shared.settings import get_settings
 from shared.signing import verify_signature
 
-__all__ = ["break_up", "invite", "seal", "send", "send_task", "verify_signature"]
+__all__ = ["break_up", "conversation", "conversations", "invite", "seal", "send", "send_task",
+           "verify_signature"]
 
 
 def producer_app(broker_url: str | None = None) -> Celery:
@@ -84,3 +85,33 @@ def break_up(email: str, *, app_id: str = "rogerthat", broker_url: str | None = 
     req = FriendRequest(email=email, app_id=app_id)
     send_task(tasknames.FRIEND_BREAK_UP, str(req.email), req.app_id, str(uuid.uuid4()),
               broker_url=broker_url)
+
+
+# --- reads: these need the HTTP API (the broker carries no answers) ----------------------
+
+def conversations(consumer_id: str, *, api_url: str | None = None,
+                  api_key: str | None = None) -> dict[str, Any]:
+    """A consumer's in-app conversations, ours merged with the provider's (GetConversations)."""
+    return _api_get("/v1/conversations", {"consumer_id": consumer_id}, api_url, api_key)
+
+
+def conversation(key: str, *, api_url: str | None = None,
+                 api_key: str | None = None) -> dict[str, Any]:
+    """One conversation (our id, or the provider's VisitId) with its merged transcript."""
+    from urllib.parse import quote
+
+    return _api_get(f"/v1/conversations/{quote(key, safe='')}", None, api_url, api_key)
+
+
+def _api_get(path: str, params: dict[str, str] | None, api_url: str | None,
+             api_key: str | None) -> dict[str, Any]:
+    """GET from the API with the app's key (default: the first bootstrap key); raises
+    ``requests.HTTPError`` carrying the JSON error on a 4xx/5xx."""
+    import requests
+
+    settings = get_settings()
+    key = api_key or next(iter(settings.api_key_list), "")
+    response = requests.get((api_url or settings.api_url).rstrip("/") + path, params=params,
+                            headers={"Authorization": f"Bearer {key}"}, timeout=30)
+    response.raise_for_status()
+    return response.json()

@@ -64,7 +64,7 @@ def create_message(session: Session, message_id: str, request: SendRequest,
 
 # Events a producer is told about (webhook and /v1/events); the rest is timeline detail.
 PUBLIC_EVENTS = frozenset({"queued", "status", "fallback", "replied", "sealed", "seal_failed",
-                           "contact", "poke", "flow_result"})
+                           "contact", "poke", "flow_result", "inbound_message"})
 
 
 def add_event(
@@ -135,6 +135,22 @@ def _iso(value: Any) -> str | None:
     return value.isoformat() + "Z" if value is not None else None
 
 
+def _conversation_of(session: Session, message: Message) -> dict[str, Any] | None:
+    """An in-app message's conversation: what the producer named, plus our record once the
+    worker has joined it (its id and the provider's VisitId)."""
+    named = message.request.get("conversation")
+    if not named:
+        return None
+    from shared.conversations import view
+    from shared.models import Conversation, ConversationMessage
+
+    row = session.scalars(select(Conversation).join(
+        ConversationMessage, ConversationMessage.conversation_id == Conversation.id)
+        .where(ConversationMessage.message_id == message.id).limit(1)).first()
+    return {**{k: v for k, v in named.items() if v not in (None, {}, [])},
+            **(view(row) if row is not None else {})}
+
+
 def message_view(session: Session, message: Message) -> dict[str, Any]:
     """The whole story of one message: status, each attempt, and the event timeline."""
     events = session.scalars(
@@ -145,6 +161,7 @@ def message_view(session: Session, message: Message) -> dict[str, Any]:
         "status": message.status,
         "reason": message.reason,
         "to": {k: v for k, v in message.request.get("to", {}).items() if v is not None},
+        "conversation": _conversation_of(session, message),
         "route": message.route,
         "current_channel": message.route[min(message.hop, len(message.route) - 1)],
         "idempotency_key": message.idempotency_key,

@@ -47,7 +47,7 @@ class Message(Base):
     app_id: Mapped[str] = mapped_column(String(36), default=DEFAULT_APP, index=True)
     status: Mapped[str] = mapped_column(String(16), default="queued")
     reason: Mapped[str | None] = mapped_column(String(64))
-    recipient: Mapped[str] = mapped_column(String(64))
+    recipient: Mapped[str] = mapped_column(String(200))
     route: Mapped[list[str]] = mapped_column(JSON)
     hop: Mapped[int] = mapped_column(Integer, default=0)
     request: Mapped[dict[str, Any]] = mapped_column(JSON)
@@ -194,3 +194,45 @@ class Callback(Base):
     processed_at: Mapped[datetime | None] = mapped_column(DateTime)
 
     __table_args__ = (Index("ix_callbacks_status_received", "status", "received_at"),)
+
+
+class Conversation(Base):
+    """An in-app conversation: (advertiser, consumer, session) as producers name it, and the
+    provider's ``VisitId`` once its Start call answered, so producers never handle VisitIds."""
+
+    __tablename__ = "conversations"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    app_id: Mapped[str] = mapped_column(String(36), default=DEFAULT_APP, index=True)
+    provider: Mapped[str] = mapped_column(String(32))
+    advertiser_id: Mapped[str] = mapped_column(String(100))
+    consumer_id: Mapped[str] = mapped_column(String(100), index=True)
+    session_id: Mapped[str] = mapped_column(String(100))
+    visit_id: Mapped[str | None] = mapped_column(String(32), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
+
+    __table_args__ = (UniqueConstraint("provider", "advertiser_id", "consumer_id", "session_id",
+                                       name="uq_conversations_identity"),)
+
+
+class ConversationMessage(Base):
+    """One message in a conversation as we know it: ours (``out``, sent through an attempt)
+    or an agent's (``in``, from the provider's ReceiveMessage callback)."""
+
+    __tablename__ = "conversation_messages"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    conversation_id: Mapped[str] = mapped_column(ForeignKey("conversations.id"), index=True)
+    direction: Mapped[str] = mapped_column(String(3))  # out | in
+    message_id: Mapped[str | None] = mapped_column(String(36))  # ours, for "out"
+    attempt_id: Mapped[str | None] = mapped_column(String(36), unique=True)
+    provider_message_id: Mapped[str | None] = mapped_column(String(100))
+    text: Mapped[str | None] = mapped_column(Text)
+    media_url: Mapped[str | None] = mapped_column(String(2048))
+    agent_name: Mapped[str | None] = mapped_column(String(200))
+    agent_image_url: Mapped[str | None] = mapped_column(String(2048))
+    sent_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+    __table_args__ = (UniqueConstraint("conversation_id", "direction", "provider_message_id",
+                                       name="uq_conversation_messages_provider_id"),)

@@ -21,10 +21,12 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-Channel = Literal["viber", "sms", "rogerthat"]
-CHANNELS: tuple[str, ...] = ("viber", "sms", "rogerthat")
+Channel = Literal["viber", "sms", "rogerthat", "inapp"]
+CHANNELS: tuple[str, ...] = ("viber", "sms", "rogerthat", "inapp")
 PHONE_CHANNELS = frozenset({"viber", "sms"})
 EMAIL_CHANNELS = frozenset({"rogerthat"})
+CONVERSATION_CHANNELS = frozenset({"inapp"})
+LISTING_SEPARATOR = "\u00ff"  # ÿ: the in-app provider's name/value pair separator
 
 # The gateway's dlr_timeout range (providers.md §2.3).
 MIN_DLR_TIMEOUT = 60
@@ -54,6 +56,42 @@ class Recipient(Strict):
         if not phonenumbers.is_valid_number(number):
             raise ValueError("not a valid phone number")
         return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+class ConsumerDetails(Strict):
+    """Optional facts about the app user that the in-app provider shows its agents."""
+
+    first_name: str | None = Field(default=None, min_length=1, max_length=100)
+    last_name: str | None = Field(default=None, min_length=1, max_length=100)
+    phone: str | None = Field(default=None, min_length=1, max_length=32)
+    device: str | None = Field(default=None, min_length=1, max_length=100)
+    os_version: str | None = Field(default=None, min_length=1, max_length=50)
+
+
+class ConversationRef(Strict):
+    """An in-app conversation: the producer's app user (consumer) writing to an advertiser's
+    agents. Producers name it by their own ids; the provider's VisitId stays ours to track.
+
+    Without ``session_id`` a message continues the consumer's latest conversation with the
+    advertiser (or starts one); with it, that exact conversation.
+    """
+
+    consumer_id: str = Field(min_length=1, max_length=100)
+    advertiser_id: str | None = Field(default=None, min_length=1, max_length=100,
+                                      description="default: SWITCHBOARD_CONTACTATONCE_ADVERTISER_ID")
+    session_id: str | None = Field(default=None, min_length=1, max_length=100)
+    consumer: ConsumerDetails | None = None
+    listing_details: dict[str, str] = Field(default_factory=dict, max_length=50)
+
+    @field_validator("listing_details")
+    @classmethod
+    def _no_separators(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, item in value.items():
+            if not name or "=" in name or LISTING_SEPARATOR in name:
+                raise ValueError(f"name {name!r} must be non-empty without '=' or 'ÿ'")
+            if LISTING_SEPARATOR in item:
+                raise ValueError(f"value of {name!r} must not contain 'ÿ'")
+        return value
 
 
 class Button(Strict):
@@ -113,7 +151,8 @@ class Attachment(Strict):
 class SendRequest(Strict):
     """One message to one recipient over an ordered route of channels."""
 
-    to: Recipient
+    to: Recipient = Field(default_factory=Recipient)
+    conversation: ConversationRef | None = None  # in-app hops
     route: list[Channel] = Field(min_length=1, max_length=5)
     text: str | None = Field(default=None, min_length=1, max_length=2048)
     sms_text: str | None = Field(default=None, min_length=1, max_length=2048)
@@ -173,6 +212,10 @@ class SendRequest(Strict):
             raise _field_error("to.phone", "viber and sms hops need a phone number")
         if EMAIL_CHANNELS & set(self.route) and not self.to.email:
             raise _field_error("to.email", "rogerthat hops need an e-mail address")
+        if CONVERSATION_CHANNELS & set(self.route) and self.conversation is None:
+            raise _field_error("conversation", "inapp hops need a conversation (consumer_id)")
+        if self.conversation is not None and not CONVERSATION_CHANNELS & set(self.route):
+            raise _field_error("conversation", "a conversation needs an inapp hop in the route")
         if "rogerthat" in self.route and not self.buttons and not self.allow_dismiss:
             raise _field_error("buttons", "a messenger message needs buttons or allow_dismiss")
         return self
@@ -185,6 +228,8 @@ class SendRequest(Strict):
             raise _field_error("text", "a button needs text")
         if "sms" in self.route and not (self.text or self.sms_text):
             raise _field_error("text", "an sms hop needs text or sms_text")
+        if "inapp" in self.route and not self.text:
+            raise _field_error("text", "an inapp hop needs text")
         if not self.text and not (self.image_url or self.image_id):
             raise _field_error("text", "text is required (or an image for a Viber-only route)")
         return self
@@ -194,8 +239,12 @@ class SendRequest(Strict):
         return self.deadlines.get(channel) or self.dlr_timeout or default  # type: ignore[call-overload]
 
     def recipient(self) -> str:
-        """The identity shown for this message: the phone, else the e-mail."""
-        return self.to.phone or str(self.to.email)
+        """The identity shown for this message: the phone, else the e-mail, else the in-app
+        consumer."""
+        if self.to.phone or self.to.email:
+            return self.to.phone or str(self.to.email)
+        assert self.conversation is not None  # the validators require one of the three
+        return f"inapp:{self.conversation.consumer_id}"
 
     def text_for(self, channel: str) -> str | None:
         """The text a hop on ``channel`` carries: SMS prefers ``sms_text`` (the gateway's expiry_txt)."""

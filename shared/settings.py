@@ -26,6 +26,8 @@ class Settings(BaseSettings):
 
     # --- producer HTTP API -------------------------------------------------------------
     api_keys: SecretStr = Field(default=SecretStr(""), description="comma-separated bearer keys")
+    api_url: str = Field(default="http://127.0.0.1:8000",
+                         description="where shared.client and the CLI read over HTTP")
     default_callback_url: str | None = Field(
         default=None, description="status webhooks for messages that name no callback_url")
     notify_retry_scale: float = Field(

@@ -18,10 +18,16 @@ def create_app() -> Flask:
     app.json.sort_keys = False  # type: ignore[attr-defined]
 
     from webhooks.api import api
+    from webhooks.console import console
+    from webhooks.contactatonce import contactatonce
+    from webhooks.conversations import conversations
     from webhooks.messaggio import messaggio
     from webhooks.rogerthat import rogerthat
 
     app.register_blueprint(api)
+    app.register_blueprint(console)
+    app.register_blueprint(contactatonce)
+    app.register_blueprint(conversations)
     app.register_blueprint(messaggio)
     app.register_blueprint(rogerthat)
     app.add_url_rule("/healthz", "healthz", healthz)

@@ -52,16 +52,18 @@ class Outcome:
 def record_callback(provider: str, params: Mapping[str, Any],
                     parse: Callable[[Mapping[str, Any]], ProviderEvent],
                     decide: Callable[[ProviderEvent], Any] | None = None,
-                    enqueue: bool = True) -> Outcome:
+                    enqueue: bool = True, keep_invalid: bool = True) -> Outcome:
     """Validate, persist (deduplicated) and enqueue one callback. ``decide`` computes the
-    answer a provider needs inline (e.g. accepting a friendship) before the row is stored."""
+    answer a provider needs inline (e.g. accepting a friendship) before the row is stored.
+    ``keep_invalid`` stores refused callbacks too (status ``invalid``) for the audit trail."""
     body = request.get_data(as_text=True)[:100_000]
     common = {"provider": provider, "method": request.method,
               "remote_addr": request.remote_addr, "params": dict(params), "body": body}
     try:
         event = parse(params)
     except CallbackError as exc:
-        _store(Callback(status="invalid", error=str(exc), **common))
+        if keep_invalid:
+            _store(Callback(status="invalid", error=str(exc), **common))
         return Outcome("invalid", error=exc)
     try:
         stored = _stored_answer(event.dedupe_key)

@@ -11,7 +11,8 @@ import hashlib
 import random
 import time
 import uuid
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -19,7 +20,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from shared import contacts, tasknames
+from shared import contacts, conversations, tasknames
 from shared.db import session_scope
 from shared.lifecycle import MESSAGE_FINAL, apply_attempt, apply_message, route_outcome
 from shared.messages import add_app_event, add_event, create_message
@@ -35,7 +36,7 @@ from shared.providers.base import (
     RetryableError,
     SendResult,
 )
-from shared.schemas import EMAIL_CHANNELS, SendRequest
+from shared.schemas import CONVERSATION_CHANNELS, EMAIL_CHANNELS, SendRequest
 from shared.settings import get_settings
 from worker import deadlines
 from worker.ratelimit import RateLimiter
@@ -156,6 +157,7 @@ class _Job:
     hop: int
     retries: int
     request: SendRequest
+    app_id: str = DEFAULT_APP
 
 
 def send_attempt(attempt_id: str) -> None:
@@ -163,6 +165,33 @@ def send_attempt(attempt_id: str) -> None:
     job = _load_job(attempt_id)
     if job is None:
         return
+    with _conversation_turn(job):
+        _send_job(job)
+
+
+@contextmanager
+def _conversation_turn(job: _Job) -> Iterator[None]:
+    """In-app messages to one consumer go one at a time: the first one's Start call creates
+    the provider conversation (VisitId) the next ones must join, and agents read them in order.
+    """
+    if job.channel not in CONVERSATION_CHANNELS or job.request.conversation is None:
+        yield
+        return
+    ref = job.request.conversation
+    key = hashlib.sha256(f"{job.app_id}|{ref.advertiser_id}|{ref.consumer_id}".encode())
+    lock = get_redis().lock(f"switchboard:lock:conversation:{key.hexdigest()}",
+                            timeout=3 * get_settings().contactatonce_timeout_seconds + 30,
+                            blocking_timeout=10)
+    if not lock.acquire():
+        raise RetryLater(1 + random.uniform(0, 1), "conversation busy")
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def _send_job(job: _Job) -> None:
+    attempt_id = job.attempt_id
     provider = get_provider(job.provider)
     try:
         outbound = _outbound(job, provider)
@@ -199,7 +228,8 @@ def _load_job(attempt_id: str) -> _Job | None:
         if message.status in MESSAGE_FINAL:
             return None
         return _Job(attempt.id, message.id, attempt.channel, attempt.provider, attempt.hop,
-                    attempt.retries, SendRequest.model_validate(message.request))
+                    attempt.retries, SendRequest.model_validate(message.request),
+                    message.app_id)
 
 
 class _RedisCache:
@@ -223,6 +253,8 @@ def _ensure_image_id(provider: object, image_url: str) -> str:
 def _outbound(job: _Job, provider: object) -> OutboundMessage:
     if job.channel in EMAIL_CHANNELS:
         return _messenger_outbound(job)
+    if job.channel in CONVERSATION_CHANNELS:
+        return _inapp_outbound(job)
     return _phone_outbound(job, provider)
 
 
@@ -238,6 +270,25 @@ def _messenger_outbound(job: _Job) -> OutboundMessage:
     return OutboundMessage(attempt_id=job.attempt_id, channel=job.channel, phones=(),
                            text=req.text, email=email, app_id=app_id,
                            content=rogerthat.content_from_request(req))
+
+
+def _inapp_outbound(job: _Job) -> OutboundMessage:
+    """An in-app hop joins its conversation: Start when it has no VisitId yet, else
+    SendMessage into it (the adapter picks by ``visit_id``)."""
+    ref = job.request.conversation
+    assert ref is not None  # the schema requires it for inapp hops
+    with session_scope() as session:
+        conversation = conversations.resolve(
+            session, job.app_id, ref, get_settings().contactatonce_advertiser_id)
+        content = {
+            "conversation_id": conversation.id, "advertiser_id": conversation.advertiser_id,
+            "consumer_id": conversation.consumer_id, "session_id": conversation.session_id,
+            "visit_id": conversation.visit_id,
+            "reply_to": conversations.latest_agent_message_id(session, conversation.id),
+            "consumer": ref.consumer.model_dump(exclude_none=True) if ref.consumer else {},
+            "listing_details": dict(ref.listing_details)}
+    return OutboundMessage(attempt_id=job.attempt_id, channel=job.channel, phones=(),
+                           text=job.request.text, content=content)
 
 
 def _messenger_identity(request: SendRequest) -> tuple[str, str]:
@@ -359,11 +410,25 @@ def _on_submitted(job: _Job, result: SendResult | None, window: float,
         if extra:
             session.execute(update(Attempt).where(Attempt.id == job.attempt_id).values(
                 **{k: func.coalesce(getattr(Attempt, k), v) for k, v in extra.items()}))
+        if result is not None and result.conversation:
+            _remember_conversation(session, job, result)
         add_event(session, job.message_id, "submitted", job.attempt_id, channel=job.channel,
                   provider=job.provider, provider_message_id=pmid,
                   ambiguous=ambiguous.reason if ambiguous else None)
         _move_message(session, job.message_id, "submitted")
     FollowUps(index=[(job.attempt_id, due)] if moved else []).publish()
+
+
+def _remember_conversation(session: Session, job: _Job, result: SendResult) -> None:
+    """Keep the VisitId the provider assigned and file our message in the conversation."""
+    ref = job.request.conversation
+    if ref is None:
+        return
+    conversation = conversations.resolve(session, job.app_id, ref.model_copy(
+        update={"session_id": result.conversation.get("session_id") or ref.session_id}),
+        get_settings().contactatonce_advertiser_id)
+    conversations.record_sent(session, conversation.id, result.conversation, job.message_id,
+                              job.attempt_id, job.request.text)
 
 
 def _response(outcome: object) -> dict[str, str | None]:
@@ -442,6 +507,18 @@ def _apply_other(session: Session, provider: str, event: ProviderEvent, answer: 
         add_app_event(session, "contact", {"channel": provider, "status": status, **data})
     elif event.kind in ("poke", "flow_result"):
         add_app_event(session, event.kind, {"channel": provider, **data})
+    elif event.kind == "inbound":
+        _apply_inbound(session, event)
+
+
+def _apply_inbound(session: Session, event: ProviderEvent) -> None:
+    """An agent wrote into an in-app conversation: file it and tell the producer."""
+    conversation, new = conversations.record_inbound(
+        session, event.data, event.text, event.occurred_at,
+        get_settings().contactatonce_advertiser_id)
+    if new:
+        add_app_event(session, "inbound_message", conversations.inbound_payload(
+            conversation, event.data, event.text, event.occurred_at), conversation.app_id)
 
 
 def _unmatched(callback: Callback) -> None:

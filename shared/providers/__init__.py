@@ -12,10 +12,12 @@ from shared.providers.base import Provider
 from shared.settings import get_settings
 
 PROVIDER_FOR_CHANNEL: dict[str, str] = {
-    "viber": "messaggio", "sms": "messaggio", "rogerthat": "rogerthat"}
+    "viber": "messaggio", "sms": "messaggio", "rogerthat": "rogerthat",
+    "inapp": "contactatonce"}
 _ADAPTERS: dict[str, str] = {
     "messaggio": "shared.providers.messaggio:MessaggioGateway",
     "rogerthat": "shared.providers.rogerthat:RogerthatService",
+    "contactatonce": "shared.providers.contactatonce:ContactAtOnceService",
 }
 
 

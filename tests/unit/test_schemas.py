@@ -138,7 +138,7 @@ def test_text_for_sms_falls_back_to_text() -> None:
                      id="callback-not-http"),
         pytest.param(valid(image_url="nope"), "image_url", id="bad-image-url"),
         pytest.param(valid(text=""), "text", id="empty-text"),
-        pytest.param({"route": ["sms"], "text": "x"}, "to", id="to-missing"),
+        pytest.param({"route": ["sms"], "text": "x"}, "to.phone", id="to-missing"),
         pytest.param({"to": {"phone": PHONE}, "text": "x"}, "route", id="route-missing"),
     ],
 )
@@ -194,3 +194,46 @@ def test_cross_field_refusal_names_the_field(body: dict[str, Any], _message: str
 
 def test_error_list_of_a_plain_exception() -> None:
     assert error_list(ValueError("boom")) == [{"field": "", "message": "boom"}]
+
+
+# --- in-app conversations ---------------------------------------------------------------
+
+def inapp(**overrides: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {"route": ["inapp"], "text": "Is the flat still free?",
+                            "conversation": {"consumer_id": "u-42"}}
+    body.update(overrides)
+    return body
+
+
+def test_inapp_request_needs_no_to_and_names_the_consumer() -> None:
+    request = SendRequest.model_validate(inapp())
+    assert request.conversation is not None
+    assert request.conversation.consumer_id == "u-42"
+    assert request.recipient() == "inapp:u-42"
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        pytest.param(inapp(conversation=None), "conversation", id="inapp-without-conversation"),
+        pytest.param(valid(conversation={"consumer_id": "u"}), "conversation",
+                     id="conversation-without-inapp-hop"),
+        pytest.param(inapp(conversation={}), "conversation.consumer_id", id="no-consumer"),
+        pytest.param(inapp(text=None), "text", id="inapp-without-text"),
+        pytest.param(inapp(conversation={"consumer_id": "u",
+                                         "listing_details": {"make": "Ford\u00ffF150"}}),
+                     "conversation.listing_details", id="separator-in-listing-value"),
+        pytest.param(inapp(conversation={"consumer_id": "u", "listing_details": {"a=b": "x"}}),
+                     "conversation.listing_details", id="equals-in-listing-name"),
+        pytest.param(inapp(conversation={"consumer_id": "u", "visit_id": "1"}),
+                     "conversation.visit_id", id="visit-id-is-ours-to-track"),
+    ],
+)
+def test_inapp_refusals_name_the_field(body: dict[str, Any], field: str) -> None:
+    assert field in fields(refusal(body)), refusal(body)
+
+
+def test_inapp_route_can_fall_back_to_sms() -> None:
+    request = SendRequest.model_validate(inapp(route=["inapp", "sms"], to={"phone": PHONE}))
+    assert request.route == ["inapp", "sms"]
+    assert request.deadline_for("inapp", 600) == 600
