@@ -236,3 +236,67 @@ class ConversationMessage(Base):
 
     __table_args__ = (UniqueConstraint("conversation_id", "direction", "provider_message_id",
                                        name="uq_conversation_messages_provider_id"),)
+
+
+class Flow(Base):
+    """One saved version of a message flow definition; saving again adds a version, and a
+    running flow keeps the version it started with."""
+
+    __tablename__ = "flows"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    app_id: Mapped[str] = mapped_column(String(36), default=DEFAULT_APP, index=True)
+    name: Mapped[str] = mapped_column(String(100))
+    version: Mapped[int] = mapped_column(Integer)
+    definition: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+    __table_args__ = (UniqueConstraint("app_id", "name", "version", name="uq_flows_version"),)
+
+
+class FlowRun(Base):
+    """One recipient walking through one flow version: where they are, what they answered.
+
+    ``deadline_at`` is the current step's answer deadline (``on_timeout``), swept like attempt
+    deadlines; ``steps`` is the result so far, posted to the producer at each end and flush.
+    """
+
+    __tablename__ = "flow_runs"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    flow_id: Mapped[int] = mapped_column(ForeignKey("flows.id"), index=True)
+    app_id: Mapped[str] = mapped_column(String(36), default=DEFAULT_APP, index=True)
+    contact: Mapped[dict[str, Any]] = mapped_column(JSON)  # {"to": ..., "conversation": ...}
+    contact_key: Mapped[str] = mapped_column(String(200), index=True)
+    trigger: Mapped[str] = mapped_column(String(16), default="api")
+    status: Mapped[str] = mapped_column(String(16), default="running")
+    native: Mapped[bool] = mapped_column(default=False)
+    provider_run_id: Mapped[str | None] = mapped_column(String(100), unique=True)
+    current_step: Mapped[str | None] = mapped_column(String(100))
+    current_message_id: Mapped[str | None] = mapped_column(String(36), index=True)
+    reasked: Mapped[int] = mapped_column(Integer, default=0)
+    steps: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    end_id: Mapped[str | None] = mapped_column(String(100))
+    timed_out: Mapped[bool] = mapped_column(default=False)
+    deadline_at: Mapped[datetime | None] = mapped_column(DateTime, index=True)
+    started_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime)
+
+    flow: Mapped[Flow] = relationship(lazy="joined")
+
+
+class FlowLink(Base):
+    """An action link that starts a flow for the contact it was made for (``GET /l/<token>``)."""
+
+    __tablename__ = "flow_links"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    flow_id: Mapped[int] = mapped_column(ForeignKey("flows.id"))
+    app_id: Mapped[str] = mapped_column(String(36), default=DEFAULT_APP)
+    contact: Mapped[dict[str, Any]] = mapped_column(JSON)
+    single_use: Mapped[bool] = mapped_column(default=True)
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime)
+    used_at: Mapped[datetime | None] = mapped_column(DateTime)
+    run_id: Mapped[str | None] = mapped_column(String(36))
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
