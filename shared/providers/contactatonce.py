@@ -390,7 +390,7 @@ def parse_message(params: Mapping[str, Any]) -> ProviderEvent:
         "agent_image_url": _text_field(params, "AgentImageUrl", "AgentImageURL"),
     }
     return ProviderEvent(
-        kind="inbound", dedupe_key=f"message:{message_id}", provider_message_id=message_id,
+        kind="inbound", dedupe_key=f"contactatonce:message:{message_id}", provider_message_id=message_id,
         text=text, occurred_at=_occurred_at(params), raw=dict(params), data=data,
     )
 
@@ -416,7 +416,7 @@ def parse_status(params: Mapping[str, Any]) -> ProviderEvent:
             "session_id": _id_field(params, "SessionId", required=False),
             "consumer_id": _id_field(params, "ConsumerId", required=False)}
     return ProviderEvent(
-        kind=MESSAGE_STATUS_KINDS[code], dedupe_key=f"status:{message_id}:{code}",
+        kind=MESSAGE_STATUS_KINDS[code], dedupe_key=f"contactatonce:status:{message_id}:{code}",
         provider_message_id=message_id, attempt_ref=attempt_ref, status=str(code),
         occurred_at=_occurred_at(params), raw=dict(params), data=data,
     )

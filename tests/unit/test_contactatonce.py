@@ -520,7 +520,7 @@ STATUS_SAMPLE = {"VisitId": "12617187", "SessionId": "abc123456",
 def test_parse_message_sample():
     event = parse_message(MESSAGE_SAMPLE)
     assert (event.kind, event.dedupe_key, event.provider_message_id) == (
-        "inbound", "message:12345678", "12345678")
+        "inbound", "contactatonce:message:12345678", "12345678")
     assert event.text == "that was a long message" and event.attempt_ref is None
     assert event.occurred_at == datetime(2015, 1, 1)
     assert event.raw == MESSAGE_SAMPLE
@@ -567,7 +567,7 @@ def test_parse_datetime(value, expected):
 def test_parse_status(status, kind):
     event = parse_status({**STATUS_SAMPLE, "MessageStatus": status})
     code = str(int(status))
-    assert (event.kind, event.status, event.dedupe_key) == (kind, code, f"status:987654322:{code}")
+    assert (event.kind, event.status, event.dedupe_key) == (kind, code, f"contactatonce:status:987654322:{code}")
     assert (event.provider_message_id, event.attempt_ref) == ("987654322", "29393892")
     assert event.data == {"visit_id": "12617187", "session_id": "abc123456",
                           "consumer_id": "128740954930930"}
