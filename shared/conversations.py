@@ -237,7 +237,7 @@ def _message_statuses(session: Session, message_ids: list[str]) -> dict[str, str
     if not message_ids:
         return {}
     return dict(session.execute(select(Message.id, Message.status)
-                                .where(Message.id.in_(message_ids))).tuples().all())
+                                .where(Message.id.in_(message_ids))).all())
 
 
 def _iso(value: datetime | None) -> str | None:

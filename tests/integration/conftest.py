@@ -27,6 +27,10 @@ from werkzeug.serving import make_server
 from shared import db
 from shared.localrun import start_embedded_redis
 from shared.migrations import upgrade
+from shared.providers.sandbox.contactatonce import (
+    ContactAtOnceSimConfig,
+    ContactAtOnceSimServer,
+)
 from shared.providers.sandbox.messaggio import SimulatorConfig, SimulatorServer
 from shared.providers.sandbox.rogerthat import RogerthatSimConfig, RogerthatSimServer
 from shared.settings import get_settings
@@ -38,6 +42,8 @@ CLIENT_TIMEOUT = 2.0
 SIGNING_SECRET = "integration-signing-secret"
 ROGERTHAT_API_KEY = "integration-rogerthat-key"
 ROGERTHAT_SERVICE_KEY = "integration-service-key"
+CAO_API_KEY = "integration-cao-key"
+CAO_INBOUND_KEY = "integration-cao-inbound-key"
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, interval: float = 0.05,
@@ -71,6 +77,7 @@ class Stack:
         self.beat: subprocess.Popen[bytes] | None = None
         self.simulator: SimulatorServer | None = None
         self.messenger: RogerthatSimServer | None = None
+        self.inapp: ContactAtOnceSimServer | None = None
         self.api_url = ""
         self._worker_runs = 0
 
@@ -171,6 +178,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     messenger = RogerthatSimServer(RogerthatSimConfig(
         api_key=ROGERTHAT_API_KEY, service_key=ROGERTHAT_SERVICE_KEY, callback_delay=0.05)).start()
     stack.messenger = messenger
+    inapp = ContactAtOnceSimServer(ContactAtOnceSimConfig(
+        api_key=CAO_API_KEY, inbound_key=CAO_INBOUND_KEY, callback_delay=0.05)).start()
+    stack.inapp = inapp
     stack.env = {
         **os.environ,
         "SWITCHBOARD_DATA_DIR": str(tmp),
@@ -185,6 +195,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         "SWITCHBOARD_ROGERTHAT_API_KEY": ROGERTHAT_API_KEY,
         "SWITCHBOARD_ROGERTHAT_SERVICE_KEY": ROGERTHAT_SERVICE_KEY,
         "SWITCHBOARD_ROGERTHAT_TIMEOUT_SECONDS": str(CLIENT_TIMEOUT),
+        "SWITCHBOARD_CONTACTATONCE_URL": inapp.url,
+        "SWITCHBOARD_CONTACTATONCE_API_KEY": CAO_API_KEY,
+        "SWITCHBOARD_CONTACTATONCE_INBOUND_KEY": CAO_INBOUND_KEY,
+        "SWITCHBOARD_CONTACTATONCE_TIMEOUT_SECONDS": str(CLIENT_TIMEOUT),
         "SWITCHBOARD_MESSAGGIO_RATE_PER_SECOND": "500",
         "SWITCHBOARD_MESSAGGIO_TIMEOUT_SECONDS": str(CLIENT_TIMEOUT),
         "SWITCHBOARD_TEST_DEADLINE_SECONDS": str(DEADLINE_SECONDS),
@@ -192,6 +206,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         "SWITCHBOARD_NOTIFY_RETRY_SCALE": "0.01",
         "SWITCHBOARD_REQUEUE_STUCK_AFTER_SECONDS": "3",
         "SWITCHBOARD_RECOVER_INTERVAL_SECONDS": "1",
+        "SWITCHBOARD_BREAKER_FAILURE_THRESHOLD": "3",  # test_metrics watches it open and close
+        "SWITCHBOARD_BREAKER_OPEN_SECONDS": "2",
         "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
     }
     saved = dict(os.environ)
@@ -207,6 +223,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     requests.post(f"{messenger.base_url}/_sim/config", timeout=5,
                   json={"callback_url": f"{stack.api_url}/callbacks/rogerthat"}
                   ).raise_for_status()
+    requests.post(f"{inapp.base_url}/_sim/config", timeout=5,
+                  json={"callback_base_url": stack.api_url}).raise_for_status()
     stack.start_beat()
     stack.start_worker()
     try:
@@ -216,6 +234,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         stop_api()
         simulator.stop()
         messenger.stop()
+        inapp.stop()
         if redis_proc is not None:
             redis_proc.terminate()
             redis_proc.wait(timeout=10)
