@@ -9,6 +9,7 @@ from typing import Any
 import requests
 from sqlalchemy import func, select
 
+from shared import client
 from shared.db import session_scope
 from shared.models import Callback
 from tests.integration.conftest import API_KEY, CAO_INBOUND_KEY, Stack, wait_for
@@ -62,16 +63,14 @@ def test_conversation_start_follow_up_agent_reply_and_transcript(stack: Stack) -
     assert [str(r["body"]["VisitId"]) for r in sends] == [visit_id]
     assert stack.inapp.state.visit(visit_id) is not None
 
-    transcript = requests.get(f"{stack.api_url}/v1/conversations/{visit_id}", headers=AUTH,
-                              timeout=10).json()
+    transcript = client.conversation(visit_id, api_url=stack.api_url, api_key=API_KEY)
     texts = [(m["direction"], m["source"]) for m in transcript["messages"]]
     assert ("out", "both") in texts and ("in", "both") in texts, transcript
     ours = [m for m in transcript["messages"] if m["message_id"] == first]
     assert ours and ours[0]["status"] == "seen"
     assert transcript["provider_error"] is None
 
-    listing = requests.get(f"{stack.api_url}/v1/conversations", headers=AUTH, timeout=10,
-                           params={"consumer_id": consumer}).json()
+    listing = client.conversations(consumer, api_url=stack.api_url, api_key=API_KEY)
     assert [c["visit_id"] for c in listing["conversations"]] == [visit_id]
     assert listing["conversations"][0]["provider"]["status_name"] == "active"
 
