@@ -1,0 +1,1 @@
+"""Message flows: multi-step conversations (definitions, rendering, the runtime)."""
