@@ -23,8 +23,8 @@ from shared.schemas import FriendRequest, SendRequest
 from shared.settings import get_settings
 from shared.signing import verify_signature
 
-__all__ = ["break_up", "conversation", "conversations", "invite", "seal", "send", "send_task",
-           "verify_signature"]
+__all__ = ["break_up", "conversation", "conversations", "invite", "seal", "send",
+           "send_campaign", "send_task", "verify_signature"]
 
 
 def producer_app(broker_url: str | None = None) -> Celery:
@@ -63,6 +63,23 @@ def send(*, broker_url: str | None = None, app_id: str = DEFAULT_APP, **fields: 
     send_task(tasknames.ACCEPT, message_id, request.model_dump(mode="json"), app_id,
               broker_url=broker_url)
     return message_id
+
+
+def send_campaign(*, broker_url: str | None = None, app_id: str = DEFAULT_APP,
+                  **fields: Any) -> str:
+    """One content to many phones (``recipients=[{"phone": ..., "metadata": ...}]``, at most
+    10,000): each phone gets its own message, sent in batches through the gateway's
+    multi-phone request. Returns the campaign id at once; with an ``idempotency_key`` the id
+    (and each message's, keyed ``<key>:<phone>``) is derived from it, so a retry is safe.
+    Raises ``pydantic.ValidationError`` naming the bad field (e.g. ``recipients.17.phone``).
+    """
+    from shared.campaigns import CampaignRequest, new_campaign_id
+
+    request = CampaignRequest.model_validate(fields)
+    campaign_id = new_campaign_id(request.idempotency_key, app_id)
+    send_task(tasknames.ACCEPT_CAMPAIGN, campaign_id, request.model_dump(mode="json",
+              exclude_unset=True), app_id, broker_url=broker_url)
+    return campaign_id
 
 
 def seal(message_id: str, *, broker_url: str | None = None) -> None:

@@ -54,6 +54,7 @@ class Message(Base):
     idempotency_key: Mapped[str | None] = mapped_column(String(200))
     callback_url: Mapped[str | None] = mapped_column(String(2048))
     event_seq: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    campaign_id: Mapped[str | None] = mapped_column(String(36), index=True)  # shared.campaigns
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
 
@@ -300,3 +301,21 @@ class FlowLink(Base):
     used_at: Mapped[datetime | None] = mapped_column(DateTime)
     run_id: Mapped[str | None] = mapped_column(String(36))
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class Campaign(Base):
+    """One bulk request: shared content for many phones, each its own message
+    (``messages.campaign_id``); see ``shared.campaigns``."""
+
+    __tablename__ = "campaigns"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    app_id: Mapped[str] = mapped_column(String(36), default=DEFAULT_APP, index=True)
+    idempotency_key: Mapped[str | None] = mapped_column(String(200))
+    route: Mapped[list[str]] = mapped_column(JSON)
+    request: Mapped[dict[str, Any]] = mapped_column(JSON)  # the content, without recipients
+    total: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+    __table_args__ = (
+        UniqueConstraint("app_id", "idempotency_key", name="uq_campaigns_app_idempotency"),)

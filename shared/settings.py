@@ -80,6 +80,8 @@ class Settings(BaseSettings):
     max_send_retries: int = 8
     retry_backoff_max_seconds: int = 300
     max_inline_rate_wait_seconds: float = 2.0
+    # Phones per gateway request on the bulk (campaign) path (worker/bulk.py).
+    bulk_batch_size: int = Field(default=500, ge=1, le=10000)
     requeue_stuck_after_seconds: int = 120
     sweep_interval_seconds: float = 1.0
     recover_interval_seconds: float = 15.0

@@ -18,6 +18,8 @@ NUMBER_EVENTS = "switchboard.number_events"
 SEAL = "switchboard.seal"
 FRIEND_INVITE = "switchboard.friend_invite"
 FRIEND_BREAK_UP = "switchboard.friend_break_up"
+ACCEPT_CAMPAIGN = "switchboard.accept_campaign"
+SEND_BULK = "switchboard.send_bulk"
 
 SEND_QUEUE = "send"
 EVENTS_QUEUE = "events"
@@ -38,4 +40,6 @@ QUEUE_OF = {
     SEAL: SEND_QUEUE,
     FRIEND_INVITE: SEND_QUEUE,
     FRIEND_BREAK_UP: SEND_QUEUE,
+    ACCEPT_CAMPAIGN: SEND_QUEUE,
+    SEND_BULK: SEND_QUEUE,
 }

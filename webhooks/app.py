@@ -18,6 +18,7 @@ def create_app() -> Flask:
     app.json.sort_keys = False  # type: ignore[attr-defined]
 
     from webhooks.api import api
+    from webhooks.campaigns import campaigns_api
     from webhooks.console import console
     from webhooks.contactatonce import contactatonce
     from webhooks.conversations import conversations
@@ -25,6 +26,7 @@ def create_app() -> Flask:
     from webhooks.rogerthat import rogerthat
 
     app.register_blueprint(api)
+    app.register_blueprint(campaigns_api)
     app.register_blueprint(console)
     app.register_blueprint(contactatonce)
     app.register_blueprint(conversations)

@@ -23,7 +23,7 @@ if tat < now then tat = now end
 local wait = tat - burst * interval - now
 if wait < 0 then wait = 0 end
 if wait > max_wait then return {0, tostring(wait)} end
-local new_tat = tat + interval
+local new_tat = tat + interval * tonumber(ARGV[4] or '1')
 redis.call('SET', KEYS[1], tostring(new_tat), 'PX', math.ceil((new_tat - now) * 1000) + 1000)
 return {1, tostring(wait)}
 """
@@ -41,7 +41,9 @@ class RateLimiter:
         self._interval = 1.0 / rate_per_second
         self._burst = max(burst - 1, 0)
 
-    def reserve(self, key: str, max_wait: float) -> Reservation:
+    def reserve(self, key: str, max_wait: float, cost: int = 1) -> Reservation:
+        """A slot for ``cost`` messages sent at once (a bulk request): it starts when the
+        first is due, and the bucket then advances by all of them."""
         granted, wait = self._script(keys=[f"switchboard:rate:{key}"],
-                                     args=[self._interval, self._burst, max_wait])
+                                     args=[self._interval, self._burst, max_wait, cost])
         return Reservation(bool(int(granted)), float(wait))

@@ -1,0 +1,248 @@
+"""Campaigns: one request, many phones, one message per phone (the bulk path's front half).
+
+Why a separate path: creating 10,000 messages one ``POST /v1/messages`` at a time costs 10,000
+HTTP round trips and 10,000 small transactions before anything is sent. Here the content is
+validated once, each phone once, and every row (campaign, messages, their ``queued`` events
+and webhook deliveries, first-hop attempts) goes in with a handful of bulk inserts in ONE
+transaction, so a campaign exists whole or not at all. The worker then sends the attempts in
+batches through the gateway's multi-phone request (``worker.bulk``).
+
+Each phone still gets its own message: its own id, status, timeline, report and fallback.
+Message ids and idempotency keys derive from the campaign (``<campaign key>:<phone>``), so a
+retried campaign request creates nothing new, and a message is the same one a producer would
+get from ``send(idempotency_key="<campaign key>:<phone>")``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from sqlalchemy import func, insert, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from shared.apps import delivery_target
+from shared.models import DEFAULT_APP, Attempt, Campaign, Delivery, Event, Message, utcnow
+from shared.providers import provider_name
+from shared.schemas import (
+    PHONE_CHANNELS,
+    Recipient,
+    SendRequest,
+    Strict,
+    _field_error,
+)
+
+MAX_RECIPIENTS = 10_000
+FIRST_HOPS = frozenset({"viber", "sms"})  # the channels whose gateway takes many phones
+_NAMESPACE = uuid.UUID("0b6c1f0e-3d57-4f5c-9a0e-6a8d2f1c7b42")
+_PER_MESSAGE = ("to", "metadata", "idempotency_key", "recipients")
+
+
+class CampaignRecipient(Strict):
+    """One phone of a campaign, with metadata merged over the campaign's own."""
+
+    phone: str
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("phone")
+    @classmethod
+    def _normalise(cls, value: str) -> str:
+        """The same E.164 normalisation as a single message's ``to.phone``."""
+        try:
+            phone = Recipient(phone=value).phone
+        except ValidationError as exc:
+            raise ValueError(exc.errors()[0]["msg"].removeprefix("Value error, ")) from None
+        assert phone is not None
+        return phone
+
+
+class CampaignRequest(SendRequest):
+    """A send request's content once, plus up to 10,000 recipients (phones only).
+
+    It is a ``SendRequest`` so every content rule (text, sms_text, button, image, deadlines)
+    is checked by the same validators with the same field names.
+    """
+
+    recipients: list[CampaignRecipient] = Field(min_length=1, max_length=MAX_RECIPIENTS)
+    # Room for ":<phone>" within a message's 200-character idempotency key.
+    idempotency_key: str | None = Field(default=None, min_length=1, max_length=150)
+
+    @model_validator(mode="after")
+    def _recipient_fits_route(self) -> CampaignRequest:  # replaces SendRequest's check
+        if "to" in self.model_fields_set:
+            raise _field_error("to", "a campaign names its phones in recipients")
+        if self.route[0] not in FIRST_HOPS:
+            raise _field_error("route", "a campaign's first hop must be viber or sms")
+        if not set(self.route) <= PHONE_CHANNELS:
+            raise _field_error("route", "a campaign reaches phones only: viber and sms")
+        return self
+
+    @model_validator(mode="after")
+    def _unique_phones(self) -> CampaignRequest:
+        seen: dict[str, int] = {}
+        for index, recipient in enumerate(self.recipients):
+            if recipient.phone in seen:
+                raise _field_error(f"recipients.{index}.phone",
+                                   f"duplicate of recipients.{seen[recipient.phone]}.phone")
+            seen[recipient.phone] = index
+        return self
+
+    def content(self) -> dict[str, Any]:
+        """The request fields every message of the campaign shares (JSON-ready)."""
+        data = self.model_dump(mode="json", exclude=set(_PER_MESSAGE))
+        data["metadata"] = dict(self.metadata)
+        return data
+
+    def message_request(self, content: dict[str, Any], recipient: CampaignRecipient,
+                        ) -> dict[str, Any]:
+        """One phone's message request: what ``SendRequest`` would hold for it."""
+        key = f"{self.idempotency_key}:{recipient.phone}" if self.idempotency_key else None
+        return {**content, "to": {"phone": recipient.phone, "email": None, "app_id": None},
+                "metadata": {**content["metadata"], **recipient.metadata},
+                "idempotency_key": key}
+
+
+def new_campaign_id(idempotency_key: str | None, app_id: str = DEFAULT_APP) -> str:
+    """Keys are per app, like message keys; no key: a fresh id."""
+    if idempotency_key:
+        return str(uuid.uuid5(_NAMESPACE, f"{app_id}:{idempotency_key}"))
+    return str(uuid.uuid4())
+
+
+def message_id_for(campaign_id: str, request: CampaignRequest, phone: str,
+                   app_id: str) -> str:
+    """With a campaign key: the id ``send()`` would give ``<key>:<phone>``; else one derived
+    from the campaign id, so a redelivered accept task inserts the same rows."""
+    from shared.messages import new_message_id
+
+    if request.idempotency_key:
+        return new_message_id(f"{request.idempotency_key}:{phone}", app_id)
+    return str(uuid.uuid5(_NAMESPACE, f"{campaign_id}:{phone}"))
+
+
+@dataclass(frozen=True)
+class Created:
+    """What ``create_campaign`` did: the campaign, and the attempts to send (None: it
+    existed already and nothing was inserted)."""
+
+    campaign: Campaign
+    attempt_ids: list[str] | None
+
+    @property
+    def created(self) -> bool:
+        return self.attempt_ids is not None
+
+
+def create_campaign(session: Session, campaign_id: str, request: CampaignRequest,
+                    app_id: str = DEFAULT_APP) -> Created:
+    """Insert the campaign, its messages, events, deliveries and first-hop attempts; commit.
+
+    Messages whose id exists already (the same ``<key>:<phone>`` sent on its own before) are
+    left alone and not counted. The caller publishes the send batches after the commit.
+    """
+    existing = session.get(Campaign, campaign_id)
+    if existing is not None:
+        return Created(existing, None)
+    now = utcnow()
+    rows = _message_rows(session, campaign_id, request, app_id, now)
+    campaign = Campaign(id=campaign_id, app_id=app_id, idempotency_key=request.idempotency_key,
+                        route=list(request.route), request=request.content(),
+                        total=len(rows), created_at=now)
+    session.add(campaign)
+    try:
+        session.flush()
+        attempt_ids = _insert_rows(session, rows, request, app_id, now)
+        session.commit()
+    except IntegrityError:  # a concurrent identical request won the race
+        session.rollback()
+        raced = session.get(Campaign, campaign_id)
+        if raced is None:
+            raise
+        return Created(raced, None)
+    return Created(campaign, attempt_ids)
+
+
+def _message_rows(session: Session, campaign_id: str, request: CampaignRequest, app_id: str,
+                  now: Any) -> list[dict[str, Any]]:
+    """The messages rows, minus ids that exist already."""
+    content = request.content()
+    callback_url = content.get("callback_url")
+    rows = []
+    for recipient in request.recipients:
+        data = request.message_request(content, recipient)
+        rows.append({
+            "id": message_id_for(campaign_id, request, recipient.phone, app_id),
+            "app_id": app_id, "status": "queued", "recipient": recipient.phone,
+            "route": list(request.route), "hop": 0, "request": data,
+            "idempotency_key": data["idempotency_key"], "callback_url": callback_url,
+            "event_seq": 1, "campaign_id": campaign_id, "created_at": now, "updated_at": now})
+    taken = _existing_ids(session, [r["id"] for r in rows])
+    return [r for r in rows if r["id"] not in taken]
+
+
+def _existing_ids(session: Session, ids: Sequence[str]) -> set[str]:
+    found: set[str] = set()
+    for chunk in chunks(list(ids), 1000):
+        found.update(session.scalars(select(Message.id).where(Message.id.in_(chunk))))
+    return found
+
+
+def _insert_rows(session: Session, rows: list[dict[str, Any]], request: CampaignRequest,
+                 app_id: str, now: Any) -> list[str]:
+    """Bulk inserts: messages, ``queued`` events (+ webhook deliveries), first attempts."""
+    if not rows:
+        return []
+    session.execute(insert(Message), rows)
+    route = list(request.route)
+    events = [{"message_id": r["id"], "app_id": app_id, "seq": 1, "type": "queued",
+               "payload": {"route": route}, "created_at": now} for r in rows]
+    url = rows[0]["callback_url"] or delivery_target(session, app_id)[0]
+    if url:
+        event_ids = session.scalars(insert(Event).returning(
+            Event.id, sort_by_parameter_order=True), events).all()
+        session.execute(insert(Delivery), [
+            {"event_id": event_id, "message_id": r["id"], "url": url, "next_attempt_at": now,
+             "status": "pending", "attempts": 0, "created_at": now}
+            for event_id, r in zip(event_ids, rows, strict=True)])
+    else:
+        session.execute(insert(Event), events)
+    channel = route[0]
+    attempts = [{"id": str(uuid.uuid4()), "message_id": r["id"], "hop": 0, "channel": channel,
+                 "provider": provider_name(channel), "status": "pending", "retries": 0,
+                 "created_at": now, "updated_at": now} for r in rows]
+    session.execute(insert(Attempt), attempts)
+    return [a["id"] for a in attempts]
+
+
+def chunks(items: list[str], size: int) -> Iterator[list[str]]:
+    """``items`` in consecutive slices of at most ``size``."""
+    for start in range(0, len(items), max(1, size)):
+        yield items[start:start + size]
+
+
+def counts(session: Session, campaign_id: str) -> dict[str, Any]:
+    """Messages by status, and attempts by channel and status (fallbacks show up as sms)."""
+    by_status = dict(session.execute(
+        select(Message.status, func.count()).where(Message.campaign_id == campaign_id)
+        .group_by(Message.status)).all())
+    attempts: dict[str, dict[str, int]] = {}
+    for channel, status, count in session.execute(
+            select(Attempt.channel, Attempt.status, func.count())
+            .join(Message, Message.id == Attempt.message_id)
+            .where(Message.campaign_id == campaign_id)
+            .group_by(Attempt.channel, Attempt.status)):
+        attempts.setdefault(channel, {})[status] = count
+    return {"messages": by_status, "attempts": attempts}
+
+
+def campaign_view(session: Session, campaign: Campaign) -> dict[str, Any]:
+    """``GET /v1/campaigns/<id>``: what was asked, and where its messages are now."""
+    tally = counts(session, campaign.id)
+    return {"id": campaign.id, "idempotency_key": campaign.idempotency_key,
+            "route": campaign.route, "messages": campaign.total,
+            "created_at": campaign.created_at.isoformat() + "Z",
+            "counts": tally["messages"], "attempts": tally["attempts"]}

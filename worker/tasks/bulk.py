@@ -1,0 +1,38 @@
+"""Send-queue tasks of the bulk (campaign) path: accept a campaign, send a batch of phones.
+
+Both are safe to run twice: the campaign insert dedupes on its id, and a batch starts with a
+compare-and-set on its attempts (see ``worker.bulk``).
+"""
+
+from __future__ import annotations
+
+from shared import campaigns, tasknames
+from shared.db import session_scope
+from shared.settings import get_settings
+from worker import bulk
+from worker.app import app
+
+
+def publish_batches(attempt_ids: list[str]) -> int:
+    """One ``send_bulk`` task per ``bulk_batch_size`` attempts; returns how many."""
+    size = get_settings().bulk_batch_size
+    batches = list(campaigns.chunks(attempt_ids, size))
+    for batch in batches:
+        app.send_task(tasknames.SEND_BULK, args=[batch], queue=tasknames.QUEUE_OF[
+            tasknames.SEND_BULK])
+    return len(batches)
+
+
+@app.task(name=tasknames.ACCEPT_CAMPAIGN, acks_late=True)
+def accept_campaign(campaign_id: str, request: dict, app_id: str = "default") -> int:
+    """Producer entry point (``shared.client.send_campaign``): insert once, then send."""
+    parsed = campaigns.CampaignRequest.model_validate(request)
+    with session_scope() as session:
+        created = campaigns.create_campaign(session, campaign_id, parsed, app_id)
+    return publish_batches(created.attempt_ids) if created.attempt_ids else 0
+
+
+@app.task(name=tasknames.SEND_BULK, acks_late=True)
+def send_bulk(attempt_ids: list[str]) -> None:
+    for later in bulk.send_bulk(attempt_ids):
+        send_bulk.apply_async(args=[later.attempt_ids], countdown=later.countdown)
