@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from enum import IntEnum, IntFlag
@@ -152,8 +153,11 @@ _PERMANENT_CODES = {
     20003: "cannot_invite_self", 20004: "no_email_invitations",
     20005: "cannot_request_location", 20006: "user_not_found", 20007: "already_friend",
     20008: "cannot_invite_service",
-    30000: "not_a_friend", 30052: "member_not_found",
+    30000: "not_a_friend", 30052: "member_not_found", 30057: "flow_invalid",
+    40001: "flow_not_found", 40002: "not_a_friend", 40003: "flow_invalid",
+    40004: "invalid_request", 40005: "invalid_request", 40009: "flow_language",
 }
+FLOW_NAMESPACE = "https://rogerth.at/api/1/MessageFlow.xsd"
 
 
 # --------------------------------------------------------------------------------------
@@ -503,6 +507,18 @@ def callback_answer(envelope_id: str, result: Any) -> dict[str, Any]:
 # The adapter
 # --------------------------------------------------------------------------------------
 
+def _flow_language(xml: str) -> str | None:
+    """The ``language`` of a single-language flow document; None for a definition set
+    (the server then chooses per member) or a document we cannot read."""
+    try:
+        root = ET.fromstring(xml)
+    except ET.ParseError:
+        return None
+    if root.tag != f"{{{FLOW_NAMESPACE}}}messageFlowDefinition":
+        return None
+    return root.get("language") or None
+
+
 def content_from_request(request: SendRequest) -> dict[str, Any]:
     """The messenger part of a send request, in the shape ``build_send_params`` reads."""
     alert = request.alert
@@ -523,7 +539,8 @@ def content_from_request(request: SendRequest) -> dict[str, Any]:
 
 
 class RogerthatService:
-    """One Rogerthat service account: sends messages, seals them, manages friends."""
+    """One Rogerthat service account: sends messages, seals them, manages friends, starts
+    native flows."""
 
     name = "rogerthat"
     channels = ("rogerthat",)
@@ -664,6 +681,32 @@ class RogerthatService:
         params = {"email": email, "service_identity": DEFAULT_SERVICE_IDENTITY,
                   "app_id": app_id or DEFAULT_APP_ID}
         self.call("friend.break_up", params, rpc_id=rpc_id)
+
+    def start_local_flow(
+        self, xml: str, email: str, app_id: str, rpc_id: str, tag: str | None = None,
+    ) -> str:
+        """Run a flow (MessageFlowDefinition XML, §1.9) on the member's phone; returns the
+        ``message_flow_run_id``. A resend with the same ``rpc_id`` replays the first answer
+        (§1.3), so a retried start cannot start the flow twice.
+
+        ``force_language`` is the document's own language: without it the server picks the
+        member's language, else the service's, and refuses (40009) if the XML has neither.
+        """
+        try:
+            tag = _check_tag(tag)
+        except (TypeError, ValueError) as exc:
+            raise PermanentError("invalid_request", str(exc)) from None
+        params = {"xml": xml,
+                  "members": [{"member": email, "app_id": app_id or DEFAULT_APP_ID,
+                               "alert_flags": int(AlertFlag.VIBRATE)}],
+                  "service_identity": DEFAULT_SERVICE_IDENTITY, "tag": tag,
+                  "parent_message_key": None, "context": None,
+                  "force_language": _flow_language(xml), "download_attachments_upfront": False,
+                  "push_message": None, "flow": None, "flow_params": None}
+        run_id, raw = self._call("messaging.start_local_flow", params, rpc_id)
+        if not isinstance(run_id, str) or not run_id:
+            raise AmbiguousError("no_flow_run_id", _short(raw))  # a resend only replays this
+        return run_id
 
     # --- callbacks -------------------------------------------------------------------------
 

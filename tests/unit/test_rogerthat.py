@@ -745,3 +745,82 @@ def test_test_callback_and_answer():
                                                   "error": None}
     assert service().callback_answer("x", None) == {"id": "x", "result": None, "error": None}
     assert service().parse_callback(envelope("test.test", {"value": "v"})).kind == "test"
+
+
+# --------------------------------------------------------------------------------------
+# messaging.start_local_flow (§1.7)
+# --------------------------------------------------------------------------------------
+
+FLOW_XML = ('<?xml version="1.0" encoding="utf-8"?>\n'
+            '<messageFlowDefinition xmlns="https://rogerth.at/api/1/MessageFlow.xsd" '
+            'name="f" language="nl" startReference="end_done"><end id="end_done" />'
+            '</messageFlowDefinition>')
+RUN_ID = "0b7a2a54-6a1c-4f0e-9a51-8d0f5a3c2e11"
+
+
+def test_start_local_flow_envelope(server):
+    server.behaviour = rpc_result(RUN_ID)
+    run_id = service(server.url).start_local_flow(FLOW_XML, "john@example.com", "em-be-app",
+                                                  "flow-run-1", tag="t-1")
+    assert run_id == RUN_ID
+    assert server.last == {"id": "flow-run-1", "method": "messaging.start_local_flow",
+                           "params": {
+        "xml": FLOW_XML,
+        "members": [{"member": "john@example.com", "app_id": "em-be-app", "alert_flags": 2}],
+        "service_identity": "+default+", "tag": "t-1", "parent_message_key": None,
+        "context": None, "force_language": "nl", "download_attachments_upfront": False,
+        "push_message": None, "flow": None, "flow_params": None}}
+
+
+@pytest.mark.parametrize("xml", [
+    '<messageFlowDefinitionSet xmlns="https://rogerth.at/api/1/MessageFlow.xsd" />',
+    '<messageFlowDefinition name="f" language="nl" />',  # not in the flow namespace
+    "not xml at all",
+])
+def test_start_local_flow_leaves_language_to_the_server(server, xml):
+    server.behaviour = rpc_result(RUN_ID)
+    service(server.url).start_local_flow(xml, "john@example.com", "", "flow-run-2")
+    assert server.last["params"]["force_language"] is None
+    assert server.last["params"]["members"][0]["app_id"] == "rogerthat"
+    assert server.last["params"]["tag"] is None
+
+
+@pytest.mark.parametrize(("code", "cls", "reason"), [
+    (40001, PermanentError, "flow_not_found"),
+    (40002, PermanentError, "not_a_friend"),
+    (40003, PermanentError, "flow_invalid"),
+    (40004, PermanentError, "invalid_request"),
+    (40005, PermanentError, "invalid_request"),
+    (40009, PermanentError, "flow_language"),
+    (30057, PermanentError, "flow_invalid"),
+    (30044, PermanentError, "error_30044"),
+    (1000, RetryableError, "provider_error"),
+    (1009, RetryableError, "still_running"),
+])
+def test_start_local_flow_errors(server, code, cls, reason):
+    server.behaviour = rpc_error({"code": code, "message": "nope", "error": "why"})
+    with pytest.raises(cls) as info:
+        service(server.url).start_local_flow(FLOW_XML, "john@example.com", "a", "flow-run-3")
+    assert (info.value.reason, info.value.code) == (reason, str(code))
+
+
+def test_start_local_flow_without_run_id_is_ambiguous(server):
+    server.behaviour = rpc_result(None)
+    with pytest.raises(AmbiguousError) as info:
+        service(server.url).start_local_flow(FLOW_XML, "john@example.com", "a", "flow-run-4")
+    assert info.value.reason == "no_flow_run_id"
+
+
+@pytest.mark.parametrize("tag", ["__rt__x", "t" * 501])
+def test_start_local_flow_refuses_bad_tag_without_calling(server, tag):
+    with pytest.raises(PermanentError) as info:
+        service(server.url).start_local_flow(FLOW_XML, "john@example.com", "a", "r", tag=tag)
+    assert info.value.reason == "invalid_request"
+    assert server.seen == []
+
+
+def test_start_local_flow_timeout_is_retryable(server):
+    server.behaviour = lambda handler, body: server.release.wait(5)
+    with pytest.raises(RetryableError):
+        service(server.url, timeout=0.3).start_local_flow(FLOW_XML, "john@example.com", "a",
+                                                          "flow-run-5")
