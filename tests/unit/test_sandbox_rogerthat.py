@@ -633,3 +633,144 @@ def test_cli_serves_until_sigterm(receiver: Receiver) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+# --------------------------------------------------------------------------- local flows
+
+FLOW_NS = "https://rogerth.at/api/1/MessageFlow.xsd"
+FLOW_XML = (
+    '<?xml version="1.0" encoding="utf-8"?>\n'
+    f'<messageFlowDefinition xmlns="{FLOW_NS}" name="order" language="en" '
+    'startReference="message_ask"><end id="end_done"/>'
+    '<message id="message_ask" allowDismiss="false" autoLock="true" vibrate="true" '
+    'alertType="BEEP" alertIntervalType="NONE"><content>Arrived?</content>'
+    '<answer id="button_yes" caption="Yes" action="" reference="end_done"/>'
+    '<answer id="button_no" caption="No" action="" reference="flush_f"/></message>'
+    '<resultsFlush id="flush_f" reference="end_done"/></messageFlowDefinition>'
+)
+
+
+def flow_params(member: Any = "friend1@example.com", **overrides: Any) -> dict[str, Any]:
+    """Every key the 2019 SDK sends for messaging.start_local_flow."""
+    params = {
+        "xml": FLOW_XML,
+        "members": [member],
+        "service_identity": None,
+        "tag": "flow-1",
+        "parent_message_key": None,
+        "context": None,
+        "force_language": None,
+        "download_attachments_upfront": False,
+        "push_message": None,
+        "flow": None,
+        "flow_params": None,
+    }
+    params.update(overrides)
+    return params
+
+
+def test_start_local_flow_records_the_run_and_replays_by_id(sim: RogerthatSimServer) -> None:
+    member = {"member": "friend2@example.com", "app_id": "city-app", "alert_flags": 2}
+    call = {
+        "id": "flow-0001",
+        "method": "messaging.start_local_flow",
+        "params": flow_params(member, force_language="en"),
+    }
+    first, second = post(sim, call), post(sim, call)
+    assert first.content == second.content and first.json()["error"] is None
+    run_id = first.json()["result"]
+    assert uuid.UUID(run_id).version == 4
+    flows = requests.get(f"{sim.base_url}/_sim/flows", timeout=5).json()["flows"]
+    assert flows == sim.state.flows() and len(flows) == 1
+    flow = flows[0]
+    assert (flow["run_id"], flow["rpc_id"], flow["name"], flow["languages"]) == (
+        run_id,
+        "flow-0001",
+        "order",
+        ["en"],
+    )
+    assert flow["start_reference"] == "message_ask" and flow["tag"] == "flow-1"
+    assert flow["members"] == [member] and flow["xml"] == FLOW_XML
+    stats = sim.state.stats()
+    assert stats["flows"] == 1 and stats["executed"] == 1 and stats["replayed"] == 1
+    sim_post(sim, "reset")
+    assert sim.state.flows() == []
+
+
+def test_start_local_flow_accepts_a_definition_set(sim: RogerthatSimServer) -> None:
+    inner = FLOW_XML.split("?>\n", 1)[1].replace("messageFlowDefinition", "definition")
+    inner = inner.replace(f' xmlns="{FLOW_NS}"', "")
+    nl = inner.replace('language="en"', 'language="nl"')
+    xml = f'<messageFlowDefinitionSet xmlns="{FLOW_NS}">{inner}{nl}</messageFlowDefinitionSet>'
+    answer = rpc(sim, "messaging.start_local_flow", flow_params(xml=xml, force_language="nl"))
+    assert answer["error"] is None
+    assert sim.state.flows()[0]["languages"] == ["en", "nl"]
+
+
+def _broken(old: str, new: str) -> str:
+    assert old in FLOW_XML
+    return FLOW_XML.replace(old, new)
+
+
+@pytest.mark.parametrize(
+    ("xml", "detail"),
+    [
+        ("<messageFlowDefinition", "not well-formed"),
+        (FLOW_XML.replace(f' xmlns="{FLOW_NS}"', ""), "root"),
+        (f'<messageFlowRun xmlns="{FLOW_NS}"/>', "root"),
+        (f'<messageFlowDefinitionSet xmlns="{FLOW_NS}"/>', "at least one definition"),
+        (_broken('startReference="message_ask"', 'startReference="nowhere"'), "startReference"),
+        (_broken('reference="flush_f"', 'reference="nowhere"'), "message/answer@reference"),
+        (
+            _broken(
+                '<resultsFlush id="flush_f" reference="end_done"/>',
+                '<resultsFlush id="flush_f" reference="gone"/>',
+            ),
+            "resultsFlush@reference",
+        ),
+        (_broken('<end id="end_done"/>', ""), "missing"),
+        (_broken('<end id="end_done"/>', '<end id="end_done"/><end id="end_done"/>'), "duplicate"),
+        (_broken('name="order" ', ""), "name"),
+    ],
+)
+def test_start_local_flow_invalid_xml_is_40003(
+    sim: RogerthatSimServer, xml: str, detail: str
+) -> None:
+    answer = rpc(sim, "messaging.start_local_flow", flow_params(xml=xml))
+    assert error_code(answer) == 40003
+    assert detail in answer["error"]["error"]
+    assert sim.state.flows() == []
+
+
+@pytest.mark.parametrize(
+    ("overrides", "code"),
+    [
+        ({"members": []}, 40005),
+        (
+            {"members": ["friend1@example.com", "friend2@example.com"], "parent_message_key": "pk"},
+            40004,
+        ),
+        ({"tag": "__rt__mine"}, 30044),
+        ({"force_language": "fr"}, 40009),
+        ({"service_identity": "other"}, 60000),
+        ({"xml": None}, 1000),
+        ({"members": "friend1@example.com"}, 1000),
+    ],
+)
+def test_start_local_flow_refusals(
+    sim: RogerthatSimServer, overrides: dict[str, Any], code: int
+) -> None:
+    assert error_code(rpc(sim, "messaging.start_local_flow", flow_params(**overrides))) == code
+
+
+def test_start_local_flow_needs_friends(sim: RogerthatSimServer) -> None:
+    stranger = {"member": "stranger@example.com", "app_id": "city-app", "alert_flags": 2}
+    params = flow_params(members=["friend1@example.com", stranger])
+    answer = rpc(sim, "messaging.start_local_flow", params)
+    assert answer["error"] == {
+        "code": 40002,
+        "message": "Non-friend members supplied!",
+        "non_members": [{"member": "stranger@example.com", "app_id": "city-app"}],
+    }
+    sim_post(sim, "friends", {"add": [{"email": "stranger@example.com", "app_id": "city-app"}]})
+    assert rpc(sim, "messaging.start_local_flow", params)["error"] is None

@@ -26,7 +26,13 @@ Wire format (summary; the guide is authoritative):
   repeat while the first call is still running gets 1009. Business errors (3xxxx, 2xxxx) and the
   1000 of a call that blew up inside the method are cached too, as on the real server.
 * Methods: ``messaging.send`` (result: a uuid4 message key), ``messaging.seal`` (null),
-  ``friend.invite`` (null), ``friend.break_up`` (null), ``friend.get_status`` (not cached).
+  ``friend.invite`` (null), ``friend.break_up`` (null), ``friend.get_status`` (not cached),
+  ``messaging.start_local_flow`` (a uuid4 run id; the run is recorded, no member walks it:
+  post ``messaging.flow_member_result`` with ``POST /_sim/callback``). It checks 40005 no
+  members, 40004 parent key with several members, 30044 tag, 40002 non-friends (with
+  ``non_members``), then the XML: 40003 (with ``error``) unless it parses, its root is a
+  messageFlowDefinition(Set) in the flow namespace, and startReference and every reference
+  name an element id; 40009 for a ``force_language`` the XML lacks.
   ``messaging.send`` validates in the server's order: service identity (60000), parent message
   (30001), flags (30003, 30011 AUTO_LOCK with >1 member), members (30013 duplicates, 30000 not a
   friend with ``member``/``app_id``), alert flags (30017, 30018 several RING_*, 30019 several
@@ -84,7 +90,7 @@ is added to every answer, inside the running window for executed calls.
 Control API (JSON) under ``/_sim/``; list endpoints answer ``{"<name>": [...]}``, oldest first:
 ``GET messages``, ``GET calls`` (every API call: method, id, params, response, outcome),
 ``GET callbacks`` (one entry per delivery attempt with the parsed response), ``GET invites``
-(``friend.invite`` calls), ``GET stats``, ``GET|POST config`` (POST merges fields),
+(``friend.invite`` calls), ``GET flows`` (started local flows), ``GET stats``, ``GET|POST config`` (POST merges fields),
 ``POST reset`` (forgets records, counters, the result cache and pending callbacks, re-seeds
 friends; keeps config), ``GET|POST friends`` (``{"add": [{"email", "app_id"?, "name"?,
 "language"?}], "remove": [{"email", "app_id"?}]}``, plain e-mails allowed), ``POST invited``
@@ -114,6 +120,7 @@ import sys
 import threading
 import time
 import uuid
+import xml.etree.ElementTree as ET
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -594,6 +601,120 @@ def _friend_get_status(state: RogerthatSimState, params: dict[str, Any], rpc_id:
     }
 
 
+# ---- messaging.start_local_flow (guide 1.7, 1.9)
+
+FLOW_NS = "{https://rogerth.at/api/1/MessageFlow.xsd}"
+FLOW_ELEMENTS = ("end", "message", "formMessage", "resultsFlush", "resultsEmail", "flowCode")
+# (element, attribute) pairs that name the next element; "?" marks optional ones.
+FLOW_REFERENCES = (
+    ("message/answer", "reference"),
+    ("message", "dismissReference?"),
+    ("formMessage", "positiveReference"),
+    ("formMessage", "negativeReference"),
+    ("resultsFlush", "reference"),
+    ("resultsEmail", "reference"),
+    ("flowCode", "exceptionReference"),
+    ("flowCode/outlet", "reference"),
+)
+
+
+def _invalid_flow(error: str) -> RpcError:
+    """40003 with the reason in ``error``, as the server reports a flow it cannot run."""
+    return RpcError(
+        40003,
+        "Message flow is not valid and cannot be executed in its current state!",
+        error=error,
+    )
+
+
+def _flow_definitions(xml: str) -> list[ET.Element]:
+    """The definitions of a MessageFlowDefinition(Set) document, each checked; else 40003."""
+    try:
+        root = ET.fromstring(xml)
+    except ET.ParseError as exc:
+        raise _invalid_flow(f"XML is not well-formed: {exc}") from None
+    if root.tag == FLOW_NS + "messageFlowDefinition":
+        definitions = [root]
+    elif root.tag == FLOW_NS + "messageFlowDefinitionSet":
+        definitions = root.findall(FLOW_NS + "definition")
+    else:
+        raise _invalid_flow(f"root {root.tag} is not a messageFlowDefinition(Set) of {FLOW_NS}")
+    if not definitions:
+        raise _invalid_flow("a messageFlowDefinitionSet needs at least one definition")
+    for definition in definitions:
+        _check_flow_definition(definition)
+    return definitions
+
+
+def _check_flow_definition(definition: ET.Element) -> None:
+    """What ``validate_message_flow_definition`` checks of an XML-only flow, in short."""
+    for attribute in ("name", "language"):
+        if not definition.get(attribute):
+            raise _invalid_flow(f"the definition has no {attribute}")
+    ids = [e.get("id") for tag in FLOW_ELEMENTS for e in definition.findall(FLOW_NS + tag)]
+    if None in ids or "" in ids:
+        raise _invalid_flow("a flow element has no id")
+    if len(set(ids)) != len(ids):
+        raise _invalid_flow("duplicate flow element ids")
+    if definition.find(FLOW_NS + "end") is None:
+        raise _invalid_flow("An 'End' exit is missing!")
+    if definition.get("startReference") not in ids:
+        raise _invalid_flow(f"startReference {definition.get('startReference')!r} names no element")
+    for path, attribute in FLOW_REFERENCES:
+        optional, name = attribute.endswith("?"), attribute.rstrip("?")
+        for element in definition.findall("/".join(FLOW_NS + part for part in path.split("/"))):
+            target = element.get(name)
+            if not (optional and target is None) and target not in ids:
+                raise _invalid_flow(f"{path}@{name} {target!r} names no element")
+
+
+def _messaging_start_local_flow(
+    state: RogerthatSimState, params: dict[str, Any], rpc_id: str
+) -> Any:
+    """``messaging.start_local_flow``: the start checks in the server's order (40005 no members,
+    40004 a parent key with several members, 30044 reserved tag, 40002 non-friends), then the
+    XML (40003) and ``force_language`` (40009); records the run. Result: a uuid4 run id."""
+    xml = params.get("xml")
+    if not isinstance(xml, str):
+        raise _BadParam("xml must be a string")
+    members = _parse_members(_list(params, "members"), ALERT_VIBRATE)
+    tag, parent = _opt_str(params, "tag"), _opt_str(params, "parent_message_key")
+    force_language = _opt_str(params, "force_language")
+    identity = _service_identity(params)
+    if not members:
+        raise RpcError(40005, "No members supplied!")
+    if parent and len(members) > 1:
+        raise RpcError(40004, "You can not use the message parent key with multiple members.")
+    if tag and tag.startswith(RESERVED_TAG_PREFIX):
+        raise RpcError(30044, f"Tag should not start with {RESERVED_TAG_PREFIX}")
+    state.validate_flow_members(members)
+    definitions = _flow_definitions(xml)
+    languages = [d.get("language") for d in definitions]
+    if force_language and force_language not in languages:
+        raise RpcError(
+            40009,
+            f"Unexpected language specified in message flow design XML. Expected language "
+            f"'{json.dumps(languages)}', got language '{force_language}'.",
+            expected_language=json.dumps(languages),
+            current_language=force_language,
+        )
+    return state.add_flow(
+        {
+            "name": definitions[0].get("name"),
+            "languages": languages,
+            "start_reference": definitions[0].get("startReference"),
+            "members": members,
+            "tag": tag,
+            "parent_message_key": parent,
+            "context": _opt_str(params, "context"),
+            "force_language": force_language,
+            "service_identity": identity,
+            "xml": xml,
+            "rpc_id": rpc_id,
+        }
+    )
+
+
 Method = Callable[["RogerthatSimState", dict[str, Any], str], Any]
 # method -> (implementation, cache_result)
 METHODS: dict[str, tuple[Method, bool]] = {
@@ -602,6 +723,7 @@ METHODS: dict[str, tuple[Method, bool]] = {
     "friend.invite": (_friend_invite, True),
     "friend.break_up": (_friend_break_up, True),
     "friend.get_status": (_friend_get_status, False),
+    "messaging.start_local_flow": (_messaging_start_local_flow, True),
 }
 
 
@@ -620,6 +742,7 @@ def _zero_stats() -> dict[str, Any]:
         "errors": {},
         "messages": 0,
         "invites": 0,
+        "flows": 0,
         "injected": {k: 0 for k in FAIL_KINDS},
         "callbacks_delivered": 0,
         "callbacks_rpc_error": 0,
@@ -656,6 +779,7 @@ class RogerthatSimState:
         self._calls: list[dict[str, Any]] = []
         self._callbacks: list[dict[str, Any]] = []
         self._invites: list[dict[str, Any]] = []
+        self._flows: list[dict[str, Any]] = []
         self._results: dict[tuple[str, str], _CachedResult] = {}
         self._friends: dict[tuple[str, str], dict[str, Any]] = {}
         self._unfriended: set[tuple[str, str]] = set()
@@ -686,6 +810,11 @@ class RogerthatSimState:
     def invites(self) -> list[dict[str, Any]]:
         with self.lock:
             return copy.deepcopy(self._invites)
+
+    def flows(self) -> list[dict[str, Any]]:
+        """Local flows started with ``messaging.start_local_flow``, oldest first."""
+        with self.lock:
+            return copy.deepcopy(self._flows)
 
     def stats(self) -> dict[str, Any]:
         with self.lock:
@@ -781,6 +910,27 @@ class RogerthatSimState:
                     member=member["member"],
                     app_id=member["app_id"],
                 )
+
+    # ---- local flows
+
+    def validate_flow_members(self, members: list[dict[str, Any]]) -> None:
+        """40002 listing every member that is not a friend (``_validate_start_flow``)."""
+        strangers = [
+            {"member": m["member"], "app_id": m["app_id"]}
+            for m in members
+            if not self.is_friend(m["member"], m["app_id"])
+        ]
+        if strangers:
+            raise RpcError(40002, "Non-friend members supplied!", non_members=strangers)
+
+    def add_flow(self, fields: dict[str, Any]) -> str:
+        """Record a started local flow; returns its ``message_flow_run_id`` (uuid4)."""
+        run_id = str(uuid.uuid4())
+        with self.lock:
+            self._flows.append({"run_id": run_id, **copy.deepcopy(fields), "at": time.time()})
+            self._stats["flows"] += 1
+            self._touch()
+        return run_id
 
     # ---- calls and the result cache
 
@@ -1134,6 +1284,7 @@ class RogerthatSimState:
             self._calls.clear()
             self._callbacks.clear()
             self._invites.clear()
+            self._flows.clear()
             self._results.clear()
             self._stats = _zero_stats()
             self._rng = random.Random(self.config.seed)
@@ -1439,6 +1590,10 @@ def _register_control_api(app: Flask, state: RogerthatSimState) -> None:
     @app.get("/_sim/invites")
     def sim_invites() -> Response:
         return jsonify({"invites": state.invites()})
+
+    @app.get("/_sim/flows")
+    def sim_flows() -> Response:
+        return jsonify({"flows": state.flows()})
 
     @app.route("/_sim/config", methods=["GET", "POST"])
     def sim_config() -> Response | tuple[Response, int]:
