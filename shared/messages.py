@@ -37,6 +37,22 @@ def create_message(session: Session, message_id: str, request: SendRequest,
     existing = session.get(Message, message_id)
     if existing is not None:
         return existing, False
+    message = insert_message(session, message_id, request, app_id)
+    try:
+        session.commit()
+    except IntegrityError:
+        session.rollback()
+        existing = session.get(Message, message_id)
+        if existing is None:  # the idempotency key was used with another id: impossible by
+            raise  # construction, so surface it rather than guess
+        return existing, False
+    return message, True
+
+
+def insert_message(session: Session, message_id: str, request: SendRequest,
+                   app_id: str = DEFAULT_APP) -> Message:
+    """Add a ``queued`` message and its first event to the session without committing, for
+    callers that create messages inside a larger transaction (a flow step)."""
     message = Message(
         id=message_id,
         app_id=app_id,
@@ -51,15 +67,7 @@ def create_message(session: Session, message_id: str, request: SendRequest,
     session.add(message)
     session.flush()  # the event's foreign key needs the message row first
     add_event(session, message_id, "queued", route=list(request.route))
-    try:
-        session.commit()
-    except IntegrityError:
-        session.rollback()
-        existing = session.get(Message, message_id)
-        if existing is None:  # the idempotency key was used with another id: impossible by
-            raise  # construction, so surface it rather than guess
-        return existing, False
-    return message, True
+    return message
 
 
 # Events a producer is told about (webhook and /v1/events); the rest is timeline detail.

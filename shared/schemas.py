@@ -156,6 +156,9 @@ class SendRequest(Strict):
     route: list[Channel] = Field(min_length=1, max_length=5)
     text: str | None = Field(default=None, min_length=1, max_length=2048)
     sms_text: str | None = Field(default=None, min_length=1, max_length=2048)
+    # Per-channel text, e.g. a flow step with buttons on the messenger and numbered options on
+    # SMS; a channel not named here carries ``text`` (``sms_text`` for SMS).
+    texts: dict[Channel, str] = Field(default_factory=dict)
     image_url: AnyHttpUrl | None = None
     image_id: str | None = Field(default=None, min_length=1, max_length=64)
     button: Button | None = None
@@ -175,6 +178,14 @@ class SendRequest(Strict):
     tag: str | None = Field(default=None, min_length=1, max_length=500)
     parent_message_key: str | None = Field(default=None, min_length=1, max_length=100)
     attachments: list[Attachment] = Field(default_factory=list, max_length=10)
+
+    @field_validator("texts")
+    @classmethod
+    def _text_lengths(cls, value: dict[str, str]) -> dict[str, str]:
+        for channel, text in value.items():
+            if not 1 <= len(text) <= 2048:
+                raise ValueError(f"{channel}: 1 to 2048 characters")
+        return value
 
     @field_validator("deadlines")
     @classmethod
@@ -247,7 +258,10 @@ class SendRequest(Strict):
         return f"inapp:{self.conversation.consumer_id}"
 
     def text_for(self, channel: str) -> str | None:
-        """The text a hop on ``channel`` carries: SMS prefers ``sms_text`` (the gateway's expiry_txt)."""
+        """The text a hop on ``channel`` carries: ``texts[channel]``, else for SMS ``sms_text``
+        (the gateway's expiry_txt), else ``text``."""
+        if channel in self.texts:
+            return self.texts[channel]  # type: ignore[index]
         if channel == "sms":
             return self.sms_text or self.text
         return self.text

@@ -32,6 +32,9 @@ class Settings(BaseSettings):
         default=None, description="status webhooks for messages that name no callback_url")
     notify_retry_scale: float = Field(
         default=1.0, description="multiplies the webhook retry schedule (tests use 0.01)")
+    link_secret: SecretStr = Field(
+        default=SecretStr(""),
+        description="signs flow action links (/l/<token>); empty: a key kept in data_dir")
     callback_signing_secret: SecretStr = Field(
         default=SecretStr(""), description="HMAC key of Switchboard-Signature on status webhooks")
 
@@ -85,9 +88,19 @@ class Settings(BaseSettings):
     requeue_stuck_after_seconds: int = 120
     sweep_interval_seconds: float = 1.0
     recover_interval_seconds: float = 15.0
+    # Circuit breaker per provider (worker/breaker.py): this many consecutive failed calls
+    # within the window open it; sends then wait the open time, then one probe goes.
+    breaker_failure_threshold: int = Field(default=5, description="0 turns the breaker off")
+    breaker_window_seconds: float = 60.0
+    breaker_open_seconds: float = 30.0
     # Test-only: replaces every computed deadline with this many seconds, so tests can watch
     # a fallback fire without waiting the gateway's 60 s minimum. Never set in production.
     test_deadline_seconds: float | None = None
+
+    # --- metrics (shared/metrics.py) ----------------------------------------------------
+    worker_metrics_port: int | None = Field(
+        default=None, description="workers on other hosts than the web: serve /metrics here")
+    metrics_stuck_grace_seconds: float = 300.0
 
     @field_validator("data_dir")
     @classmethod

@@ -18,6 +18,8 @@ NUMBER_EVENTS = "switchboard.number_events"
 SEAL = "switchboard.seal"
 FRIEND_INVITE = "switchboard.friend_invite"
 FRIEND_BREAK_UP = "switchboard.friend_break_up"
+START_FLOW_RUN = "switchboard.start_flow_run"
+START_NATIVE_FLOW = "switchboard.start_native_flow"
 ACCEPT_CAMPAIGN = "switchboard.accept_campaign"
 SEND_BULK = "switchboard.send_bulk"
 
@@ -40,6 +42,8 @@ QUEUE_OF = {
     SEAL: SEND_QUEUE,
     FRIEND_INVITE: SEND_QUEUE,
     FRIEND_BREAK_UP: SEND_QUEUE,
+    START_FLOW_RUN: SEND_QUEUE,
+    START_NATIVE_FLOW: SEND_QUEUE,
     ACCEPT_CAMPAIGN: SEND_QUEUE,
     SEND_BULK: SEND_QUEUE,
 }

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import logging
 
-from flask import Flask, jsonify
+from flask import Flask, Response, jsonify
 from sqlalchemy import text
 from werkzeug.exceptions import HTTPException
 
+from shared import metrics
 from shared.db import get_engine
+from worker import breaker  # reads circuit states only: no Celery import
 
 log = logging.getLogger(__name__)
 
@@ -16,13 +18,16 @@ log = logging.getLogger(__name__)
 def create_app() -> Flask:
     app = Flask("switchboard", static_folder=None)
     app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.config["MAX_CONTENT_LENGTH"] = 1024 * 1024  # bigger bodies: 413 before any parsing
 
     from webhooks.api import api
     from webhooks.campaigns import campaigns_api
     from webhooks.console import console
     from webhooks.contactatonce import contactatonce
     from webhooks.conversations import conversations
+    from webhooks.flows import flows
     from webhooks.messaggio import messaggio
+    from webhooks.openapi import openapi
     from webhooks.rogerthat import rogerthat
 
     app.register_blueprint(api)
@@ -30,22 +35,35 @@ def create_app() -> Flask:
     app.register_blueprint(console)
     app.register_blueprint(contactatonce)
     app.register_blueprint(conversations)
+    app.register_blueprint(flows)
     app.register_blueprint(messaggio)
     app.register_blueprint(rogerthat)
+    app.register_blueprint(openapi)
     app.add_url_rule("/healthz", "healthz", healthz)
+    app.add_url_rule("/metrics", "metrics", metrics_view)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(Exception, _unexpected_error)
     return app
 
 
 def healthz():  # type: ignore[no-untyped-def]
-    """Liveness plus a database round trip; the broker is checked by the workers themselves."""
+    """Liveness plus a database round trip; the broker is checked by the workers themselves.
+    ``providers`` shows each provider's circuit breaker: informational, an open circuit (sends
+    waiting) is not an unhealthy web process."""
+    providers = breaker.describe()
     try:
         with get_engine().connect() as conn:
             conn.execute(text("SELECT 1"))
     except Exception as exc:  # noqa: BLE001 - report, don't crash the probe
-        return jsonify(status="error", database=type(exc).__name__), 503
-    return jsonify(status="ok", database="ok")
+        return jsonify(status="error", database=type(exc).__name__, providers=providers), 503
+    return jsonify(status="ok", database="ok", providers=providers)
+
+
+def metrics_view() -> Response:
+    """Prometheus scrape: the counts of every process on this host (shared/metrics.py) plus
+    queue depth, stuck messages and circuit states read now."""
+    body, content_type = metrics.exposition(breaker.circuit_states)
+    return Response(body, content_type=content_type)
 
 
 def _http_error(exc: HTTPException):  # type: ignore[no-untyped-def]

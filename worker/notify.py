@@ -19,7 +19,7 @@ from shared import tasknames
 from shared.apps import delivery_target
 from shared.db import session_scope
 from shared.messages import event_body
-from shared.models import Delivery, Event, Message, utcnow
+from shared.models import Delivery, Event, utcnow
 from shared.settings import get_settings
 from shared.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 
@@ -42,10 +42,13 @@ def deliver(delivery_id: int) -> str | None:
         delivery = session.get(Delivery, delivery_id)
         if delivery is None or delivery.status != "pending":
             return None
-        body = json.dumps(event_body(session.get(Event, delivery.event_id))).encode()
+        event = session.get(Event, delivery.event_id)
+        assert event is not None  # deliveries reference their event
+        body = json.dumps(event_body(event)).encode()
         url, failures = delivery.url, delivery.attempts
-        app_id = session.scalar(select(Message.app_id).where(Message.id == delivery.message_id))
-        secret = delivery_target(session, app_id)[1]
+        # The event's app, not the message's: events about no message (a flow result, a
+        # friendship change) have no message to ask.
+        secret = delivery_target(session, event.app_id)[1]
     if not secret:  # never send an unsigned webhook: say why in the timeline instead
         return _record(delivery_id, failures + 1, None,
                        "no signing secret: set SWITCHBOARD_CALLBACK_SIGNING_SECRET", final=True)

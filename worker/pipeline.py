@@ -20,7 +20,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from shared import contacts, conversations, tasknames
+from shared import contacts, conversations, metrics, tasknames
 from shared.db import session_scope
 from shared.lifecycle import MESSAGE_FINAL, apply_attempt, apply_message, route_outcome
 from shared.messages import add_app_event, add_event, create_message
@@ -38,7 +38,7 @@ from shared.providers.base import (
 )
 from shared.schemas import CONVERSATION_CHANNELS, EMAIL_CHANNELS, SendRequest
 from shared.settings import get_settings
-from worker import deadlines
+from worker import breaker, deadlines
 from worker.ratelimit import RateLimiter
 from worker.redis_conn import get_redis
 
@@ -200,6 +200,7 @@ def _send_job(job: _Job) -> None:
         _fail_before_send(job, exc)
         return
     _wait_for_slot(job)
+    _wait_for_circuit(job)
     window = deadline_window(job.channel, job.request)
     due = utcnow() + timedelta(seconds=window)
     with session_scope() as session:
@@ -208,7 +209,8 @@ def _send_job(job: _Job) -> None:
             return
     FollowUps(index=[(attempt_id, due)]).publish()
     try:
-        result = provider.send(outbound)
+        with breaker.watched_call(job.provider, job.channel):  # timed, counted, breaker told
+            result = provider.send(outbound)
     except RetryableError as exc:
         _on_retryable(job, exc)
     except PermanentError as exc:
@@ -268,7 +270,7 @@ def _messenger_outbound(job: _Job) -> OutboundMessage:
         if not contacts.may_message(session, job.channel, email, app_id):
             raise PermanentError("not_a_friend", f"{email} is not a friend of the service")
     return OutboundMessage(attempt_id=job.attempt_id, channel=job.channel, phones=(),
-                           text=req.text, email=email, app_id=app_id,
+                           text=req.text_for(job.channel), email=email, app_id=app_id,
                            content=rogerthat.content_from_request(req))
 
 
@@ -288,7 +290,7 @@ def _inapp_outbound(job: _Job) -> OutboundMessage:
             "consumer": ref.consumer.model_dump(exclude_none=True) if ref.consumer else {},
             "listing_details": dict(ref.listing_details)}
     return OutboundMessage(attempt_id=job.attempt_id, channel=job.channel, phones=(),
-                           text=job.request.text, content=content)
+                           text=job.request.text_for(job.channel), content=content)
 
 
 def _messenger_identity(request: SendRequest) -> tuple[str, str]:
@@ -336,6 +338,19 @@ def _wait_for_slot(job: _Job) -> None:
         _cas(session, Attempt, job.attempt_id, ["pending"],
              not_before=utcnow() + timedelta(seconds=countdown))
     raise RetryLater(countdown, "rate limited")
+
+
+def _wait_for_circuit(job: _Job) -> None:
+    """While the provider's circuit is open (worker/breaker.py) the send waits, re-scheduled
+    like a rate-limited one: not failed, and no retry spent on an outage."""
+    wait = breaker.admit(job.provider)
+    if wait is None:
+        return
+    countdown = wait + random.uniform(0, 1)
+    with session_scope() as session:
+        _cas(session, Attempt, job.attempt_id, ["pending"],
+             not_before=utcnow() + timedelta(seconds=countdown))
+    raise RetryLater(countdown, "circuit open")
 
 
 def _fail_before_send(job: _Job, exc: Exception) -> None:
@@ -428,7 +443,7 @@ def _remember_conversation(session: Session, job: _Job, result: SendResult) -> N
         update={"session_id": result.conversation.get("session_id") or ref.session_id}),
         get_settings().contactatonce_advertiser_id)
     conversations.record_sent(session, conversation.id, result.conversation, job.message_id,
-                              job.attempt_id, job.request.text)
+                              job.attempt_id, job.request.text_for(job.channel))
 
 
 def _response(outcome: object) -> dict[str, str | None]:
@@ -455,9 +470,18 @@ def _advance(session: Session, message_id: str, hop: int, channel: str, attempt_
         attempt_id = _new_attempt(session, message, next_hop)
         add_event(session, message_id, "fallback", attempt_id, from_channel=channel,
                   to_channel=message.route[next_hop], reason=reason)
+        metrics.fallback(channel, message.route[next_hop], reason)
         followups.tasks.append((tasknames.SEND_ATTEMPT, attempt_id))
     else:
         _move_message(session, message_id, str(value), reason=reason)
+        _flows().on_message_final(session, message_id, str(value), followups)
+
+
+def _flows():  # type: ignore[no-untyped-def]
+    """The flow runtime, imported late: flows build on the pipeline, not the other way."""
+    from shared.flows import runtime
+
+    return runtime
 
 
 # --- provider reports --------------------------------------------------------------------
@@ -475,7 +499,7 @@ def handle_callback(callback_id: int) -> None:
             callback.status, callback.error = "invalid", str(exc)
             return
         if event.kind not in MESSAGE_EVENT_KINDS:
-            _apply_other(session, callback.provider, event, callback.answer)
+            _apply_other(session, callback.provider, event, callback.answer, followups)
             callback.status, callback.processed_at = "processed", utcnow()
             return
         attempt = _find_attempt(session, callback.provider, event)
@@ -494,7 +518,8 @@ _CONTACT_STATUS = {("invite_result", "accepted"): "friend",
                    ("broke_up", None): "not_friend"}
 
 
-def _apply_other(session: Session, provider: str, event: ProviderEvent, answer: object) -> None:
+def _apply_other(session: Session, provider: str, event: ProviderEvent, answer: object,
+                 followups: FollowUps) -> None:
     """Callbacks about a contact or a conversation rather than one of our messages."""
     data = dict(event.data)
     if event.kind == "contact":
@@ -505,13 +530,26 @@ def _apply_other(session: Session, provider: str, event: ProviderEvent, answer: 
             contacts.record(session, provider, email, data.get("app_id") or "", status,
                             name=data.get("name"))
         add_app_event(session, "contact", {"channel": provider, "status": status, **data})
-    elif event.kind in ("poke", "flow_result"):
+    elif event.kind == "poke":
         add_app_event(session, event.kind, {"channel": provider, **data})
+        _poke_flow(session, data, followups)
+    elif event.kind == "flow_result":
+        if not _flows().on_native_result(session, data, followups):
+            add_app_event(session, event.kind, {"channel": provider, **data})
     elif event.kind == "inbound":
-        _apply_inbound(session, event)
+        _apply_inbound(session, event, followups)
 
 
-def _apply_inbound(session: Session, event: ProviderEvent) -> None:
+def _poke_flow(session: Session, data: dict, followups: FollowUps) -> None:
+    """A poke whose tag a flow lists starts that flow for the person who poked."""
+    runtime = _flows()
+    flow = runtime.triggered_flow(session, poke_tag=data.get("tag"))
+    if flow is not None and data.get("email"):
+        contact = {"to": {"email": data["email"], "app_id": data.get("app_id") or "rogerthat"}}
+        runtime.start_triggered(session, flow, contact, "poke", followups)
+
+
+def _apply_inbound(session: Session, event: ProviderEvent, followups: FollowUps) -> None:
     """An agent wrote into an in-app conversation: file it and tell the producer."""
     conversation, new = conversations.record_inbound(
         session, event.data, event.text, event.occurred_at,
@@ -519,6 +557,10 @@ def _apply_inbound(session: Session, event: ProviderEvent) -> None:
     if new:
         add_app_event(session, "inbound_message", conversations.inbound_payload(
             conversation, event.data, event.text, event.occurred_at), conversation.app_id)
+        ref = {"consumer_id": conversation.consumer_id, "session_id": conversation.session_id,
+               "advertiser_id": conversation.advertiser_id}
+        _flows().on_conversation_text(session, conversation.consumer_id, ref, event.text,
+                                      followups)
 
 
 def _unmatched(callback: Callback) -> None:
@@ -572,15 +614,34 @@ def _apply_event(session: Session, attempt: Attempt, event: ProviderEvent,
     if event.kind == "replied":
         add_event(session, attempt.message_id, "replied", attempt.id, channel=attempt.channel,
                   text=event.text, **event.data)
+        _flow_reply(session, attempt, event, followups)
     if not transition.changed:
         return
     if transition.status in ("delivered", "seen"):
         followups.unindex.append(attempt.id)
         _move_message(session, attempt.message_id, transition.status)
+        if values["delivered_at"] is now:  # the attempt's first positive report
+            metrics.delivery_report(attempt.provider, attempt.channel, attempt.submitted_at, now)
+    if transition.late:
+        metrics.late_report(attempt.provider, attempt.channel)
     if transition.falls_back:
         followups.unindex.append(attempt.id)
         _advance(session, attempt.message_id, attempt.hop, attempt.channel, transition.status,
                  event.reason, followups)
+
+
+def _flow_reply(session: Session, attempt: Attempt, event: ProviderEvent,
+                followups: FollowUps) -> None:
+    """A reply answers a flow step, or carries a keyword that starts a flow."""
+    runtime = _flows()
+    button_id = event.data.get("button_id")
+    text = None if button_id else event.text
+    if runtime.on_reply(session, attempt.message_id, followups, answer_id=button_id, text=text):
+        return
+    flow = runtime.triggered_flow(session, keyword=text) if text else None
+    if flow is not None:
+        runtime.start_triggered(session, flow, runtime.contact_of_message(
+            attempt.message.request), "keyword", followups)
 
 
 # --- deadlines -----------------------------------------------------------------------------

@@ -15,7 +15,8 @@ from sqlalchemy.exc import IntegrityError
 
 from shared import feed, tasknames
 from shared.db import session_scope
-from shared.models import Attempt, Callback, Message, utcnow
+from shared.flows.runtime import STEP_DEADLINE_PREFIX
+from shared.models import Attempt, Callback, FlowRun, Message, utcnow
 from shared.settings import get_settings
 from worker import deadlines, pipeline
 from worker.redis_conn import get_redis
@@ -35,11 +36,20 @@ def sweep_deadlines(budget_seconds: float = 5.0, batch: int = 500) -> int:
             due = deadlines.due(client, utcnow(), limit=batch)
             if not due:
                 break
-            for attempt_id in due:
-                fired += pipeline.expire_attempt(attempt_id, utcnow())
+            for member in due:
+                fired += _expire(member)
     finally:
         client.delete(_SWEEP_LOCK)
     return fired
+
+
+def _expire(member: str) -> bool:
+    """One due index member: an attempt's fallback deadline or a flow step's answer deadline."""
+    if member.startswith(STEP_DEADLINE_PREFIX):
+        from worker import flows
+
+        return flows.expire_step(member.removeprefix(STEP_DEADLINE_PREFIX), utcnow())
+    return pipeline.expire_attempt(member, utcnow())
 
 
 def reindex_deadlines() -> int:
@@ -48,8 +58,11 @@ def reindex_deadlines() -> int:
         rows = session.execute(select(Attempt.id, Attempt.deadline_at).where(
             Attempt.deadline_at.is_not(None),
             Attempt.status.in_(["sending", "submitted"]))).all()
-    deadlines.index(get_redis(), [(r.id, r.deadline_at) for r in rows])
-    return len(rows)
+    from worker import flows
+
+    steps = flows.reindex_steps()
+    deadlines.index(get_redis(), [(r.id, r.deadline_at) for r in rows] + steps)
+    return len(rows) + len(steps)
 
 
 def recover() -> dict[str, int]:
@@ -69,14 +82,20 @@ def recover() -> dict[str, int]:
         due = session.execute(select(Attempt.id, Attempt.deadline_at).where(
             Attempt.deadline_at <= now,
             or_(Attempt.status == "sending", Attempt.status == "submitted")).limit(5000)).all()
-    deadlines.index(get_redis(), [(r.id, r.deadline_at) for r in due])
+        due_steps = session.execute(select(FlowRun.id, FlowRun.deadline_at).where(
+            FlowRun.deadline_at <= now, FlowRun.status == "running").limit(5000)).all()
+        runs = session.scalars(select(FlowRun.id).where(
+            FlowRun.status == "starting", FlowRun.updated_at < stale).limit(1000)).all()
+    deadlines.index(get_redis(), [(r.id, r.deadline_at) for r in due]
+                    + [(STEP_DEADLINE_PREFIX + r.id, r.deadline_at) for r in due_steps])
     followups = pipeline.FollowUps(
         tasks=[(tasknames.DISPATCH, m) for m in queued]
         + [(tasknames.SEND_ATTEMPT, a) for a in pending]
-        + [(tasknames.HANDLE_CALLBACK, c) for c in callbacks])
+        + [(tasknames.HANDLE_CALLBACK, c) for c in callbacks]
+        + [(tasknames.START_FLOW_RUN, r) for r in runs])
     followups.publish()
     counts = {"messages": len(queued), "attempts": len(pending), "callbacks": len(callbacks),
-              "deadlines": len(due)}
+              "deadlines": len(due) + len(due_steps), "flow_runs": len(runs)}
     if any(counts.values()):
         log.warning("recovery re-published %s", counts)
     return counts

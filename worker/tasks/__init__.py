@@ -3,4 +3,4 @@
 Importing this package registers every task on ``worker.app.app``.
 """
 
-from worker.tasks import bulk, events, messenger, notify, send, sweep  # noqa: F401
+from worker.tasks import bulk, events, flows, messenger, notify, send, sweep  # noqa: F401
