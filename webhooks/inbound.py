@@ -15,7 +15,7 @@ from flask import jsonify, request
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError, OperationalError
 
-from shared import tasknames
+from shared import metrics, tasknames
 from shared.client import send_task
 from shared.db import session_scope
 from shared.models import Callback
@@ -49,6 +49,7 @@ class Outcome:
     event: ProviderEvent | None = None
 
 
+@metrics.counts_callbacks  # switchboard_callbacks_received_total{provider, result=kind}
 def record_callback(provider: str, params: Mapping[str, Any],
                     parse: Callable[[Mapping[str, Any]], ProviderEvent],
                     decide: Callable[[ProviderEvent], Any] | None = None,

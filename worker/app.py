@@ -10,7 +10,7 @@ from __future__ import annotations
 from celery import Celery, signals
 from kombu import Queue
 
-from shared import db, tasknames
+from shared import db, metrics, tasknames
 from shared.settings import get_settings
 
 settings = get_settings()
@@ -67,6 +67,18 @@ def _fresh_connections_after_fork(**_: object) -> None:
 
     db.reset()
     redis_conn.reset()
+
+
+@signals.worker_init.connect
+def _shared_metrics_directory(**_: object) -> None:
+    """Before the pool forks: every pool process counts in one shared directory."""
+    metrics.use_directory()
+
+
+@signals.worker_ready.connect
+def _serve_worker_metrics(**_: object) -> None:
+    """Workers on another host than the web serve their counts themselves (shared/metrics.py)."""
+    metrics.serve_worker_metrics(get_settings().worker_metrics_port)
 
 
 @signals.beat_init.connect
