@@ -19,6 +19,7 @@ from pathlib import Path
 import redis
 from honcho.manager import Manager
 
+from shared import metrics
 from shared.migrations import upgrade
 from shared.settings import Settings, get_settings
 
@@ -96,6 +97,17 @@ def _child_env(settings: Settings, host: str, port: int) -> dict[str, str]:
     return env
 
 
+_COUNTING = ("web", "worker", "notifier")  # Flower keeps its own Prometheus metrics apart
+
+
+def _fresh_metrics_dir() -> Path:
+    """The directory the web and workers share their counts in (shared/metrics.py), emptied:
+    `up` starts every process that writes there, so no stale count can survive."""
+    directory = metrics.multiproc_dir()
+    metrics.clear_directory(directory)
+    return directory
+
+
 def _generated_secrets() -> list[str]:
     """Local runs get a random API key, webhook secret and Flower password unless the
     environment has them."""
@@ -124,8 +136,11 @@ def run(host: str, port: int, flower_port: int, concurrency: int, demo: bool) ->
         upgrade()
         manager = Manager()
         env = _child_env(settings, host, port)
+        counted = {**env, metrics.ENV_DIR: str(_fresh_metrics_dir())}
+        env.pop(metrics.ENV_DIR, None)
         for name, command in _commands(settings, host, port, flower_port, concurrency).items():
-            manager.add_process(name, command, env=env, quiet=False)
+            manager.add_process(name, command, env=counted if name in _COUNTING else env,
+                                quiet=False)
         _banner(settings, host, port, flower_port, notes)
         if demo:
             from shared.demo import run_demo
@@ -145,7 +160,7 @@ def _banner(settings: Settings, host: str, port: int, flower_port: int,
             notes: list[str]) -> None:
     lines = [
         "Switchboard is starting:",
-        f"  API and callbacks   http://{host}:{port}   (GET /healthz, POST /v1/messages)",
+        f"  API and callbacks   http://{host}:{port}   (GET /healthz, /metrics, POST /v1/messages)",
         f"  Flower              http://127.0.0.1:{flower_port}",
         f"  Viber+SMS gateway   {settings.effective_messaggio_url}"
         + ("   (local simulator)" if settings.messaggio_url is None else ""),
