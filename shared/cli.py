@@ -81,6 +81,8 @@ def _parser() -> argparse.ArgumentParser:
     conv = sub.add_parser("conversation", help="an in-app conversation's transcript")
     conv.add_argument("key", help="the conversation id, or the provider's VisitId")
 
+    _flows_parser(sub)
+
     status = sub.add_parser("status", help="show a message: status, attempts, timeline")
     status.add_argument("message_id")
     status.add_argument("--json", action="store_true", help="print the raw JSON")
@@ -104,11 +106,36 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _flows_parser(sub: Any) -> None:
+    flows = sub.add_parser("flows", help="message flows: load, list, show, start, stats")
+    fsub = flows.add_subparsers(dest="flows_command", required=True, metavar="action")
+    load = fsub.add_parser("load", help="save a YAML or JSON definition as a new version")
+    load.add_argument("file")
+    fsub.add_parser("list", help="every flow's latest version")
+    show = fsub.add_parser("show", help="print a definition")
+    show.add_argument("name")
+    show.add_argument("--version", type=int)
+    start = fsub.add_parser("start", help="launch a flow for contacts (or --all)")
+    start.add_argument("name")
+    start.add_argument("--to", action="append", default=[], help="a phone (repeat for more)")
+    start.add_argument("--email", action="append", default=[], help="a messenger e-mail")
+    start.add_argument("--consumer", action="append", default=[], help="an in-app consumer")
+    start.add_argument("--all", action="store_true", help="every contact with consent")
+    start.add_argument("--version", type=int)
+    stats = fsub.add_parser("stats", help="runs and answer counts per version")
+    stats.add_argument("name")
+    run = fsub.add_parser("run", help="a run's result")
+    run.add_argument("run_id")
+    for action in (load, show, start, stats, run):
+        action.add_argument("--app", default=DEFAULT_APP_ID, help="producer app (default)")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     handler = {"up": _up, "demo": _demo, "send": _send, "status": _status, "db": _db,
                "apps": _apps, "seal": _seal, "friends": _friends,
                "conversations": _conversations, "conversation": _conversation,
+               "flows": _flows,
                "simulator": _simulator}[args.command]
     try:
         return handler(args) or 0
@@ -182,6 +209,17 @@ def _conversation_fields(args: argparse.Namespace) -> dict[str, Any]:
     if listing:
         conversation["listing_details"] = listing
     return conversation
+
+
+def _flows(args: argparse.Namespace) -> int:
+    from shared import flowcli
+
+    action = {"load": flowcli.load, "list": flowcli.list_flows, "show": flowcli.show,
+              "start": flowcli.start, "stats": flowcli.stats, "run": flowcli.run}
+    try:
+        return _read_db(lambda session: action[args.flows_command](session, args))
+    except flowcli.FlowCliError as exc:
+        raise CliError(str(exc)) from None
 
 
 def _conversations(args: argparse.Namespace) -> int:

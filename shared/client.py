@@ -115,20 +115,60 @@ def conversations(consumer_id: str, *, api_url: str | None = None,
 def conversation(key: str, *, api_url: str | None = None,
                  api_key: str | None = None) -> dict[str, Any]:
     """One conversation (our id, or the provider's VisitId) with its merged transcript."""
+    return _api_get(f"/v1/conversations/{_quote(key)}", None, api_url, api_key)
+
+
+def load_flow(document: str, *, content_type: str = "application/yaml",
+              api_url: str | None = None, api_key: str | None = None) -> dict[str, Any]:
+    """Save a flow definition (YAML or JSON text) as its next version: ``{"name", "version"}``."""
+    return _api("POST", "/v1/flows", api_url, api_key, data=document.encode(),
+                headers={"Content-Type": content_type})
+
+
+def start_flow(name: str, contacts: list[dict[str, Any]] | None = None, *, all: bool = False,
+               version: int | None = None, api_url: str | None = None,
+               api_key: str | None = None) -> dict[str, Any]:
+    """Launch a flow for contacts (``[{"to": {"phone": ...}}, ...]``) or ``all`` consenting
+    ones; returns the runs' ids at once (each run then proceeds on its own)."""
+    body: dict[str, Any] = {"contacts": contacts or [], "all": all}
+    if version is not None:
+        body["version"] = version
+    return _api("POST", f"/v1/flows/{_quote(name)}/start", api_url, api_key, json=body)
+
+
+def flow_run(run_id: str, *, api_url: str | None = None,
+             api_key: str | None = None) -> dict[str, Any]:
+    """A run's result so far: each step's message, answer and outcome, and its end."""
+    return _api_get(f"/v1/flow-runs/{_quote(run_id)}", None, api_url, api_key)
+
+
+def flow_stats(name: str, *, api_url: str | None = None,
+               api_key: str | None = None) -> dict[str, Any]:
+    """Per version: runs started/finished/timed out and the answer counts of every step."""
+    return _api_get(f"/v1/flows/{_quote(name)}/stats", None, api_url, api_key)
+
+
+def _quote(part: str) -> str:
     from urllib.parse import quote
 
-    return _api_get(f"/v1/conversations/{quote(key, safe='')}", None, api_url, api_key)
+    return quote(part, safe="")
 
 
 def _api_get(path: str, params: dict[str, str] | None, api_url: str | None,
              api_key: str | None) -> dict[str, Any]:
-    """GET from the API with the app's key (default: the first bootstrap key); raises
+    return _api("GET", path, api_url, api_key, params=params)
+
+
+def _api(method: str, path: str, api_url: str | None, api_key: str | None,
+         **kwargs: Any) -> dict[str, Any]:
+    """Call the API with the app's key (default: the first bootstrap key); raises
     ``requests.HTTPError`` carrying the JSON error on a 4xx/5xx."""
     import requests
 
     settings = get_settings()
     key = api_key or next(iter(settings.api_key_list), "")
-    response = requests.get((api_url or settings.api_url).rstrip("/") + path, params=params,
-                            headers={"Authorization": f"Bearer {key}"}, timeout=30)
+    headers = {"Authorization": f"Bearer {key}", **kwargs.pop("headers", {})}
+    response = requests.request(method, (api_url or settings.api_url).rstrip("/") + path,
+                                headers=headers, timeout=30, **kwargs)
     response.raise_for_status()
     return response.json()
