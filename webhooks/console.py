@@ -21,7 +21,7 @@ from functools import wraps
 from typing import Any, TypedDict, get_args
 
 from flask import Blueprint, Response, g, render_template, request, url_for
-from sqlalchemy import Select, exists, inspect, select
+from sqlalchemy import Select, exists, select
 from sqlalchemy.orm import Session
 
 from shared.apps import app_for_key
@@ -289,15 +289,29 @@ class FlowStats(TypedDict):
 
 
 def flow_stats(session: Session, app_id: str | None = None) -> list[FlowStats]:
-    """Per-flow run counts and per-step answer counts, for ``GET /console/flows``.
+    """Per flow version: run counts and how recipients answered each step (the numbers a
+    service would draw as pie charts), for ``GET /console/flows``; ``None``: every app."""
+    from shared.flows import runtime
+    from shared.models import Flow
 
-    Flows do not exist yet: the flows issue adds the ``flows`` table and fills this function
-    in (keeping this signature and return shape, scoped to ``app_id`` when it is not None).
-    Until that table exists it returns [], and the page says "No flows yet".
-    """
-    if not inspect(session.connection()).has_table("flows"):
-        return []
-    return []  # the flows issue replaces this with the real aggregation
+    query = select(Flow).order_by(Flow.name, Flow.version)
+    if app_id is not None:
+        query = query.where(Flow.app_id == app_id)
+    versions = list(session.scalars(query).all())
+    return [{"name": entry["name"], "version": entry["version"], "started": entry["started"],
+             "finished": entry["finished"], "timed_out": entry["timed_out"],
+             "steps": [_step_counts(step) for step in entry["steps"]]}
+            for entry in runtime.stats(session, versions)]
+
+
+def _step_counts(step: dict[str, Any]) -> StepStats:
+    answers = {f"{a['caption']} ({button_id})": a["count"]
+               for button_id, a in step["answers"].items()}
+    if step["text_answers"]:
+        answers["free text"] = step["text_answers"]
+    if step["timeouts"]:
+        answers["no answer"] = step["timeouts"]
+    return {"step": step["step"], "answers": answers}
 
 
 @console.get("/flows")

@@ -192,6 +192,9 @@ def test_three_step_flow_answered_by_messenger_buttons(stack: Stack, flow_app: A
     assert (stats["started"], stats["finished"]) == (1, 1)
     day = next(s for s in stats["steps"] if s["step"] == "day")
     assert day["answers"]["tue"]["count"] == 1 and day["answers"]["mon"]["count"] == 0
+    page = requests.get(f"{stack.api_url}/console/flows", auth=("ops", flow_app.key), timeout=10)
+    assert page.status_code == 200 and name in page.text
+    assert "Tuesday (tue): 1" in page.text and "Monday (mon): 0" in page.text
 
 
 def test_same_flow_over_sms_with_numbered_replies(stack: Stack, flow_app: App) -> None:
