@@ -12,9 +12,11 @@ from typing import Any
 
 import pytest
 import requests
+from sqlalchemy import select
 
 from shared import apps
 from shared.db import session_scope
+from shared.models import Flow, FlowRun
 from tests.integration.conftest import DEADLINE_SECONDS, Stack, wait_for
 
 pytestmark = pytest.mark.integration
@@ -302,3 +304,48 @@ def test_action_link_starts_the_flow_once(stack: Stack, flow_app: App) -> None:
     assert forged.status_code == 404
     wait_for(lambda: [m for m in stack.messenger.state.messages()
                       if m["members"][0]["member"] == email], 30, 0.1, "the first step")
+
+
+def test_keyword_reply_starts_a_flow_and_a_flush_posts_partial_results(
+        stack: Stack, flow_app: App) -> None:
+    """A reply "JOIN" to an ordinary SMS starts the keyword's flow for that phone; its flush
+    step posts the results so far, and its end posts the whole result."""
+    name = f"join-{uuid.uuid4().hex[:6]}"
+    keyword = f"JOIN{uuid.uuid4().hex[:4]}"
+    flow_app.load(f"""
+name: {name}
+route: [sms]
+triggers: {{keywords: [{keyword}]}}
+steps:
+  - id: size
+    type: message
+    text: Which size?
+    buttons:
+      - {{id: s, caption: Small, next: saved}}
+      - {{id: l, caption: Large, next: saved}}
+  - {{id: saved, type: flush, next: name}}
+  - {{id: name, type: question, text: "Your name?", next: done}}
+  - {{id: done, type: end}}
+""")
+    phone = "+32470991234"
+    sent = flow_app.call("POST", "/v1/messages", json={
+        "to": {"phone": phone}, "route": ["sms"], "text": "Text back to join"})
+    assert sent.status_code == 202
+    _reply_sms(stack, flow_app, sent.json()["id"], keyword.lower())
+    run_id = wait_for(lambda: _run_for(name), 30, 0.2, "the keyword to start a run")
+    _reply_sms(stack, flow_app, flow_app.current_message(run_id, "size"), "2")
+    _reply_sms(stack, flow_app, flow_app.current_message(run_id, "name"), "Ada Lovelace")
+    result = flow_app.wait_run(run_id, lambda r: r["status"] == "finished", "the run to end")
+    assert result["trigger"] == "keyword" and result["contact"]["to"]["phone"] == phone
+    answers = [s.get("answer") for s in result["steps"] if s.get("type") != "flush"]
+    assert answers == [{"button_id": "l", "caption": "Large"}, {"text": "Ada Lovelace"}]
+    posted = wait_for(lambda: len(flow_app.producer.results(run_id)) >= 2 and
+                      flow_app.producer.results(run_id), 30, 0.2, "flush and end results")
+    assert sorted(((p["data"]["flush_id"], p["data"]["status"]) for p in posted), key=str) == [
+        (None, "finished"), ("saved", "running")]
+
+
+def _run_for(name: str) -> str | None:
+    """The id of the (single) run of the flow ``name``, once one exists."""
+    with session_scope() as session:
+        return session.scalar(select(FlowRun.id).join(Flow).where(Flow.name == name))

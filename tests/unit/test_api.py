@@ -410,7 +410,10 @@ def test_repeated_malformed_reports_are_all_kept(client: FlaskClient) -> None:
 def test_healthz(client: FlaskClient) -> None:
     resp = client.get("/healthz")
     assert resp.status_code == 200
-    assert resp.get_json() == {"status": "ok", "database": "ok"}
+    body = resp.get_json()
+    assert {k: v for k, v in body.items() if k != "providers"} == {"status": "ok",
+                                                                  "database": "ok"}
+    assert set(body["providers"]) >= {"messaggio", "rogerthat", "contactatonce"}
 
 
 def test_unknown_path_is_404_json(client: FlaskClient) -> None:
