@@ -341,8 +341,8 @@ steps:
     assert answers == [{"button_id": "l", "caption": "Large"}, {"text": "Ada Lovelace"}]
     posted = wait_for(lambda: len(flow_app.producer.results(run_id)) >= 2 and
                       flow_app.producer.results(run_id), 30, 0.2, "flush and end results")
-    assert sorted(((p["data"]["flush_id"], p["data"]["status"]) for p in posted), key=str) == [
-        (None, "finished"), ("saved", "running")]
+    assert sorted(((p["data"]["flush_id"] or "", p["data"]["status"]) for p in posted)) == [
+        ("", "finished"), ("saved", "running")]
 
 
 def _run_for(name: str) -> str | None:
