@@ -1,0 +1,328 @@
+"""The HTTP API as an OpenAPI 3.1 document, served without auth at ``GET /openapi.json``.
+
+Request bodies are the pydantic models' own JSON schemas, so the document cannot disagree with
+what the API validates. Each operation is one entry in ``OPERATIONS`` and is published only
+while the app really routes it, so a removed route drops out; the reliability suite checks the
+other direction (every ``/v1`` route is documented) and runs schemathesis against the result.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from flask import Blueprint, Flask, current_app, jsonify
+from pydantic import BaseModel
+from werkzeug.exceptions import HTTPException
+
+from shared.schemas import FriendRequest, ReplayRequest, SendRequest
+
+openapi = Blueprint("openapi", __name__)
+
+REF = "#/components/schemas/{model}"
+JSON = "application/json"
+MODELS: tuple[type[BaseModel], ...] = (SendRequest, ReplayRequest, FriendRequest)
+_FLASK_PARAM = re.compile(r"<(?:[^<>:]+:)?([^<>]+)>")
+
+ERROR_DESCRIPTIONS = {
+    400: "The body is not what this endpoint reads (e.g. not a JSON object); `errors` names "
+         "the field.",
+    401: "Missing or unknown credentials.",
+    404: "No such resource (or it belongs to another app).",
+    413: "The body is larger than the server accepts (1 MiB).",
+    422: "A field is invalid; `errors` names each one.",
+    503: "The database is unavailable; try again later.",
+}
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": REF.format(model=name)}
+
+
+def _nullable(type_: str) -> dict[str, Any]:
+    return {"type": [type_, "null"]}
+
+
+def _object(required: tuple[str, ...] = (), **properties: Any) -> dict[str, Any]:
+    return {"type": "object", "required": list(required), "properties": properties}
+
+
+STRING, INTEGER, OBJECT = {"type": "string"}, {"type": "integer"}, {"type": "object"}
+FIELD_ERROR = _object(("field", "message"), field=STRING, message=STRING)
+ERROR = _object(("error", "message"), error=STRING, message=STRING, field=STRING,
+                errors={"type": "array", "items": _ref("FieldError")})
+ATTEMPT = _object(("id", "channel", "status"), id=STRING, hop=INTEGER, channel=STRING,
+                  provider=STRING, status=STRING, provider_message_id=_nullable("string"),
+                  error=_nullable("object"), request=_nullable("object"),
+                  response=_nullable("object"), retries=INTEGER)
+TIMELINE_EVENT = _object(("type",), seq=_nullable("integer"), at=_nullable("string"),
+                         type=STRING, attempt_id=_nullable("string"), detail=OBJECT)
+MESSAGE_VIEW = _object(
+    ("id", "status", "route", "attempts", "events"), id=STRING, status=STRING,
+    reason=_nullable("string"), to=OBJECT, route={"type": "array", "items": STRING},
+    current_channel=STRING, idempotency_key=_nullable("string"), metadata=OBJECT,
+    created_at=_nullable("string"), updated_at=_nullable("string"),
+    attempts={"type": "array", "items": _ref("Attempt")},
+    deliveries={"type": "array", "items": OBJECT},
+    events={"type": "array", "items": _ref("TimelineEvent")})
+FEED_EVENT = _object(("id", "type", "data"), id=INTEGER, type=STRING,
+                     message_id=_nullable("string"), seq=_nullable("integer"),
+                     created_at=_nullable("string"), data=OBJECT)
+CONTACT = _object(("channel", "address", "status"), channel=STRING, address=STRING,
+                  app_id=STRING, status=STRING, name=_nullable("string"), updated_at=STRING)
+RPC_ENVELOPE = _object(("id", "method", "params"), id=STRING, method=STRING, params=OBJECT)
+RPC_ANSWER = _object(("id", "result", "error"), id={}, result={},
+                     error={"anyOf": [{"type": "null"}, _object(
+                         ("code", "message"), code=INTEGER, message=STRING, name=STRING)]})
+CAO_ANSWER = _object(("Status", "FailureDescription"), Status={"enum": [0, 1]},
+                     FailureDescription=_nullable("string"), field=STRING)
+MESSAGGIO_REPORT = _object((), **{name: STRING for name in (
+    "msg_id", "p_transaction_id", "type", "status", "status_extended", "text")})
+
+SCHEMAS: dict[str, dict[str, Any]] = {
+    "Error": ERROR, "FieldError": FIELD_ERROR, "Attempt": ATTEMPT,
+    "TimelineEvent": TIMELINE_EVENT, "MessageView": MESSAGE_VIEW, "FeedEvent": FEED_EVENT,
+    "Contact": CONTACT, "RpcEnvelope": RPC_ENVELOPE, "RpcAnswer": RPC_ANSWER,
+    "ContactAtOnceAnswer": CAO_ANSWER, "MessaggioReport": MESSAGGIO_REPORT,
+}
+
+
+def model_schemas() -> dict[str, dict[str, Any]]:
+    """The pydantic request models and their nested models, under ``#/components/schemas``."""
+    out: dict[str, dict[str, Any]] = {}
+    for model in MODELS:
+        schema = model.model_json_schema(ref_template=REF)
+        out.update(schema.pop("$defs", {}))
+        out[model.__name__] = schema
+    return out
+
+
+# --------------------------------------------------------------------------------------
+# Operations
+# --------------------------------------------------------------------------------------
+
+def _content(schema: dict[str, Any], media_type: str = JSON) -> dict[str, Any]:
+    return {media_type: {"schema": schema}}
+
+
+def _ok(description: str, schema: dict[str, Any], media_type: str = JSON) -> dict[str, Any]:
+    return {"description": description, "content": _content(schema, media_type)}
+
+
+def _errors(*codes: int, schema: str = "Error", media_type: str = JSON) -> dict[str, Any]:
+    return {str(code): _ok(ERROR_DESCRIPTIONS[code], _ref(schema), media_type)
+            for code in codes}
+
+
+def _path_param(name: str, description: str, **schema: Any) -> dict[str, Any]:
+    return {"name": name, "in": "path", "required": True, "description": description,
+            "schema": {"type": "string", "minLength": 1, **schema}}
+
+
+def _query_param(name: str, description: str, schema: dict[str, Any],
+                 required: bool = False) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": required, "description": description,
+            "schema": schema}
+
+
+def _json_body(model: str, example: dict[str, Any]) -> dict[str, Any]:
+    return {"required": True, "content": {JSON: {"schema": _ref(model), "example": example}}}
+
+
+@dataclass(frozen=True)
+class Operation:
+    """One documented route: where it is, what it takes and what it answers."""
+
+    method: str
+    path: str  # OpenAPI template, e.g. /v1/messages/{message_id}
+    operation_id: str
+    summary: str
+    responses: dict[str, Any]
+    tag: str = "messages"
+    parameters: tuple[dict[str, Any], ...] = ()
+    body: dict[str, Any] | None = None
+    security: tuple[dict[str, list[str]], ...] | None = None  # None: the API key
+    example_path: str = ""  # a concrete path to look the route up by; default ``path``
+
+    def as_dict(self) -> dict[str, Any]:
+        op: dict[str, Any] = {"operationId": self.operation_id, "summary": self.summary,
+                              "tags": [self.tag], "responses": self.responses}
+        if self.parameters:
+            op["parameters"] = list(self.parameters)
+        if self.body is not None:
+            op["requestBody"] = self.body
+        if self.security is not None:
+            op["security"] = list(self.security)
+        return op
+
+
+SEND_EXAMPLE = {"to": {"phone": "+32470123456"}, "route": ["viber", "sms"],
+                "text": "Your parcel arrives today", "idempotency_key": "order-42-shipped"}
+MESSAGE_ID = _path_param("message_id", "the id `POST /v1/messages` answered", maxLength=36)
+NO_AUTH: tuple[dict[str, list[str]], ...] = ()
+
+API_OPERATIONS: tuple[Operation, ...] = (
+    Operation("post", "/v1/messages", "sendMessage", "Send one message over a route",
+              {"202": _ok("Queued.", _object(("id", "status"), id=STRING, status=STRING)),
+               "200": _ok("Idempotent replay: this idempotency_key was used before.",
+                          _object(("id", "status", "idempotent_replay"), id=STRING,
+                                  status=STRING, idempotent_replay={"type": "boolean"})),
+               **_errors(400, 401, 413, 422)},
+              body=_json_body("SendRequest", SEND_EXAMPLE)),
+    Operation("get", "/v1/messages/{message_id}", "getMessage",
+              "A message's status, attempts and timeline",
+              {"200": _ok("The message.", _ref("MessageView")), **_errors(401, 404)},
+              parameters=(MESSAGE_ID,), example_path="/v1/messages/x"),
+    Operation("post", "/v1/messages/{message_id}/seal", "sealMessage",
+              "Lock the messenger message so no more answers come",
+              {"202": _ok("Sealing requested.", _object(("id", "status"), id=STRING,
+                                                        status=STRING)),
+               **_errors(401, 404)},
+              parameters=(MESSAGE_ID,), example_path="/v1/messages/x/seal"),
+    Operation("get", "/v1/events", "listEvents", "Public events after a cursor, commit order",
+              {"200": _ok("A page of events; poll again with after=next.", _object(
+                  ("events", "next"), events={"type": "array", "items": _ref("FeedEvent")},
+                  next=INTEGER)),
+               **_errors(401, 422)},
+              tag="events",
+              parameters=(
+                  _query_param("after", "the `next` of the previous page",
+                               {"type": "integer", "minimum": 0, "format": "int64"}),
+                  _query_param("limit", "page size", {"type": "integer", "minimum": 1,
+                                                      "maximum": 1000}))),
+    Operation("post", "/v1/events/replay", "replayEvents",
+              "Deliver public events to the callback URL again",
+              {"202": _ok("How many deliveries were queued.",
+                          _object(("replayed",), replayed=INTEGER)),
+               **_errors(400, 401, 413, 422)},
+              tag="events", body=_json_body("ReplayRequest", {"since": "2024-01-01T00:00:00Z"})),
+    Operation("post", "/v1/contacts/rogerthat/{action}", "messengerFriendship",
+              "Invite someone to be the messenger service's friend, or end the friendship",
+              {"202": _ok("Requested; the outcome arrives as a contact event.", _object(
+                  ("email", "app_id", "status"), email=STRING, app_id=STRING, status=STRING)),
+               **_errors(400, 401, 404, 413, 422)},
+              tag="contacts", body=_json_body("FriendRequest", {"email": "ann@example.com"}),
+              parameters=(_path_param("action", "invite or break-up",
+                                      enum=["invite", "break-up"]),),
+              example_path="/v1/contacts/rogerthat/invite"),
+    Operation("get", "/v1/contacts", "listContacts", "What we know of each contact's consent",
+              {"200": _ok("Contacts, most recently changed first.", _object(
+                  ("contacts",), contacts={"type": "array", "items": _ref("Contact")})),
+               **_errors(401)},
+              tag="contacts"),
+    Operation("get", "/v1/conversations", "listConversations",
+              "A consumer's in-app conversations",
+              {"200": _ok("Ours merged with the provider's view.", _object(
+                  ("conversations",), consumer_id=STRING,
+                  conversations={"type": "array", "items": OBJECT},
+                  provider_error={})),
+               **_errors(401, 422)},
+              tag="conversations",
+              parameters=(_query_param("consumer_id", "the producer's id of the app user",
+                                       {"type": "string", "minLength": 1, "maxLength": 100},
+                                       required=True),)),
+    Operation("get", "/v1/conversations/{key}", "getConversation",
+              "One in-app conversation with its transcript",
+              {"200": _ok("The conversation.", _object(
+                  ("conversation", "messages"), conversation=OBJECT,
+                  messages={"type": "array", "items": OBJECT}, provider_error={})),
+               **_errors(401, 404)},
+              tag="conversations",
+              parameters=(_path_param("key", "our conversation id or the provider's VisitId"),),
+              example_path="/v1/conversations/x"),
+)
+
+CALLBACK_OPERATIONS: tuple[Operation, ...] = (
+    *(Operation(method, "/callbacks/messaggio/{token}", f"messaggioReport{method.title()}",
+                "A Viber/SMS delivery report (the secret path token authenticates it)",
+                {"200": _ok("Stored (or a duplicate).",
+                            _object(("status",), status={"enum": ["accepted", "duplicate"]})),
+                 "400": _ok("The report is malformed; `field` names what.", _ref("Error")),
+                 **_errors(404, 413, 503)},
+                tag="callbacks", security=NO_AUTH, example_path="/callbacks/messaggio/x",
+                parameters=(_path_param("token", "SWITCHBOARD_MESSAGGIO_CALLBACK_TOKEN"),
+                            *(_query_param(name, "", STRING) for name in
+                              MESSAGGIO_REPORT["properties"] if method == "get")),
+                body=None if method == "get" else {"content": _content(
+                    _ref("MessaggioReport"), "application/x-www-form-urlencoded")})
+      for method in ("get", "post")),
+    Operation("post", "/callbacks/rogerthat", "rogerthatCallback",
+              "A messenger callback (JSON-RPC)",
+              {"200": _ok("The JSON-RPC result.", _ref("RpcAnswer"), "application/json-rpc"),
+               "400": _ok("A JSON-RPC error naming the field.", _ref("RpcAnswer"),
+                          "application/json-rpc"),
+               **_errors(401, 413, 503)},
+              tag="callbacks", security=({"serviceKey": []},),
+              body={"required": True, "content": _content(_ref("RpcEnvelope"))}),
+    *(Operation("post", f"/callbacks/contactatonce/{kind}", f"contactAtOnce{kind.title()}",
+                summary, {"200": _ok("Accepted.", _ref("ContactAtOnceAnswer")),
+                          **_errors(400, 401, 503, schema="ContactAtOnceAnswer"),
+                          **_errors(413)},
+                tag="callbacks", security=({"contactAtOnceBasic": []},),
+                body={"required": True, "content": _content(OBJECT)})
+      for kind, summary in (("messages", "An in-app agent wrote to a consumer"),
+                            ("status", "A delivery/read receipt for an in-app message"))),
+)
+
+OTHER_OPERATIONS: tuple[Operation, ...] = (
+    Operation("get", "/openapi.json", "openapi", "This document",
+              {"200": _ok("OpenAPI 3.1.", OBJECT)}, tag="meta", security=NO_AUTH),
+    Operation("get", "/healthz", "health", "Liveness plus a database round trip",
+              {"200": _ok("Healthy.", OBJECT), "503": _ok("The database is down.", OBJECT)},
+              tag="meta", security=NO_AUTH),
+)
+
+OPERATIONS = API_OPERATIONS + CALLBACK_OPERATIONS + OTHER_OPERATIONS
+
+SECURITY_SCHEMES = {
+    "apiKey": {"type": "http", "scheme": "bearer",
+               "description": "an API key: SWITCHBOARD_API_KEYS or `switchboard apps create`"},
+    "serviceKey": {"type": "apiKey", "in": "header", "name": "X-Nuntiuz-Service-Key",
+                   "description": "SWITCHBOARD_ROGERTHAT_SERVICE_KEY"},
+    "contactAtOnceBasic": {"type": "http", "scheme": "basic",
+                           "description": "SWITCHBOARD_CONTACTATONCE_INBOUND_KEY"},
+}
+
+
+# --------------------------------------------------------------------------------------
+# The document
+# --------------------------------------------------------------------------------------
+
+def openapi_path(flask_rule: str) -> str:
+    """``/v1/messages/<message_id>`` -> ``/v1/messages/{message_id}``."""
+    return _FLASK_PARAM.sub(r"{\1}", flask_rule)
+
+
+def is_routed(app: Flask, operation: Operation) -> bool:
+    """Whether the app serves this operation (looked up by a concrete example path)."""
+    adapter = app.url_map.bind("localhost")
+    try:
+        adapter.match(operation.example_path or operation.path, method=operation.method.upper())
+    except HTTPException:
+        return False
+    return True
+
+
+def build_document(app: Flask) -> dict[str, Any]:
+    """The OpenAPI document for the routes ``app`` really serves."""
+    paths: dict[str, dict[str, Any]] = {}
+    for operation in OPERATIONS:
+        if is_routed(app, operation):
+            paths.setdefault(operation.path, {})[operation.method] = operation.as_dict()
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Switchboard", "version": "1",
+                 "description": "Multichannel message dispatcher: the producer API and the "
+                                "provider callbacks. Every error is JSON."},
+        "security": [{"apiKey": []}],
+        "paths": paths,
+        "components": {"schemas": {**model_schemas(), **SCHEMAS},
+                       "securitySchemes": SECURITY_SCHEMES},
+    }
+
+
+@openapi.get("/openapi.json")
+def document():  # type: ignore[no-untyped-def]
+    """No auth: the contract is public, like a client library's documentation."""
+    return jsonify(build_document(current_app))
