@@ -9,6 +9,7 @@ from typing import TypeVar
 from flask import Blueprint, g, jsonify, request
 from pydantic import BaseModel, ValidationError
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from shared import feed, tasknames
 from shared.client import send_task
@@ -37,16 +38,61 @@ class BadRequest(Exception):
         self.body, self.status = body, status
 
 
+class BadArgument(ValueError):
+    """A query parameter or body value we refuse, naming the field."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+MAX_JSON_DEPTH = 32  # deeper bodies are refused before they reach parsers and serializers
+
+
 def _parse(model: type[M]) -> M:
     """The JSON body validated as ``model``; raises ``BadRequest`` (400 or 422) otherwise."""
-    body = request.get_json(silent=True)
-    if not isinstance(body, dict):
-        raise BadRequest({"error": "invalid_json", "errors": [
-            {"field": "body", "message": "expected a JSON object"}]}, 400)
     try:
+        body = request.get_json(silent=True)
+    except RecursionError:  # nested too deep for the JSON decoder itself
+        body = None
+    if not isinstance(body, dict):
+        raise BadRequest({"error": "invalid_json", "message": "body: expected a JSON object",
+                          "errors": [{"field": "body", "message": "expected a JSON object"}]},
+                         400)
+    try:
+        _check_values(body)
         return model.model_validate(body)
+    except BadArgument as exc:
+        errors = [{"field": exc.field, "message": str(exc)}]
     except ValidationError as exc:
-        raise BadRequest({"error": "validation_error", "errors": error_list(exc)}, 422) from None
+        errors = error_list(exc)
+    raise BadRequest({"error": "validation_error", "message": _summary(errors),
+                      "errors": errors}, 422)
+
+
+def _check_values(body: dict) -> None:
+    """Refuse what no field may hold but the model would not catch: nesting deeper than
+    MAX_JSON_DEPTH (serializers recurse) and NUL characters (PostgreSQL text cannot store
+    them). Iterative, as the input may be deep."""
+    stack: list[tuple[object, str, int]] = [(body, "", 1)]
+    while stack:
+        item, path, level = stack.pop()
+        if isinstance(item, str) and "\x00" in item:
+            raise BadArgument(path or "body", "must not contain NUL characters")
+        if not isinstance(item, dict | list):
+            continue
+        if level > MAX_JSON_DEPTH:
+            raise BadArgument(path, f"nested more than {MAX_JSON_DEPTH} levels deep")
+        pairs = item.items() if isinstance(item, dict) else enumerate(item)
+        for key, child in pairs:
+            if "\x00" in str(key):
+                raise BadArgument(path or "body", "keys must not contain NUL characters")
+            stack.append((child, f"{path}.{key}" if path else str(key), level + 1))
+
+
+def _summary(errors: list[dict[str, str]]) -> str:
+    """One line naming the bad fields, for clients that only show ``message``."""
+    return "invalid field(s): " + ", ".join(dict.fromkeys(e["field"] for e in errors))
 
 
 @api.errorhandler(BadRequest)
@@ -80,10 +126,19 @@ def _enqueue_dispatch(message_id: str) -> None:
 @require_api_key
 def show(message_id: str):  # type: ignore[no-untyped-def]
     with session_scope() as session:
-        message = session.get(Message, message_id)
-        if message is None or message.app_id != g.app_id:  # another app's message: not found
+        message = _own_message(session, message_id)
+        if message is None:
             return jsonify(error="not_found", message=f"no message {message_id}"), 404
         return jsonify(message_view(session, message))
+
+
+def _own_message(session: Session, message_id: str) -> Message | None:
+    """The caller's message, or None: another app's message is not found either, and an id
+    with a NUL character names nothing (PostgreSQL would refuse the lookup)."""
+    if "\x00" in message_id:
+        return None
+    message = session.get(Message, message_id)
+    return message if message is not None and message.app_id == g.app_id else None
 
 
 @api.get("/events")
@@ -92,15 +147,26 @@ def events():  # type: ignore[no-untyped-def]
     """Public events in commit order after a cursor: poll with ``?after=<next>``. Events join
     the feed within about a second of commit (see ``shared.feed``)."""
     try:
-        after = int(request.args.get("after", "0"))
-        limit = min(max(int(request.args.get("limit", "100")), 1), 1000)
-    except ValueError:
-        return jsonify(error="validation_error", errors=[
-            {"field": "after", "message": "after and limit must be integers"}]), 422
+        after = _int_arg("after", 0)
+        limit = min(max(_int_arg("limit", 100), 1), 1000)
+    except BadArgument as exc:
+        return jsonify(error="validation_error", message=f"{exc.field}: {exc}",
+                       errors=[{"field": exc.field, "message": str(exc)}]), 422
     with session_scope() as session:
         rows = feed.page(session, g.app_id, after, limit)
         items = [event_body(e) for e in rows]
     return jsonify(events=items, next=rows[-1].feed_pos if rows else after)
+
+
+def _int_arg(name: str, default: int) -> int:
+    """A query integer that fits the database's 64-bit columns (a larger one is no cursor)."""
+    try:
+        value = int(request.args.get(name, str(default)))
+    except ValueError:
+        raise BadArgument(name, "must be an integer") from None
+    if not -(2**63) <= value < 2**63:
+        raise BadArgument(name, "out of range")
+    return value
 
 
 @api.post("/events/replay")
@@ -121,8 +187,7 @@ def replay():  # type: ignore[no-untyped-def]
 def seal(message_id: str):  # type: ignore[no-untyped-def]
     """Lock the messenger message so no more answers come (the outcome is a timeline event)."""
     with session_scope() as session:
-        message = session.get(Message, message_id)
-        if message is None or message.app_id != g.app_id:
+        if _own_message(session, message_id) is None:
             return jsonify(error="not_found", message=f"no message {message_id}"), 404
     send_task(tasknames.SEAL, message_id, str(uuid.uuid4()))
     return jsonify(id=message_id, status="sealing"), 202
