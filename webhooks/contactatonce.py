@@ -34,7 +34,10 @@ def _receive(parse: Callable[[Mapping[str, Any]], ProviderEvent]):  # type: igno
         response = _answer(1, "missing or wrong Basic credentials", 401)
         response.headers["WWW-Authenticate"] = 'Basic realm="switchboard"'
         return response
-    body = request.get_json(silent=True, force=True)
+    try:
+        body = request.get_json(silent=True, force=True)
+    except RecursionError:  # nested too deep for the JSON decoder: not a readable object
+        body = None
     if not isinstance(body, dict):
         return _answer(1, "body: expected a JSON object", 400, field="body")
     outcome = record_callback("contactatonce", body, parse, keep_invalid=False)

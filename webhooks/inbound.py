@@ -6,6 +6,7 @@ after the answer loses nothing (the recovery sweep re-publishes stored, unproces
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from shared.models import Callback
 from shared.providers.base import CallbackError, ProviderEvent
 
 log = logging.getLogger(__name__)
+DEDUPE_KEY_LENGTH = Callback.dedupe_key.type.length  # type: ignore[attr-defined]
 
 
 def request_params() -> dict[str, str]:
@@ -57,24 +59,26 @@ def record_callback(provider: str, params: Mapping[str, Any],
     """Validate, persist (deduplicated) and enqueue one callback. ``decide`` computes the
     answer a provider needs inline (e.g. accepting a friendship) before the row is stored.
     ``keep_invalid`` stores refused callbacks too (status ``invalid``) for the audit trail."""
-    body = request.get_data(as_text=True)[:100_000]
+    body = request.get_data(as_text=True)[:100_000].replace("\x00", "\ufffd")
     common = {"provider": provider, "method": request.method,
               "remote_addr": request.remote_addr, "params": dict(params), "body": body}
     try:
+        _refuse_unstorable(params)
         event = parse(params)
     except CallbackError as exc:
         if keep_invalid:
             _store(Callback(status="invalid", error=str(exc), **common))
         return Outcome("invalid", error=exc)
     try:
-        stored = _stored_answer(event.dedupe_key)
+        dedupe_key = _fitting(event.dedupe_key)
+        stored = _stored_answer(dedupe_key)
         if stored is not None:
             return Outcome("duplicate", answer=stored[0], event=event)
         answer = decide(event) if decide else None
         callback_id = _store(Callback(status="received" if enqueue else "processed",
-                                      dedupe_key=event.dedupe_key, answer=answer, **common))
+                                      dedupe_key=dedupe_key, answer=answer, **common))
     except IntegrityError:
-        stored = _stored_answer(event.dedupe_key)
+        stored = _stored_answer(dedupe_key)
         return Outcome("duplicate", answer=stored[0] if stored else None, event=event)
     except OperationalError:
         log.exception("could not store a %s callback", provider)
@@ -85,6 +89,43 @@ def record_callback(provider: str, params: Mapping[str, Any],
         except Exception:
             log.exception("could not publish callback %s", callback_id)
     return Outcome("accepted", callback_id=callback_id, answer=answer, event=event)
+
+
+def _refuse_unstorable(params: Mapping[str, Any]) -> None:
+    """Raise ``CallbackError`` naming the first key or value the database cannot hold in a
+    text column: a NUL (PostgreSQL refuses it) or an unpaired surrogate (not UTF-8). Only
+    JSON bodies can carry either; iterative, as they may nest deep."""
+    stack: list[tuple[Any, str]] = [(params, "")]
+    while stack:
+        item, path = stack.pop()
+        if isinstance(item, str) and not _storable(item):
+            raise CallbackError(_printable(path) or "body", "contains a NUL or an unpaired "
+                                "surrogate character")
+        pairs = (item.items() if isinstance(item, Mapping)
+                 else enumerate(item) if isinstance(item, list) else ())
+        for key, child in pairs:
+            stack.append((key, path))
+            stack.append((child, f"{path}.{key}" if path else str(key)))
+
+
+def _storable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return "\x00" not in text
+
+
+def _printable(name: str) -> str:
+    return name.encode("utf-8", "replace").decode("utf-8").replace("\x00", "?")
+
+
+def _fitting(dedupe_key: str) -> str:
+    """The key as stored: one longer than its column (an absurdly long provider id) is
+    hashed, still unique, instead of failing the insert on PostgreSQL."""
+    if len(dedupe_key) <= DEDUPE_KEY_LENGTH:
+        return dedupe_key
+    return "sha256:" + hashlib.sha256(dedupe_key.encode("utf-8")).hexdigest()
 
 
 def _stored_answer(dedupe_key: str) -> tuple[Any] | None:
