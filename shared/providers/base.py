@@ -20,6 +20,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, Protocol
 
+from pydantic import SecretStr
+
+from shared.settings import get_settings
+
 # Events about a message we sent (matched to an attempt) ...
 EventKind = Literal["delivered", "seen", "undelivered", "expired", "replied", "interim",
                     # ... and events about a contact or a conversation, matched to no attempt
@@ -30,10 +34,37 @@ MESSAGE_EVENT_KINDS = frozenset({"delivered", "seen", "undelivered", "expired", 
                                  "interim"})
 
 
+REDACTED = "[redacted]"
+MIN_SECRET_LENGTH = 6  # shorter configured values are not redacted (they would mangle text)
+
+
+def configured_secrets() -> list[str]:
+    """Every secret in the settings (each ``SecretStr`` and each API key), longest first."""
+    settings = get_settings()
+    values = (getattr(settings, name) for name in type(settings).model_fields)
+    secrets = {v.get_secret_value() for v in values if isinstance(v, SecretStr)}
+    secrets.update(settings.api_key_list)
+    return sorted((s for s in secrets if len(s) >= MIN_SECRET_LENGTH), key=len, reverse=True)
+
+
+def redact(text: str) -> str:
+    """``text`` with every configured secret replaced by ``[redacted]``."""
+    for secret in configured_secrets():
+        text = text.replace(secret, REDACTED)
+    return text
+
+
 class ProviderError(Exception):
-    """A failed provider call. ``reason`` is our normalised reason (e.g. ``auth_error``)."""
+    """A failed provider call. ``reason`` is our normalised reason (e.g. ``auth_error``).
+
+    ``detail`` quotes what went wrong, and that may quote our request (a transport error, a
+    provider echoing the credentials it refused); it reaches the timeline, API answers,
+    producers' webhooks and logs, so configured secrets are redacted from it here, once for
+    every adapter.
+    """
 
     def __init__(self, reason: str, detail: str = "", code: str | None = None) -> None:
+        detail = redact(detail) if detail else detail
         super().__init__(f"{reason}: {detail}" if detail else reason)
         self.reason = reason
         self.detail = detail
