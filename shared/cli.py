@@ -99,6 +99,10 @@ def _parser() -> argparse.ArgumentParser:
     dbp = sub.add_parser("db", help="database commands")
     dbp.add_argument("action", choices=["upgrade"])
 
+    flower = sub.add_parser("flower", help="run Flower (refuses to start without a login)")
+    flower.add_argument("--address", default="127.0.0.1")
+    flower.add_argument("--port", type=int, default=5555)
+
     sim = sub.add_parser("simulator", help="run the local Viber+SMS gateway simulator")
     sim.add_argument("--host", default="127.0.0.1")
     sim.add_argument("--port", type=int, default=None)
@@ -135,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     handler = {"up": _up, "demo": _demo, "send": _send, "status": _status, "db": _db,
                "apps": _apps, "seal": _seal, "friends": _friends,
                "conversations": _conversations, "conversation": _conversation,
-               "flows": _flows,
+               "flows": _flows, "flower": _flower,
                "simulator": _simulator}[args.command]
     try:
         return handler(args) or 0
@@ -209,6 +213,19 @@ def _conversation_fields(args: argparse.Namespace) -> dict[str, Any]:
     if listing:
         conversation["listing_details"] = listing
     return conversation
+
+
+def _flower(args: argparse.Namespace) -> int:
+    """Flower with task events, behind ``FLOWER_BASIC_AUTH`` (read by Flower from the
+    environment, so the password never shows in the process list); never open."""
+    import os
+
+    user, sep, password = os.environ.get("FLOWER_BASIC_AUTH", "").partition(":")
+    if not (user and sep and password):
+        raise CliError("set FLOWER_BASIC_AUTH=user:password; Flower never runs without a login")
+    os.execvp(sys.executable, [sys.executable, "-m", "celery", "-A", "worker.app", "flower",
+                               f"--address={args.address}", f"--port={args.port}"])
+    return 0  # not reached: exec replaced this process
 
 
 def _flows(args: argparse.Namespace) -> int:

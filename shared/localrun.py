@@ -74,14 +74,16 @@ def _commands(settings: Settings, host: str, port: int, flower_port: int,
         "notifier": f"{PY} -m celery -A worker.app worker -E -Q notify -P threads "
                     "--concurrency 8 --loglevel INFO --hostname notifier@%h",
         "beat": f"{PY} -m celery -A worker.app beat --loglevel INFO --schedule {schedule}",
-        "flower": f"{PY} -m celery -A worker.app flower --address=127.0.0.1 "
-                  f"--port={flower_port}",
+        "flower": f"{PY} -m shared.cli flower --address=127.0.0.1 --port={flower_port}",
     }
     if settings.messaggio_url is None:
         commands["simulator"] = f"{PY} -m shared.cli simulator --port {settings.simulator_port}"
     if settings.rogerthat_url is None:
         commands["messenger-sim"] = (f"{PY} -m shared.providers.sandbox.rogerthat "
                                      f"--port {settings.rogerthat_simulator_port}")
+    if settings.contactatonce_url is None:
+        commands["inapp-sim"] = (f"{PY} -m shared.providers.sandbox.contactatonce "
+                                 f"--port {settings.contactatonce_simulator_port}")
     return commands
 
 
@@ -94,6 +96,7 @@ def _child_env(settings: Settings, host: str, port: int) -> dict[str, str]:
                    f"http://{host}:{port}/callbacks/messaggio/{token}")
     env.setdefault("SWITCHBOARD_SIMULATOR_ROGERTHAT_CALLBACK_URL",
                    f"http://{host}:{port}/callbacks/rogerthat")
+    env.setdefault("SWITCHBOARD_SIMULATOR_CONTACTATONCE_CALLBACK_BASE_URL", f"http://{host}:{port}")
     return env
 
 
@@ -166,6 +169,8 @@ def _banner(settings: Settings, host: str, port: int, flower_port: int,
         + ("   (local simulator)" if settings.messaggio_url is None else ""),
         f"  messenger API       {settings.effective_rogerthat_url}"
         + ("   (local simulator)" if settings.rogerthat_url is None else ""),
+        f"  in-app messaging    {settings.effective_contactatonce_url}"
+        + ("   (local simulator)" if settings.contactatonce_url is None else ""),
         f"  database            {settings.effective_database_url}",
         f"  redis               {settings.effective_redis_url}"
         + ("   (embedded)" if settings.uses_embedded_redis else ""),
