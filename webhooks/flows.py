@@ -67,6 +67,8 @@ def list_flows():  # type: ignore[no-untyped-def]
 @require_api_key
 def show_flow(name: str):  # type: ignore[no-untyped-def]
     version = request.args.get("version", type=int)
+    if version is not None and not 0 < version < 2**63:  # past 64 bits the lookup would fail
+        return _not_found(f"flow {name} version {version}")
     with session_scope() as session:
         flow = runtime.find_flow(session, g.app_id, name, version)
         if flow is None:

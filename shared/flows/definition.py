@@ -310,10 +310,14 @@ def _parse(text: str, content_type: str | None) -> Any:
             return json.loads(text)
         except ValueError as exc:
             raise FlowDocumentError("body", f"not valid JSON: {exc}") from None
+        except RecursionError:
+            raise FlowDocumentError("body", "not valid JSON: nested too deep") from None
     try:
         return yaml.load(text, Loader=_Loader)  # a SafeLoader subclass: no arbitrary objects
     except yaml.YAMLError as exc:
         raise FlowDocumentError("body", f"not valid YAML: {_yaml_problem(exc)}") from None
+    except RecursionError:
+        raise FlowDocumentError("body", "not valid YAML: nested too deep") from None
 
 
 def _yaml_problem(exc: yaml.YAMLError) -> str:
