@@ -14,15 +14,21 @@ from typing import Any
 
 from flask import Blueprint, Flask, current_app, jsonify
 from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
 from werkzeug.exceptions import HTTPException
 
+from shared.campaigns import CampaignRequest
+from shared.flows.definition import FlowDefinition
+from shared.flows.requests import FlowLinkRequest, FlowStartRequest
 from shared.schemas import FriendRequest, ReplayRequest, SendRequest
 
 openapi = Blueprint("openapi", __name__)
 
 REF = "#/components/schemas/{model}"
 JSON = "application/json"
-MODELS: tuple[type[BaseModel], ...] = (SendRequest, ReplayRequest, FriendRequest)
+MODELS: tuple[type[BaseModel], ...] = (SendRequest, ReplayRequest, FriendRequest,
+                                       CampaignRequest, FlowDefinition, FlowStartRequest,
+                                       FlowLinkRequest)
 _FLASK_PARAM = re.compile(r"<(?:[^<>:]+:)?([^<>]+)>")
 
 ERROR_DESCRIPTIONS = {
@@ -89,13 +95,11 @@ SCHEMAS: dict[str, dict[str, Any]] = {
 
 
 def model_schemas() -> dict[str, dict[str, Any]]:
-    """The pydantic request models and their nested models, under ``#/components/schemas``."""
-    out: dict[str, dict[str, Any]] = {}
-    for model in MODELS:
-        schema = model.model_json_schema(ref_template=REF)
-        out.update(schema.pop("$defs", {}))
-        out[model.__name__] = schema
-    return out
+    """The pydantic request models and their nested models, under ``#/components/schemas``
+    (generated together, so two nested models of one name get distinct names)."""
+    _, schema = models_json_schema([(model, "validation") for model in MODELS],
+                                   ref_template=REF)
+    return schema.get("$defs", {})
 
 
 # --------------------------------------------------------------------------------------
@@ -162,7 +166,7 @@ SEND_EXAMPLE = {"to": {"phone": "+32470123456"}, "route": ["viber", "sms"],
 MESSAGE_ID = _path_param("message_id", "the id `POST /v1/messages` answered", maxLength=36)
 NO_AUTH: tuple[dict[str, list[str]], ...] = ()
 
-API_OPERATIONS: tuple[Operation, ...] = (
+MESSAGE_OPERATIONS: tuple[Operation, ...] = (
     Operation("post", "/v1/messages", "sendMessage", "Send one message over a route",
               {"202": _ok("Queued.", _object(("id", "status"), id=STRING, status=STRING)),
                "200": _ok("Idempotent replay: this idempotency_key was used before.",
@@ -232,6 +236,80 @@ API_OPERATIONS: tuple[Operation, ...] = (
               parameters=(_path_param("key", "our conversation id or the provider's VisitId"),),
               example_path="/v1/conversations/x"),
 )
+
+RUN_ID = _path_param("run_id", "the id `POST /v1/flows/{name}/start` answered")
+FLOW_NAME = _path_param("name", "the flow's name")
+CAMPAIGN_EXAMPLE = {"recipients": [{"phone": "+32470123456"}, {"phone": "+32470123457"}],
+                    "route": ["sms"], "text": "Our sale starts today"}
+FLOW_EXAMPLE = {"name": "survey", "route": ["sms"], "steps": [
+    {"id": "ask", "type": "question", "text": "How was your visit?", "next": "done"},
+    {"id": "done", "type": "end"}]}
+BULK_AND_FLOW_OPERATIONS: tuple[Operation, ...] = (
+    Operation("post", "/v1/campaigns", "sendCampaign", "One content to many phones",
+              {"202": _ok("Queued.", _object(("id", "messages", "status"), id=STRING,
+                                             messages=INTEGER, status=STRING,
+                                             batches=INTEGER)),
+               "200": _ok("Idempotent replay.", _object(
+                   ("id", "messages", "idempotent_replay"), id=STRING, messages=INTEGER,
+                   idempotent_replay={"type": "boolean"})),
+               **_errors(400, 401, 413, 422)},
+              tag="campaigns", body=_json_body("CampaignRequest", CAMPAIGN_EXAMPLE)),
+    Operation("get", "/v1/campaigns/{campaign_id}", "getCampaign",
+              "A campaign and where its messages are",
+              {"200": _ok("The campaign.", _object(("id", "messages"), id=STRING,
+                                                   messages=INTEGER, counts=OBJECT)),
+               **_errors(401, 404)},
+              tag="campaigns", parameters=(_path_param("campaign_id", "its id"),),
+              example_path="/v1/campaigns/x"),
+    Operation("post", "/v1/flows", "saveFlow",
+              "Save a flow definition (JSON, or YAML with a YAML content type) as its next "
+              "version",
+              {"201": _ok("Saved.", _object(("name", "version"), name=STRING,
+                                            version=INTEGER)),
+               **_errors(400, 401, 413, 422)},
+              tag="flows", body={"required": True, "content": {
+                  JSON: {"schema": _ref("FlowDefinition"), "example": FLOW_EXAMPLE},
+                  "application/yaml": {"schema": STRING}}}),
+    Operation("get", "/v1/flows", "listFlows", "The latest version of every flow",
+              {"200": _ok("Flows.", _object(("flows",), flows={"type": "array",
+                                                               "items": OBJECT})),
+               **_errors(401)},
+              tag="flows"),
+    Operation("get", "/v1/flows/{name}", "getFlow", "A flow's definition",
+              {"200": _ok("The flow.", _object(("name", "version", "definition"),
+                                               name=STRING, version=INTEGER,
+                                               definition=OBJECT)),
+               **_errors(401, 404)},
+              tag="flows", example_path="/v1/flows/x",
+              parameters=(FLOW_NAME, _query_param("version", "default: the latest",
+                                                  {"type": "integer", "minimum": 1}))),
+    Operation("post", "/v1/flows/{name}/start", "startFlow",
+              "Run a flow for the listed contacts, or for every consenting contact",
+              {"202": _ok("Runs created.", _object(("flow", "runs"), flow=OBJECT,
+                                                   runs={"type": "array", "items": OBJECT})),
+               **_errors(400, 401, 404, 413, 422)},
+              tag="flows", parameters=(FLOW_NAME,), example_path="/v1/flows/x/start",
+              body=_json_body("FlowStartRequest", {"contacts": [
+                  {"to": {"phone": "+32470123456"}}]})),
+    Operation("get", "/v1/flows/{name}/stats", "flowStats", "Runs and answers per version",
+              {"200": _ok("Statistics.", _object(("name", "versions"), name=STRING,
+                                                 versions={"type": "array", "items": OBJECT})),
+               **_errors(401, 404)},
+              tag="flows", parameters=(FLOW_NAME,), example_path="/v1/flows/x/stats"),
+    Operation("post", "/v1/flows/{name}/links", "flowLink",
+              "An action link that starts the flow for one contact",
+              {"201": _ok("The link.", _object(("url", "token"), url=STRING, token=STRING,
+                                               single_use={"type": "boolean"},
+                                               expires_at=_nullable("string"))),
+               **_errors(400, 401, 404, 413, 422)},
+              tag="flows", parameters=(FLOW_NAME,), example_path="/v1/flows/x/links",
+              body=_json_body("FlowLinkRequest", {"contact": {"to": {"phone": "+32470123456"}}})),
+    Operation("get", "/v1/flow-runs/{run_id}", "getFlowRun", "A flow run and its answers",
+              {"200": _ok("The run.", OBJECT), **_errors(401, 404)},
+              tag="flows", parameters=(RUN_ID,), example_path="/v1/flow-runs/x"),
+)
+
+API_OPERATIONS = MESSAGE_OPERATIONS + BULK_AND_FLOW_OPERATIONS
 
 CALLBACK_OPERATIONS: tuple[Operation, ...] = (
     *(Operation(method, "/callbacks/messaggio/{token}", f"messaggioReport{method.title()}",
