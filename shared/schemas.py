@@ -28,6 +28,8 @@ EMAIL_CHANNELS = frozenset({"rogerthat"})
 CONVERSATION_CHANNELS = frozenset({"inapp"})
 LISTING_SEPARATOR = "\u00ff"  # ÿ: the in-app provider's name/value pair separator
 
+MAX_RECIPIENT_LENGTH = 200  # messages.recipient: what validation lets through must fit
+
 # The gateway's dlr_timeout range (providers.md §2.3).
 MIN_DLR_TIMEOUT = 60
 MAX_DLR_TIMEOUT = 86400
@@ -43,6 +45,14 @@ class Recipient(Strict):
     phone: str | None = Field(default=None, description="international; normalised to E.164")
     email: EmailStr | None = None
     app_id: str | None = Field(default=None, min_length=1, max_length=100)
+
+    @field_validator("email")
+    @classmethod
+    def _email_fits(cls, value: str | None) -> str | None:
+        """An address is shown as the message's recipient (a 200-character column)."""
+        if value is not None and len(value) > MAX_RECIPIENT_LENGTH:
+            raise ValueError(f"at most {MAX_RECIPIENT_LENGTH} characters")
+        return value
 
     @field_validator("phone")
     @classmethod
@@ -185,6 +195,14 @@ class SendRequest(Strict):
         for channel, text in value.items():
             if not 1 <= len(text) <= 2048:
                 raise ValueError(f"{channel}: 1 to 2048 characters")
+        return value
+
+    @field_validator("callback_url")
+    @classmethod
+    def _callback_url_fits(cls, value: AnyHttpUrl | None) -> AnyHttpUrl | None:
+        """Stored in a 2048-character column, like a button's URL."""
+        if value is not None and len(str(value)) > 2048:
+            raise ValueError("at most 2048 characters")
         return value
 
     @field_validator("deadlines")
