@@ -341,7 +341,7 @@ steps:
     assert answers == [{"button_id": "l", "caption": "Large"}, {"text": "Ada Lovelace"}]
     posted = wait_for(lambda: len(flow_app.producer.results(run_id)) >= 2 and
                       flow_app.producer.results(run_id), 30, 0.2, "flush and end results")
-    assert sorted(((p["data"]["flush_id"] or "", p["data"]["status"]) for p in posted)) == [
+    assert sorted((p["data"]["flush_id"] or "", p["data"]["status"]) for p in posted) == [
         ("", "finished"), ("saved", "running")]
 
 
@@ -349,3 +349,26 @@ def _run_for(name: str) -> str | None:
     """The id of the (single) run of the flow ``name``, once one exists."""
     with session_scope() as session:
         return session.scalar(select(FlowRun.id).join(Flow).where(Flow.name == name))
+
+
+def test_in_app_flow_is_answered_in_the_conversation(stack: Stack, flow_app: App) -> None:
+    """On the in-app channel the answer is the next message in the conversation."""
+    name = f"inapp-{uuid.uuid4().hex[:6]}"
+    flow_app.load(_flow(name, "inapp"))
+    consumer = f"u{uuid.uuid4().hex[:8]}-silent"
+    run_id = flow_app.start(name, {"conversation": {"consumer_id": consumer}})
+
+    def visit_id() -> str | None:
+        view = flow_app.message(flow_app.current_message(run_id, "day"))
+        return ((view or {}).get("conversation") or {}).get("visit_id")
+    visit = wait_for(visit_id, 30, 0.1, "the conversation's VisitId")
+    for answer in ("Tuesday", "1", "2"):
+        step_count = len(flow_app.run(run_id)["steps"])
+        requests.post(f"{stack.inapp.base_url}/_sim/agent-reply", timeout=5, json={
+            "visit_id": int(visit), "message": answer}).raise_for_status()
+        if answer != "2":
+            wait_for(lambda n=step_count: len(flow_app.run(run_id)["steps"]) > n, 30, 0.1,
+                     "the next step")
+    result = flow_app.wait_run(run_id, lambda r: r["status"] == "finished", "the run to end")
+    assert [s["answer"]["button_id"] for s in result["steps"]] == ["tue", "am", "no"]
+    assert result["end_id"] == "cancelled"
