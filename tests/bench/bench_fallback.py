@@ -6,9 +6,11 @@ while they fall due at a steady rate. Worker and beat are the project's own (the
 every second, recovery every 15 s); each fallback creates the SMS attempt and sends it to the
 simulator. Lateness = the ``deadline_passed`` event's time minus the deadline it carries, for
 every deadline that fell due in the measured windows; a deadline that never fired counts as
-missing. RSS of the worker (main process + pool children) and of beat is read when the
-windows start and when they end. The baseline is the same rate and windows with only the
-deadlines that fire (no extra pending rows), in the same session.
+missing. RSS of each worker (main process + pool children) and of beat is read when the
+windows start, after the first window (warm: every code path has run once) and at the end;
+"flat" compares warm with end. The headline layout runs the ``sweep`` queue on its own
+one-process worker; the baseline is that layout with only the deadlines that fire (no extra
+pending rows); the default single worker for send, events and sweep is measured too.
 """
 
 from __future__ import annotations
@@ -36,40 +38,54 @@ REQUEST = {"to": {"phone": "+32470100000"}, "route": ["viber", "sms"], "text": "
 
 def run(env: Env, pending: int, per_second: float, window: float, windows: int,
         ) -> dict[str, Any]:
+    """At scale and as the baseline with the sweep on its own worker, then at scale with the
+    default single worker serving send, events and sweep (where sweeps queue behind sends)."""
     due = int(per_second * window * windows)
-    scale = _measure(env, pending, per_second, window, windows)
-    base = _measure(env, due, per_second, window, windows)
-    return {"pending": pending, "fired_per_window": int(per_second * window),
-            **{k: v for k, v in scale.items()},
-            **{f"baseline_{k}": v for k, v in base.items() if not k.startswith("rss")},
+    scale = _measure(env, pending, per_second, window, windows, dedicated_sweep=True)
+    base = _measure(env, due, per_second, window, windows, dedicated_sweep=True)
+    shared = _measure(env, pending, per_second, window, windows, dedicated_sweep=False)
+    return {"pending": pending, "fired_per_window": int(per_second * window), **scale,
+            **{f"baseline_{k}": v for k, v in base.items() if "rss" not in k},
+            **{f"shared_worker_{k}": v for k, v in shared.items() if "rss" not in k},
             "ratio_p99": round(scale["late_p99_s"] / base["late_p99_s"], 2)
             if base["late_p99_s"] else float("nan")}
 
 
 def _measure(env: Env, pending: int, per_second: float, window: float, windows: int,
-             ) -> dict[str, Any]:
+             dedicated_sweep: bool) -> dict[str, Any]:
     env.truncate()
     env.sim_reset()
     base = utcnow() + FAR
     offsets = _insert(pending, per_second, base)
-    worker, beat = env.worker("prefork", 2), env.beat()
+    pids = _start(env, dedicated_sweep)
     try:
         wait_for(lambda: _indexed(env) >= pending, 120, 0.5, "beat's deadline reindex")
         start = _arm(env, offsets, base)
-        rss_before = (rss_mb(worker), rss_mb(beat))
+        rss = {"start": {name: rss_mb(pid) for name, pid in pids.items()}}
+        _sleep_until(start + timedelta(seconds=window))  # warm: every code path has run
+        rss["warm"] = {name: rss_mb(pid) for name, pid in pids.items()}
         end = start + timedelta(seconds=window * windows)
         _sleep_until(end + timedelta(seconds=SETTLE))
-        rss_after = (rss_mb(worker), rss_mb(beat))
+        rss["end"] = {name: rss_mb(pid) for name, pid in pids.items()}
     finally:
-        env.stop_proc("beat")
-        env.stop_proc("worker")
+        for name in pids:
+            env.stop_proc(name)
     per_window = _lateness(env, offsets, start, window, windows)
-    return {"late_p50_s": median([w["p50"] for w in per_window]),
-            "late_p99_s": median([w["p99"] for w in per_window]),
+    return {"late_p50_s": round(median([w["p50"] for w in per_window]), 3),
+            "late_p99_s": round(median([w["p99"] for w in per_window]), 3),
             "late_max_s": max(w["max"] for w in per_window),
             "missing": sum(w["missing"] for w in per_window),
-            "worker_rss_mb_before": rss_before[0], "worker_rss_mb_after": rss_after[0],
-            "beat_rss_mb_before": rss_before[1], "beat_rss_mb_after": rss_after[1]}
+            **{f"{name}_rss_mb_{when}": rss[when][name] for when in rss for name in pids}}
+
+
+def _start(env: Env, dedicated_sweep: bool) -> dict[str, int]:
+    """The send worker (2 processes), beat, and with ``dedicated_sweep`` a 1-process worker
+    for the sweep queue alone; returns name → pid."""
+    if not dedicated_sweep:
+        return {"worker": env.worker("prefork", 2), "beat": env.beat()}
+    return {"worker": env.worker("prefork", 2, queues="send,events,notify"),
+            "sweeper": env.worker("prefork", 1, queues="sweep", name="sweeper"),
+            "beat": env.beat()}
 
 
 def _insert(pending: int, per_second: float, base: datetime) -> dict[str, float]:

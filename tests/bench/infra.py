@@ -194,11 +194,12 @@ class Env:
     def worker(self, pool: str = "prefork", concurrency: int = 2, app: str = "worker.app",
                queues: str = "send,events,sweep,notify", name: str = "worker") -> int:
         """A Celery worker (the project's settings: acks late, prefetch 1, events on)."""
+        hostname = f"{name}-{time.monotonic_ns()}@bench"
         self._spawn(name, [PY, "-m", "celery", "-A", app, "worker", "-E", "-Q", queues,
                            "-P", pool, "-c", str(concurrency), "--loglevel", "WARNING",
-                           "--hostname", f"{name}-{time.monotonic_ns()}@bench"])
+                           "--hostname", hostname])
         proc = self.procs[name]
-        wait_for(lambda: proc.poll() is None and _worker_ready(), 60, 0.2,
+        wait_for(lambda: proc.poll() is None and _worker_ready(hostname), 60, 0.2,
                  f"{name} to be ready ({self.log(name)[-300:]})")
         return proc.pid
 
@@ -284,11 +285,11 @@ def _answers(url: str, ok: tuple[int, ...] = (200,)) -> bool:
         return False
 
 
-def _worker_ready() -> bool:
-    """A worker that answers a broadcast ping is consuming (the only one running)."""
+def _worker_ready(hostname: str) -> bool:
+    """A worker that answers a ping addressed to it is consuming."""
     from shared.client import producer_app
 
     try:
-        return bool(producer_app().control.ping(timeout=0.5))
+        return bool(producer_app().control.ping(destination=[hostname], timeout=0.5))
     except Exception:  # noqa: BLE001 - not up yet
         return False

@@ -229,3 +229,27 @@ def test_send_campaign_refuses_locally() -> None:
     with pytest.raises(ValidationError) as info:
         client.send_campaign(**body(recipients=[{"phone": "x"}]))
     assert "recipients.0.phone" in fields(info.value)
+
+
+# --- the worker's batching ----------------------------------------------------------------
+
+def _row(n: int, phone: str) -> Any:
+    from types import SimpleNamespace
+
+    return SimpleNamespace(id=f"a{n}", message_id=f"m{n}", channel="viber",
+                           provider="messaggio", hop=0, retries=n % 3, app_id="default",
+                           request={**{k: v for k, v in body(1).items() if k != "recipients"},
+                                    "to": {"phone": phone}})
+
+
+def test_batches_hold_each_phone_once_and_respect_the_size() -> None:
+    from worker.bulk import _split
+
+    rows = [_row(i, f"+3247012{i % 5:04d}") for i in range(12)]  # each phone 2-3 times
+    batches = _split(rows, 4)
+    for batch in batches:
+        phones = [item.phone for item in batch.items]
+        assert len(phones) == len(set(phones)) <= 4
+        assert batch.job.retries == max(item.retries for item in batch.items)
+    assert sorted(i.attempt_id for b in batches for i in b.items) == sorted(r.id for r in rows)
+    assert batches[0].items[0].phone == "32470120000"  # the gateway's form: no "+"
