@@ -37,8 +37,8 @@ def create_message(session: Session, message_id: str, request: SendRequest,
     existing = session.get(Message, message_id)
     if existing is not None:
         return existing, False
-    message = insert_message(session, message_id, request, app_id)
-    try:
+    try:  # the flush inside can already hit a concurrent insert of the same id
+        message = insert_message(session, message_id, request, app_id)
         session.commit()
     except IntegrityError:
         session.rollback()
