@@ -27,9 +27,23 @@ def require_api_key(view: Callable[..., Any]) -> Callable[..., Any]:
         if app_id is None:
             return _unauthorized("unknown API key")
         g.app_id = app_id
-        return view(*args, **kwargs)
+        return _refuse_nul(kwargs) or view(*args, **kwargs)
 
     return wrapper
+
+
+def _refuse_nul(path_args: dict[str, Any]):  # type: ignore[no-untyped-def]
+    """Every API view is wrapped here, so this is where a NUL character in a path id (404: it
+    names nothing) or a query parameter (422 naming it) is refused for all of them at once:
+    PostgreSQL cannot compare text with a NUL, and the lookup would be a 500."""
+    if any("\x00" in str(value) for value in path_args.values()):
+        return jsonify(error="not_found", message="no such resource"), 404
+    for name, value in request.args.items(multi=True):
+        if "\x00" in name or "\x00" in value:
+            field, problem = name.replace("\x00", "?"), "must not contain NUL characters"
+            return jsonify(error="validation_error", message=f"{field}: {problem}",
+                           errors=[{"field": field, "message": problem}]), 422
+    return None
 
 
 def _unauthorized(message: str):  # type: ignore[no-untyped-def]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -60,10 +61,12 @@ def record_callback(provider: str, params: Mapping[str, Any],
     answer a provider needs inline (e.g. accepting a friendship) before the row is stored.
     ``keep_invalid`` stores refused callbacks too (status ``invalid``) for the audit trail."""
     body = request.get_data(as_text=True)[:100_000].replace("\x00", "\ufffd")
-    common = {"provider": provider, "method": request.method,
-              "remote_addr": request.remote_addr, "params": dict(params), "body": body}
+    unstorable = _unstorable(params)  # refused, and stored without params (body is kept)
+    common = {"provider": provider, "method": request.method, "remote_addr":
+              request.remote_addr, "params": {} if unstorable else dict(params), "body": body}
     try:
-        _refuse_unstorable(params)
+        if unstorable is not None:
+            raise unstorable
         event = parse(params)
     except CallbackError as exc:
         if keep_invalid:
@@ -91,21 +94,24 @@ def record_callback(provider: str, params: Mapping[str, Any],
     return Outcome("accepted", callback_id=callback_id, answer=answer, event=event)
 
 
-def _refuse_unstorable(params: Mapping[str, Any]) -> None:
-    """Raise ``CallbackError`` naming the first key or value the database cannot hold in a
-    text column: a NUL (PostgreSQL refuses it) or an unpaired surrogate (not UTF-8). Only
-    JSON bodies can carry either; iterative, as they may nest deep."""
+def _unstorable(params: Mapping[str, Any]) -> CallbackError | None:
+    """The error naming the first key or value the database cannot hold: text with a NUL
+    (PostgreSQL refuses it) or an unpaired surrogate (not UTF-8), or a non-finite number (no
+    JSON column takes one). Only JSON bodies carry these; iterative, as they may nest deep."""
     stack: list[tuple[Any, str]] = [(params, "")]
     while stack:
         item, path = stack.pop()
         if isinstance(item, str) and not _storable(item):
-            raise CallbackError(_printable(path) or "body", "contains a NUL or an unpaired "
-                                "surrogate character")
+            return CallbackError(_printable(path) or "body", "contains a NUL or an unpaired "
+                                 "surrogate character")
+        if isinstance(item, float) and not math.isfinite(item):  # NaN, Infinity, 1e400
+            return CallbackError(_printable(path) or "body", "not a finite number")
         pairs = (item.items() if isinstance(item, Mapping)
                  else enumerate(item) if isinstance(item, list) else ())
         for key, child in pairs:
             stack.append((key, path))
             stack.append((child, f"{path}.{key}" if path else str(key)))
+    return None
 
 
 def _storable(text: str) -> bool:
