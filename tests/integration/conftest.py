@@ -75,6 +75,7 @@ class Stack:
         self.env: dict[str, str] = {}
         self.worker: subprocess.Popen[bytes] | None = None
         self.beat: subprocess.Popen[bytes] | None = None
+        self.notifier: subprocess.Popen[bytes] | None = None
         self.simulator: SimulatorServer | None = None
         self.messenger: RogerthatSimServer | None = None
         self.inapp: ContactAtOnceSimServer | None = None
@@ -123,11 +124,20 @@ class Stack:
     def start_worker(self) -> None:
         self._worker_runs += 1
         name = f"worker-{self._worker_runs}"
-        self.worker = self._spawn(name, ["worker", "-E", "-Q", "send,events,sweep,notify", "-P",
+        self.worker = self._spawn(name, ["worker", "-E", "-Q", "send,events,sweep", "-P",
                                          "prefork", "-c", "2", "--loglevel", "INFO",
                                          "--hostname", f"{name}@test"])
         log_path = self.tmp / f"{name}.log"
         wait_for(lambda: b" ready." in log_path.read_bytes(), 60, 0.1, f"{name} to be ready")
+
+    def start_notifier(self) -> None:
+        """Webhooks on their own thread-pool worker, as in production (the Procfile's
+        ``notifier``): retries to producers that went away never queue ahead of sends."""
+        self.notifier = self._spawn("notifier", ["worker", "-E", "-Q", "notify", "-P", "threads",
+                                                 "-c", "8", "--loglevel", "INFO",
+                                                 "--hostname", "notifier@test"])
+        log_path = self.tmp / "notifier.log"
+        wait_for(lambda: b" ready." in log_path.read_bytes(), 60, 0.1, "the notifier")
 
     def kill_worker(self) -> None:
         """SIGKILL the worker and its pool children at once: no warm shutdown, no acks."""
@@ -140,7 +150,7 @@ class Stack:
                                          str(self.tmp / "celerybeat-schedule")])
 
     def stop(self) -> None:
-        for proc in (self.worker, self.beat):
+        for proc in (self.worker, self.beat, self.notifier):
             if proc is not None and proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGTERM)
                 try:
@@ -227,6 +237,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     requests.post(f"{inapp.base_url}/_sim/config", timeout=5,
                   json={"callback_base_url": stack.api_url}).raise_for_status()
     stack.start_beat()
+    stack.start_notifier()
     stack.start_worker()
     try:
         yield stack

@@ -97,7 +97,12 @@ def test_killed_worker_mid_send_still_sends_once(stack: Stack) -> None:
     stack.sim_config(latency=1.5)
     try:
         message_id = _send(stack, "+32470120000")
-        wait_for(lambda: stack.get_message(message_id)["attempts"]
+        # In flight: the gateway has the request (it answers only after its latency), and
+        # the attempt is still "sending" (no answer yet). "sending" alone is set just before
+        # the call, so killing on it could land before the request leaves.
+        attempt_id = wait_for(lambda: (a := stack.get_message(message_id)["attempts"]) and
+                              a[0]["id"], 20, 0.02, "the attempt")
+        wait_for(lambda: stack.sim_messages(attempt_id)
                  and stack.get_message(message_id)["attempts"][0]["status"] == "sending",
                  20, 0.02, "the attempt to be in flight")
         stack.kill_worker()
