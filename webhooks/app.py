@@ -8,7 +8,7 @@ from flask import Flask, Response, jsonify
 from sqlalchemy import text
 from werkzeug.exceptions import HTTPException
 
-from shared import metrics
+from shared import logredact, metrics
 from shared.db import get_engine
 from worker import breaker  # reads circuit states only: no Celery import
 
@@ -19,6 +19,8 @@ def create_app() -> Flask:
     app = Flask("switchboard", static_folder=None)
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.config["MAX_CONTENT_LENGTH"] = 1024 * 1024  # bigger bodies: 413 before any parsing
+    app.url_map.merge_slashes = False  # "//" is a JSON 404, not an HTML redirect
+    logredact.install(app.logger, logging.getLogger("gunicorn.error"))
 
     from webhooks.api import api
     from webhooks.campaigns import campaigns_api

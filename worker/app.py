@@ -7,10 +7,12 @@ every second), task events on for Flower, and no result backend.
 
 from __future__ import annotations
 
+import logging
+
 from celery import Celery, signals
 from kombu import Queue
 
-from shared import db, metrics, tasknames
+from shared import db, logredact, metrics, tasknames
 from shared.settings import get_settings
 
 settings = get_settings()
@@ -79,6 +81,13 @@ def _shared_metrics_directory(**_: object) -> None:
 def _serve_worker_metrics(**_: object) -> None:
     """Workers on another host than the web serve their counts themselves (shared/metrics.py)."""
     metrics.serve_worker_metrics(get_settings().worker_metrics_port)
+
+
+@signals.after_setup_logger.connect
+@signals.after_setup_task_logger.connect
+def _redact_secrets_in_logs(logger: logging.Logger, **_: object) -> None:
+    """A task failure's traceback may quote a request with its credentials."""
+    logredact.install(logger)
 
 
 @signals.beat_init.connect
