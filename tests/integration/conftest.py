@@ -59,6 +59,21 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, interval: floa
         time.sleep(interval)
 
 
+def reset_process_caches() -> None:
+    """Forget every per-process client and setting this process cached: earlier tests in the
+    same run (unit tests with their own Redis and database) must not leak into the stack."""
+    from shared import metrics
+    from shared.providers import get_provider
+    from worker import breaker, redis_conn
+
+    get_settings.cache_clear()
+    db.reset()
+    get_provider.cache_clear()
+    redis_conn.reset()
+    breaker._status_client.cache_clear()
+    metrics._broker_client.cache_clear()
+
+
 def _reset_database(url: str) -> None:
     engine = create_engine(url)
     meta = MetaData()
@@ -223,8 +238,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     }
     saved = dict(os.environ)
     os.environ.update(stack.env)
-    get_settings.cache_clear()
-    db.reset()
+    reset_process_caches()
     upgrade()
 
     from webhooks.app import create_app
@@ -252,5 +266,4 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             redis_proc.wait(timeout=10)
         os.environ.clear()
         os.environ.update(saved)
-        get_settings.cache_clear()
-        db.reset()
+        reset_process_caches()

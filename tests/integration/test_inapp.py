@@ -45,7 +45,8 @@ def test_conversation_start_follow_up_agent_reply_and_transcript(stack: Stack) -
     visit_id = view["conversation"]["visit_id"]
     assert visit_id and view["conversation"]["consumer_id"] == consumer
 
-    start = [r for r in stack.inapp.state.requests() if r["path"].endswith("/Start")]
+    start = [r for r in stack.inapp.state.requests() if r["path"].endswith("/Start")
+             and r["body"]["ConsumerId"] == consumer]
     assert len(start) == 1
     assert start[0]["body"]["ListingDetails"] == "year=2014\u00ffmake=Ford"
     assert start[0]["body"]["ExternalMessageId"] == view["attempts"][0]["id"]
@@ -59,7 +60,8 @@ def test_conversation_start_follow_up_agent_reply_and_transcript(stack: Stack) -
 
     second = _send(stack, consumer, "Can I come by on Saturday?")
     stack.wait_status(second, {"delivered", "seen"})
-    sends = [r for r in stack.inapp.state.requests() if r["path"].endswith("/SendMessage")]
+    sends = [r for r in stack.inapp.state.requests() if r["path"].endswith("/SendMessage")
+             and str(r["body"]["VisitId"]) == visit_id]
     assert [str(r["body"]["VisitId"]) for r in sends] == [visit_id]
     assert stack.inapp.state.visit(visit_id) is not None
 
