@@ -56,6 +56,8 @@ cannot be faked from inside Flask), ``temporary`` answers code -4, ``http500`` H
 ``http503`` HTTP 503 with ``Retry-After: 1``; none of these accept the message. ``slow`` accepts
 the message at once (recorded, reports scheduled) and holds the answer back ``slow_seconds``: the
 ambiguous timeout where the message did go out. ``latency`` is added to every send answer.
+Refused connections come from ``SimulatorServer.refuse_connections(seconds)``: the listener
+closes for a while (the dev server opens a new connection per call, so calls then fail).
 
 Control API (JSON) under ``/_sim/``: ``GET messages``, ``GET stats``, ``GET reports`` (one entry
 per delivery attempt with its HTTP result), ``GET images``, ``GET|POST config`` (POST merges

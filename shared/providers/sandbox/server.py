@@ -67,6 +67,21 @@ class BackgroundServer:
             self._thread = None
         self._stop_background()
 
+    def refuse_connections(self, seconds: float) -> None:
+        """Close the listening socket for ``seconds``, then listen again on the same port.
+
+        New connections meanwhile are refused (ECONNREFUSED, as when the provider's host is
+        down): a fault no handler can fake once a connection is accepted. Connections already
+        open and the subclass's delivery thread carry on. Blocks for ``seconds``.
+        """
+        if self._server is None or self._thread is None:
+            raise RuntimeError("the server is not running")
+        self._server.shutdown()
+        self._server.socket.close()  # not server_close(): that waits for requests in flight
+        self._thread.join(5.0)
+        time.sleep(seconds)
+        self.start()  # same port: it was resolved by the first bind (SO_REUSEADDR is on)
+
     def _stop_background(self) -> None:
         """Hook: stop threads the subclass owns (runs after the HTTP server is down)."""
 
