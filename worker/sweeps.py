@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from datetime import timedelta
 
+import redis
 from sqlalchemy import func, or_, select
 from sqlalchemy.exc import IntegrityError
 
@@ -38,6 +40,8 @@ def sweep_deadlines(budget_seconds: float = 5.0, batch: int = 500) -> int:
                 break
             for member in due:
                 fired += _expire(member)
+                if time.monotonic() - started >= budget_seconds:
+                    break  # a batch of 500 can outlast the lock: stop on budget, not per batch
     finally:
         client.delete(_SWEEP_LOCK)
     return fired
@@ -86,8 +90,14 @@ def recover() -> dict[str, int]:
             FlowRun.deadline_at <= now, FlowRun.status == "running").limit(5000)).all()
         runs = session.scalars(select(FlowRun.id).where(
             FlowRun.status == "starting", FlowRun.updated_at < stale).limit(1000)).all()
-    deadlines.index(get_redis(), [(r.id, r.deadline_at) for r in due]
+    client = get_redis()
+    deadlines.index(client, [(r.id, r.deadline_at) for r in due]
                     + [(STEP_DEADLINE_PREFIX + r.id, r.deadline_at) for r in due_steps])
+    window = settings.requeue_stuck_after_seconds
+    queued, pending, callbacks, runs = (
+        _not_recently_republished(client, kind, ids, window)
+        for kind, ids in (("message", queued), ("attempt", pending), ("callback", callbacks),
+                          ("flow_run", runs)))
     followups = pipeline.FollowUps(
         tasks=[(tasknames.DISPATCH, m) for m in queued]
         + [(tasknames.SEND_ATTEMPT, a) for a in pending]
@@ -100,6 +110,24 @@ def recover() -> dict[str, int]:
         log.warning("recovery re-published %s", counts)
     return counts
 
+
+def _not_recently_republished(client: redis.Redis, kind: str, ids: Sequence[object],
+                              window: int) -> list[object]:
+    """The ids this sweep did not re-publish within the last ``window`` seconds (a lease each).
+
+    A row still waiting behind a backlog looks just like a stuck one. Re-publishing it every
+    sweep (every second in tests, 15 s by default) filled the very queues it waited in with
+    duplicates (harmless one by one, each starts with a status guard), and the workers, busy
+    with them, fell further behind: the backlog grew instead of draining. Once per window is
+    enough to replace a task a crash really lost.
+    """
+    if not ids:
+        return []
+    with client.pipeline(transaction=False) as pipe:
+        for row_id in ids:
+            pipe.set(f"switchboard:recovered:{kind}:{row_id}", 1, nx=True, ex=max(window, 1))
+        fresh = pipe.execute()
+    return [row_id for row_id, leased in zip(ids, fresh, strict=True) if leased]
 
 
 def number_events() -> int:
