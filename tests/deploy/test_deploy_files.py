@@ -748,3 +748,38 @@ def test_systemd_dependencies_and_shutdown() -> None:
     flower = units["switchboard-flower.service"]["Service"]
     assert "FLOWER_BASIC_AUTH" in flower["ExecStartPre"]
     assert "--address=127.0.0.1" in flower["ExecStart"]
+
+
+# --- every queue has a consumer ----------------------------------------------------------------
+
+def _queues_in(text: str) -> set[str]:
+    """Queues named by ``-Q a,b`` in Celery worker command lines (shell or JSON-list form)."""
+    found: set[str] = set()
+    for match in re.finditer(r'-Q"?,?\s*"?([a-z,]+)', text):
+        found.update(q for q in match.group(1).split(",") if q)
+    return found
+
+
+@pytest.mark.parametrize("files", [
+    [ROOT / "Procfile"],
+    [COMPOSE],
+    sorted((DEPLOY / "k8s").glob("*.yaml")),
+    sorted(SYSTEMD.glob("*.service")),
+], ids=["procfile", "compose", "k8s", "systemd"])
+def test_every_queue_has_a_worker(files: list[Path]) -> None:
+    """A task routed to a queue nobody consumes would wait forever: each deployment style
+    must run a worker for every queue in ``shared.tasknames.QUEUE_OF``."""
+    from shared.tasknames import QUEUE_OF
+
+    consumed = set().union(*(_queues_in(f.read_text()) for f in files))
+    assert set(QUEUE_OF.values()) <= consumed, sorted(set(QUEUE_OF.values()) - consumed)
+
+
+def test_local_run_consumes_every_queue(tmp_path: Path) -> None:
+    from shared.localrun import _commands
+    from shared.settings import Settings
+    from shared.tasknames import QUEUE_OF
+
+    commands = _commands(Settings(data_dir=tmp_path), "127.0.0.1", 8000, 5555, 2)
+    consumed = set().union(*(_queues_in(c) for c in commands.values()))
+    assert set(QUEUE_OF.values()) <= consumed
