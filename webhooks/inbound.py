@@ -74,7 +74,10 @@ def record_callback(provider: str, params: Mapping[str, Any],
         return Outcome("invalid", error=exc)
     try:
         dedupe_key = _fitting(event.dedupe_key)
-        stored = _stored_answer(dedupe_key)
+        # Only a callback answered inline looks first (its answer must not be decided twice);
+        # the rest insert at once and learn they are a duplicate from the unique key: one
+        # transaction, not two, on the hot path of delivery reports.
+        stored = _stored_answer(dedupe_key) if decide else None
         if stored is not None:
             return Outcome("duplicate", answer=stored[0], event=event)
         answer = decide(event) if decide else None
