@@ -80,24 +80,35 @@ class ReliabilityStack(Stack):
         self.options = options
         self.redis_url = ""
         self.callback_url = ""
+        self.sweeper: subprocess.Popen[bytes] | None = None
+        self._sweeper_runs = 0
 
-    # --- processes -----------------------------------------------------------------------
+    # --- processes (the Procfile's topology: sending worker, one-process sweeper, beat) ----
     def start_worker(self) -> None:
-        """A worker on every queue with the module's concurrency; waits until it is ready."""
+        """Sends and reports (and webhooks) with the module's concurrency; waits until ready."""
         self._worker_runs += 1
-        name = f"worker-{self._worker_runs}"
-        self.worker = self._spawn(name, [
-            "worker", "-E", "-Q", "send,events,sweep,notify", "-P", "prefork",
-            "-c", str(self.options.concurrency), "--loglevel", "INFO",
-            "--hostname", f"{name}@reliability"])
+        self.worker = self._start(f"worker-{self._worker_runs}", "send,events,notify",
+                                  self.options.concurrency)
+
+    def start_sweeper(self) -> None:
+        """Deadlines and recovery on their own process, as in production."""
+        self._sweeper_runs += 1
+        self.sweeper = self._start(f"sweeper-{self._sweeper_runs}", "sweep", 1)
+
+    def _start(self, name: str, queues: str, concurrency: int) -> subprocess.Popen[bytes]:
+        proc = self._spawn(name, ["worker", "-E", "-Q", queues, "-P", "prefork",
+                                  "-c", str(concurrency), "--loglevel", "INFO",
+                                  "--hostname", f"{name}@reliability"])
         log_path = self.tmp / f"{name}.log"
         wait_for(lambda: b" ready." in log_path.read_bytes(), 60, 0.1, f"{name} to be ready")
+        return proc
+
+    def kill_sweeper(self) -> None:
+        _kill(self.sweeper)
 
     def kill_beat(self) -> None:
         """SIGKILL beat (a crash: it re-indexes deadlines when started again)."""
-        assert self.beat is not None
-        os.killpg(self.beat.pid, signal.SIGKILL)
-        self.beat.wait(timeout=10)
+        _kill(self.beat)
 
     def redis(self) -> redis.Redis:
         return redis.Redis.from_url(self.redis_url)
@@ -122,6 +133,13 @@ class ReliabilityStack(Stack):
     def count(self, query: Any) -> int:
         with session_scope() as session:
             return session.scalar(query) or 0
+
+
+def _kill(proc: subprocess.Popen[bytes] | None) -> None:
+    """SIGKILL a celery process and its pool at once: no warm shutdown, no acks."""
+    assert proc is not None
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=10)
 
 
 @dataclass(frozen=True)
@@ -274,11 +292,16 @@ def _clear_caches() -> None:
 
 @contextmanager
 def _redis(tmp: Path) -> Iterator[tuple[str, str]]:
-    """(redis URL, broker URL): the machine's (flushed) or an embedded one of our own."""
+    """(redis URL, broker URL): the machine's (its database flushed before and after) or an
+    embedded one of our own."""
     url = os.environ.get("SWITCHBOARD_TEST_REDIS_URL")
     if url:
-        redis.Redis.from_url(url).flushdb()
-        yield url, url
+        client = redis.Redis.from_url(url)
+        client.flushdb()
+        try:
+            yield url, url
+        finally:
+            client.flushdb()
         return
     socket_path = tmp / "redis.sock"
     proc = start_embedded_redis(tmp, socket_path)
@@ -330,6 +353,7 @@ def reliability_stack(tmp: Path, options: Options) -> Iterator[ReliabilityStack]
                 sim.state.update_config({"dlr_url": stack.callback_url})
             try:
                 stack.start_beat()
+                stack.start_sweeper()
                 stack.start_worker()
                 yield stack
             finally:
@@ -338,8 +362,8 @@ def reliability_stack(tmp: Path, options: Options) -> Iterator[ReliabilityStack]
 
 
 def _stop(stack: ReliabilityStack) -> None:
-    """SIGTERM worker and beat, SIGKILL what does not go; never leaves a process behind."""
-    for proc in (stack.worker, stack.beat):
+    """SIGTERM worker, sweeper and beat, SIGKILL what does not go; leaves no process behind."""
+    for proc in (stack.worker, stack.sweeper, stack.beat):
         if proc is None or proc.poll() is not None:
             continue
         os.killpg(proc.pid, signal.SIGTERM)

@@ -41,7 +41,7 @@ from tests.reliability.stack_fixtures import (
     wait_settled,
 )
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(280)]
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
 MESSAGES = 300
 SEED = 20261123

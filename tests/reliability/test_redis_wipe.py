@@ -2,7 +2,7 @@
 
 Deadlines are data: ``attempts.deadline_at`` is the truth and the Redis sorted set only an
 index of it, rebuilt from the database when beat starts and topped up by the recovery sweep.
-So wiping Redis, with the worker and beat crashing along with it, must not lose a single
+So wiping Redis, with the workers and beat crashing along with it, must not lose a single
 fallback, and restarting must not fire any twice: each Viber attempt expires once, each
 message gets exactly one SMS attempt, and the gateway sees exactly one SMS per message.
 
@@ -47,7 +47,7 @@ from tests.reliability.stack_fixtures import (
 )
 from worker import deadlines
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(290)]
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(360)]
 
 WAITING = 10_000
 FIRING = min(WAITING, int(os.environ.get("SWITCHBOARD_RELIABILITY_FIRING", "1000")))
@@ -108,11 +108,13 @@ def _deadline(start: datetime) -> Callable[[int], datetime]:
 
 
 def _crash_wipe_restart(stack: ReliabilityStack) -> None:
-    """Worker and beat die with Redis (SIGKILL), Redis is wiped, both start again."""
+    """Worker, sweeper and beat die with Redis (SIGKILL), Redis is wiped, all start again."""
     stack.kill_worker()
+    stack.kill_sweeper()
     stack.kill_beat()
     _wipe(stack)
     assert stack.redis().dbsize() == 0
+    stack.start_sweeper()
     stack.start_worker()
     stack.start_beat()  # rebuilds the index from attempts.deadline_at
 

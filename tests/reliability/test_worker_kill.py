@@ -2,8 +2,8 @@
 
 A SIGKILL gives the worker no warm shutdown: tasks it had reserved are never acked (Redis
 would only hand them back after the hour-long visibility timeout), a send may be cut between
-"claimed" and "provider answered", a report half applied, a fallback committed but its task
-not published. The promise is that the database drives recovery: pending attempts, queued
+"claimed" and "provider answered", a report half applied. The sweeper beside it dies too (one
+host going down): a fallback may be committed but its task not published. The promise is that the database drives recovery: pending attempts, queued
 messages, unhandled callbacks and due deadlines are picked up again by the recovery sweep, and
 an attempt that may have reached the gateway is never resent (its report or its deadline
 settles it). So after a restart every message must end final, with no (message, channel)
@@ -37,7 +37,7 @@ from tests.reliability.stack_fixtures import (
     wait_settled,
 )
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(280)]
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(420)]
 
 MESSAGES = 1000
 # At most this much open work (see ``unsettled``) while posting: enough that the kill lands
@@ -81,15 +81,18 @@ class KillPoint:
 
 def _kill_once_a_quarter_is_final(stack: ReliabilityStack, at_kill: KillPoint,
                                   ids: list[str]) -> None:
-    """SIGKILL the worker and its pool once MESSAGES // 4 are final, then start a new one."""
+    """Once MESSAGES // 4 are final, SIGKILL the worker and its pool, and the sweeper with it
+    (one host going down), then start new ones."""
     if at_kill or _final(stack) < MESSAGES // 4:
         return
     stack.kill_worker()
+    stack.kill_sweeper()
     at_kill.posted, at_kill.final, at_kill.open_work = len(ids), _final(stack), unsettled(stack)
     with session_scope() as session:
         at_kill.active = dict(session.execute(
             select(Attempt.status, func.count()).where(Attempt.status.in_(ACTIVE_ATTEMPT))
             .group_by(Attempt.status)).all())
+    stack.start_sweeper()
     stack.start_worker()
 
 
