@@ -48,7 +48,10 @@ SEED = 20261123
 FAULTS = ["temporary", "http500", "http503", "drop", "slow"]
 OPTIONS = Options(
     concurrency=3,
-    simulator=SimulatorConfig(report_delay=0.1, fail_rate=0.3, fail_kinds=FAULTS, seed=SEED,
+    # Reports come after the client timeout: an accepted but unanswered send is not settled
+    # by its report before the client could (wrongly) resend it.
+    simulator=SimulatorConfig(report_delay=CLIENT_TIMEOUT + 3, fail_rate=0.3,
+                              fail_kinds=FAULTS, seed=SEED,
                               slow_seconds=CLIENT_TIMEOUT + 1.5),
     env={"SWITCHBOARD_MAX_SEND_RETRIES": "30",  # a run of bad luck must not fail a message
          "SWITCHBOARD_RETRY_BACKOFF_MAX_SECONDS": "1",
