@@ -43,7 +43,7 @@ from tests.reliability.stack_fixtures import (
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
-MESSAGES = 300
+MESSAGES = 200
 SEED = 20261123
 FAULTS = ["temporary", "http500", "http503", "drop", "slow"]
 OPTIONS = Options(
@@ -95,7 +95,7 @@ def test_faulty_gateway_loses_nothing_and_never_resends_an_ambiguous_call(
     started = time.monotonic()
     assert stack.simulator is not None
     with refusing_connections(stack.simulator, SEED) as windows:
-        ids = post_paced(stack, [_body(i) for i in range(MESSAGES)], open_limit=150)
+        ids = post_paced(stack, [_body(i) for i in range(MESSAGES)], open_limit=300)
         wait_settled(stack, timeout=150)
     rows = assert_no_loss_no_duplicate(stack, ids)
     retried, ambiguous = _retried_and_ambiguous()
