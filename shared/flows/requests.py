@@ -20,9 +20,6 @@ class FlowContact(Strict):
             raise _field_error("to", "give to.phone, to.email or conversation.consumer_id")
         return self
 
-    def key(self) -> str:
-        """The identity runs are found by (a reply, a keyword, a poke)."""
-        return contact_key(self.model_dump(mode="json", exclude_none=True))
 
 
 def contact_key(contact: dict) -> str:

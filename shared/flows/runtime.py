@@ -31,7 +31,6 @@ from shared.schemas import SendRequest
 STEP_DEADLINE_PREFIX = "flowstep:"
 NATIVE_TAG_PREFIX = "switchboard-flow:"  # the tag a native run carries, echoed in its results
 NUMBERED_CHANNELS = frozenset({"viber", "sms", "inapp"})
-RUN_FINAL = frozenset({"finished", "timed_out", "failed"})
 
 
 class Work(Protocol):
@@ -253,12 +252,12 @@ def on_reply(session: Session, message_id: str, work: Work, *, answer_id: str | 
     if step.type == "question":
         if text is None:
             return True  # a dismissal on the messenger carries no text to keep
-        _answer(run, {"text": text})
+        _record_outcome(run, "answered", {"text": text})
         _enter(session, run, definition, step.next, work)
         return True
     button = match_answer_id(step, answer_id) if answer_id else match_reply(step, text)
     if button is not None:
-        _answer(run, {"button_id": button.id, "caption": button.caption})
+        _record_outcome(run, "answered", {"button_id": button.id, "caption": button.caption})
         _enter(session, run, definition, button.next, work)
     elif run.reasked == 0:
         _send_step(session, run, definition, step, work, reask=True)
@@ -266,10 +265,6 @@ def on_reply(session: Session, message_id: str, work: Work, *, answer_id: str | 
         _record_outcome(run, "unmatched", {"text": text or answer_id})
         _time_out(session, run, definition, step, work)
     return True
-
-
-def _answer(run: FlowRun, answer: dict[str, Any]) -> None:
-    _record_outcome(run, "answered", answer)
 
 
 def _record_outcome(run: FlowRun, outcome: str, answer: dict[str, Any] | None = None) -> None:

@@ -4,10 +4,7 @@ messenger flow, and the result posted once to a producer endpoint."""
 
 from __future__ import annotations
 
-import json
-import threading
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -18,37 +15,9 @@ from shared import apps
 from shared.db import session_scope
 from shared.models import Flow, FlowRun
 from tests.integration.conftest import DEADLINE_SECONDS, Stack, wait_for
+from tests.integration.producer import Producer
 
 pytestmark = pytest.mark.integration
-
-
-class Producer:
-    """A producer endpoint recording every webhook it accepts."""
-
-    def __init__(self) -> None:
-        self.bodies: list[dict[str, Any]] = []
-        self.lock = threading.Lock()
-        producer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                with producer.lock:
-                    producer.bodies.append(json.loads(body))
-                self.send_response(200)
-                self.end_headers()
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.server.server_port}/hooks"
-
-    def results(self, run_id: str) -> list[dict[str, Any]]:
-        with self.lock:
-            return [b for b in self.bodies
-                    if b["type"] == "flow_result" and b["data"]["run_id"] == run_id]
 
 
 class App:
@@ -103,7 +72,7 @@ class App:
 
 @pytest.fixture()
 def flow_app(stack: Stack) -> Any:
-    producer = Producer()
+    producer = Producer([])
     yield App(stack, producer)
     producer.server.shutdown()
 
