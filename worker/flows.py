@@ -15,25 +15,20 @@ from shared.flows.native import to_flow_xml
 from shared.models import FlowRun
 from shared.providers import get_provider
 from shared.providers.base import PermanentError
-from worker.pipeline import FollowUps
+from shared.uow import unit_of_work
+from worker import publisher  # noqa: F401  (installs the follow-up publisher)
 
 
 def start_run(run_id: str) -> bool:
     """Send a new run's first step (or hand it to the messenger). Idempotent."""
-    followups = FollowUps()
-    with session_scope() as session:
-        started = runtime.begin(session, run_id, followups) is not None
-    followups.publish()
-    return started
+    with unit_of_work() as work:
+        return runtime.begin(work.session, run_id, work.followups) is not None
 
 
 def expire_step(run_id: str, now: datetime) -> bool:
     """A step's answer deadline passed (from the deadline sweep): follow ``on_timeout``."""
-    followups = FollowUps()
-    with session_scope() as session:
-        fired = runtime.expire_step(session, run_id, now, followups)
-    followups.publish()
-    return fired
+    with unit_of_work() as work:
+        return runtime.expire_step(work.session, run_id, now, work.followups)
 
 
 def start_native(run_id: str) -> str:
@@ -65,14 +60,12 @@ def native_tag(run_id: str) -> str:
 
 
 def _fail_native(run_id: str, exc: PermanentError) -> None:
-    followups = FollowUps()
-    with session_scope() as session:
-        run = session.get(FlowRun, run_id)
+    with unit_of_work() as work:
+        run = work.session.get(FlowRun, run_id)
         if run is not None and run.status == "running":
             run.steps = [*run.steps, {"step_id": run.current_step, "outcome": "failed",
                                       "reason": exc.reason, "detail": exc.detail}]
-            runtime.finish(session, run, "failed", followups)
-    followups.publish()
+            runtime.finish(work.session, run, "failed", work.followups)
 
 
 def reindex_steps() -> list[tuple[str, datetime]]:

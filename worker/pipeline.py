@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 
 from shared import contacts, conversations, metrics, tasknames
 from shared.db import session_scope
+from shared.uow import FollowUps, publish_now, unit_of_work
 from shared.lifecycle import MESSAGE_FINAL, apply_attempt, apply_message, route_outcome
 from shared.messages import add_app_event, add_event, create_message
 from shared.models import DEFAULT_APP, Attempt, Callback, Message, utcnow
@@ -38,7 +39,7 @@ from shared.providers.base import (
 )
 from shared.schemas import CONVERSATION_CHANNELS, EMAIL_CHANNELS, SendRequest
 from shared.settings import get_settings
-from worker import breaker, deadlines
+from worker import breaker, publisher  # noqa: F401  (publisher: installs the seam)
 from worker.ratelimit import RateLimiter
 from worker.redis_conn import get_redis
 
@@ -50,24 +51,6 @@ class RetryLater(Exception):
         super().__init__(f"{reason}; retry in {countdown:.1f}s")
         self.countdown = countdown
         self.reason = reason
-
-
-@dataclass
-class FollowUps:
-    """Tasks to publish once the current transaction has committed."""
-
-    tasks: list[tuple[str, str]] = field(default_factory=list)
-    index: list[tuple[str, datetime]] = field(default_factory=list)
-    unindex: list[str] = field(default_factory=list)
-
-    def publish(self) -> None:
-        from worker.app import app  # late: tasks import this module while app is loading
-
-        client = get_redis()
-        deadlines.index(client, self.index)
-        deadlines.remove(client, self.unindex)
-        for name, arg in self.tasks:
-            app.send_task(name, args=[arg], queue=tasknames.QUEUE_OF[name])
 
 
 # --- small database helpers --------------------------------------------------------------
@@ -207,7 +190,7 @@ def _send_job(job: _Job) -> None:
         if not _cas(session, Attempt, attempt_id, ["pending"], status="sending", deadline_at=due,
                     not_before=None, request_summary=summary):
             return
-    FollowUps(index=[(attempt_id, due)]).publish()
+    publish_now(FollowUps(index=[(attempt_id, due)]))
     try:
         with breaker.watched_call(job.provider, job.channel):  # timed, counted, breaker told
             result = provider.send(outbound)
@@ -378,7 +361,7 @@ def _on_retryable(job: _Job, exc: RetryableError) -> None:
         add_event(session, job.message_id, "retry_scheduled", job.attempt_id,
                   channel=job.channel, reason=exc.reason, code=exc.code,
                   retry_in=round(countdown, 2), retries=job.retries + 1)
-    FollowUps(unindex=[job.attempt_id]).publish()
+    publish_now(FollowUps(unindex=[job.attempt_id]))
     raise RetryLater(countdown, exc.reason)
 
 
@@ -391,8 +374,9 @@ def _on_permanent(job: _Job, exc: PermanentError) -> None:
 
 
 def _end_attempt(job: _Job, event: str, exc: Exception, expected: list[str]) -> None:
-    followups = FollowUps(unindex=[job.attempt_id])
-    with session_scope() as session:
+    with unit_of_work() as work:
+        session, followups = work.session, work.followups
+        followups.unindex.append(job.attempt_id)
         transition = apply_attempt(expected[0], event)
         reason = getattr(exc, "reason", type(exc).__name__)
         if not _cas(session, Attempt, job.attempt_id, expected, status=transition.status,
@@ -405,7 +389,6 @@ def _end_attempt(job: _Job, event: str, exc: Exception, expected: list[str]) -> 
                   detail=getattr(exc, "detail", str(exc)))
         _advance(session, job.message_id, job.hop, job.channel, transition.status, reason,
                  followups)
-    followups.publish()
 
 
 def _on_submitted(job: _Job, result: SendResult | None, window: float,
@@ -414,7 +397,8 @@ def _on_submitted(job: _Job, result: SendResult | None, window: float,
     now = utcnow()
     due = now + timedelta(seconds=window)
     pmid = next(iter(result.provider_message_ids.values()), None) if result else None
-    with session_scope() as session:
+    with unit_of_work() as work:
+        session = work.session
         moved = _cas(session, Attempt, job.attempt_id, ["sending"], status="submitted",
                      submitted_at=now, deadline_at=due,
                      **_response(ambiguous if ambiguous is not None else result))
@@ -431,7 +415,8 @@ def _on_submitted(job: _Job, result: SendResult | None, window: float,
                   provider=job.provider, provider_message_id=pmid,
                   ambiguous=ambiguous.reason if ambiguous else None)
         _move_message(session, job.message_id, "submitted")
-    FollowUps(index=[(job.attempt_id, due)] if moved else []).publish()
+        if moved:
+            work.index(job.attempt_id, due)
 
 
 def _remember_conversation(session: Session, job: _Job, result: SendResult) -> None:
@@ -487,30 +472,40 @@ def _flows():  # type: ignore[no-untyped-def]
 # --- provider reports --------------------------------------------------------------------
 
 def handle_callback(callback_id: int) -> None:
-    """Apply one stored callback. Raises ``RetryLater`` if its attempt is not known yet."""
-    followups = FollowUps()
-    with session_scope() as session:
-        callback = session.get(Callback, callback_id)
-        if callback is None or callback.status != "received":
-            return
-        try:
-            event = get_provider(callback.provider).parse_callback(callback.params)
-        except CallbackError as exc:
-            callback.status, callback.error = "invalid", str(exc)
-            return
-        if event.kind not in MESSAGE_EVENT_KINDS:
-            _apply_other(session, callback.provider, event, callback.answer, followups)
-            callback.status, callback.processed_at = "processed", utcnow()
-            return
+    """Apply one stored callback. Raises ``RetryLater`` if its attempt is not known yet.
+
+    The unmatched case commits its bumped ``tries`` before asking for the retry: raised
+    inside the transaction, the increment rolled back with it and the retries never ended.
+    """
+    with unit_of_work() as work:
+        retry = _handle_callback(work.session, callback_id, work.followups)
+    if retry is not None:
+        raise retry
+
+
+def _handle_callback(session: Session, callback_id: int,
+                     followups: FollowUps) -> RetryLater | None:
+    callback = session.get(Callback, callback_id)
+    if callback is None or callback.status != "received":
+        return None
+    try:
+        event = get_provider(callback.provider).parse_callback(callback.params)
+    except CallbackError as exc:
+        callback.status, callback.error = "invalid", str(exc)
+        return None
+    if event.kind not in MESSAGE_EVENT_KINDS:
+        _apply_other(session, callback.provider, event, callback.answer, followups)
+    else:
         attempt = _find_attempt(session, callback.provider, event)
         if attempt is None:
-            _unmatched(callback)
-            return
+            return _unmatched(callback)
         callback.attempt_id = attempt.id
         _apply_event(session, attempt, event, followups)
-        callback.status, callback.processed_at = "processed", utcnow()
-    followups.publish()
+    callback.status, callback.processed_at = "processed", utcnow()
+    return None
 
+
+UNMATCHED_TRIES = 5  # a report's attempt may still be committing; after this, an orphan
 
 _CONTACT_STATUS = {("invite_result", "accepted"): "friend",
                    ("invite_result", "established"): "friend",
@@ -563,13 +558,15 @@ def _apply_inbound(session: Session, event: ProviderEvent, followups: FollowUps)
                                       followups)
 
 
-def _unmatched(callback: Callback) -> None:
-    """A report for an id we do not know (yet): try a few times, then keep it as an orphan."""
+def _unmatched(callback: Callback) -> RetryLater | None:
+    """A report for an id we do not know (yet): try a few times, then keep it as an orphan.
+
+    Returns the retry to ask for once the bumped ``tries`` has committed."""
     callback.tries += 1
-    if callback.tries >= 5:
+    if callback.tries >= UNMATCHED_TRIES:
         callback.status, callback.error = "orphan", "no attempt matches this report"
-        return
-    raise RetryLater(2.0 ** callback.tries, "report for an unknown attempt")
+        return None
+    return RetryLater(2.0 ** callback.tries, "report for an unknown attempt")
 
 
 def _find_attempt(session: Session, provider: str, event: ProviderEvent) -> Attempt | None:
@@ -648,8 +645,8 @@ def _flow_reply(session: Session, attempt: Attempt, event: ProviderEvent,
 
 def expire_attempt(attempt_id: str, now: datetime) -> bool:
     """The sweep found this attempt due: if it is still undelivered, fall back. Idempotent."""
-    followups = FollowUps()
-    with session_scope() as session:
+    with unit_of_work() as work:
+        session, followups = work.session, work.followups
         row = session.execute(select(Attempt.status, Attempt.deadline_at, Attempt.message_id,
                                      Attempt.hop, Attempt.channel)
                               .where(Attempt.id == attempt_id)).first()
@@ -670,5 +667,4 @@ def expire_attempt(attempt_id: str, now: datetime) -> bool:
             elif not transition.changed:
                 session.execute(update(Attempt).where(Attempt.id == attempt_id)
                                 .values(deadline_at=None))
-    followups.publish()
     return bool(followups.tasks)

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from datetime import timedelta
 
 import redis
+from redis.exceptions import LockError
 from sqlalchemy import func, or_, select
 from sqlalchemy.exc import IntegrityError
 
@@ -20,31 +21,60 @@ from shared.db import session_scope
 from shared.flows.runtime import STEP_DEADLINE_PREFIX
 from shared.models import Attempt, Callback, FlowRun, Message, utcnow
 from shared.settings import get_settings
+from shared.uow import FollowUps, publish_now
 from worker import deadlines, pipeline
 from worker.redis_conn import get_redis
 
 log = logging.getLogger(__name__)
 _SWEEP_LOCK = "switchboard:lock:sweep-deadlines"
+SET_ASIDE_SECONDS = 30  # a deadline whose handling failed is looked at again after this
 
 
 def sweep_deadlines(budget_seconds: float = 5.0, batch: int = 500) -> int:
-    """Expire every attempt whose deadline has passed; returns how many fell back or ended."""
+    """Expire every attempt whose deadline has passed; returns how many fell back or ended.
+
+    The lock is redis-py's token lock, so a sweep that outlived it never deletes the lock a
+    later sweep holds; one member that fails is set aside, not retried at the head of every
+    sweep (it blocked all later deadlines).
+    """
     client = get_redis()
-    if not client.set(_SWEEP_LOCK, "1", nx=True, ex=int(budget_seconds) + 5):
+    lock = client.lock(_SWEEP_LOCK, timeout=int(budget_seconds) + 5)
+    if not lock.acquire(blocking=False):
         return 0
-    fired, started = 0, time.monotonic()
     try:
-        while time.monotonic() - started < budget_seconds:
-            due = deadlines.due(client, utcnow(), limit=batch)
-            if not due:
-                break
-            for member in due:
-                fired += _expire(member)
-                if time.monotonic() - started >= budget_seconds:
-                    break  # a batch of 500 can outlast the lock: stop on budget, not per batch
+        return _sweep(client, budget_seconds, batch)
     finally:
-        client.delete(_SWEEP_LOCK)
+        try:
+            lock.release()
+        except LockError:  # it expired and may be another sweep's now: leave it alone
+            log.warning("deadline sweep outlived its lock")
+
+
+def _sweep(client: redis.Redis, budget_seconds: float, batch: int) -> int:
+    fired, started = 0, time.monotonic()
+    while time.monotonic() - started < budget_seconds:
+        due = deadlines.due(client, utcnow(), limit=batch)
+        if not due:
+            break
+        for member in due:
+            fired += _expire_or_set_aside(client, member)
+            if time.monotonic() - started >= budget_seconds:
+                return fired  # a batch of 500 can outlast the lock: stop on budget
     return fired
+
+
+def _expire_or_set_aside(client: redis.Redis, member: str) -> bool:
+    """Fire one member; if that fails, log it and look again after ``SET_ASIDE_SECONDS``.
+
+    The database row stays the truth, so nothing is lost: the retry (or the recovery sweep's
+    re-index) fires it once whatever failed has passed.
+    """
+    try:
+        return _expire(member)
+    except Exception:  # noqa: BLE001 - one bad entry must not stop every later deadline
+        log.exception("deadline %s failed; set aside for %ss", member, SET_ASIDE_SECONDS)
+        deadlines.index(client, [(member, utcnow() + timedelta(seconds=SET_ASIDE_SECONDS))])
+        return False
 
 
 def _expire(member: str) -> bool:
@@ -98,12 +128,11 @@ def recover() -> dict[str, int]:
         _not_recently_republished(client, kind, ids, window)
         for kind, ids in (("message", queued), ("attempt", pending), ("callback", callbacks),
                           ("flow_run", runs)))
-    followups = pipeline.FollowUps(
+    publish_now(FollowUps(
         tasks=[(tasknames.DISPATCH, m) for m in queued]
         + [(tasknames.SEND_ATTEMPT, a) for a in pending]
         + [(tasknames.HANDLE_CALLBACK, c) for c in callbacks]
-        + [(tasknames.START_FLOW_RUN, r) for r in runs])
-    followups.publish()
+        + [(tasknames.START_FLOW_RUN, r) for r in runs]))
     counts = {"messages": len(queued), "attempts": len(pending), "callbacks": len(callbacks),
               "deadlines": len(due) + len(due_steps), "flow_runs": len(runs)}
     if any(counts.values()):

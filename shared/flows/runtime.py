@@ -5,7 +5,7 @@ tagged with its run in ``metadata``. The worker calls in here, inside its own tr
 when something happens to a step's message: an answer (``on_reply``), its final failure
 (``on_message_final``), or its answer deadline (``expire_step``). Work that must wait for the
 commit (dispatching the next step's message, indexing a deadline, starting a native flow) is
-appended to ``work``, the pipeline's ``FollowUps``.
+appended to ``work``, the unit of work's ``FollowUps`` (``shared.uow``).
 
 Step deadlines live in ``flow_runs.deadline_at`` and in the same Redis index as attempt
 deadlines (members prefixed ``flowstep:``), swept by the same one-second beat task.
@@ -34,7 +34,7 @@ NUMBERED_CHANNELS = frozenset({"viber", "sms", "inapp"})
 
 
 class Work(Protocol):
-    """Where follow-ups go (the pipeline's ``FollowUps``): published after commit."""
+    """Where follow-ups go (``shared.uow.FollowUps``): published after commit."""
 
     tasks: list[tuple[str, str]]
     index: list[tuple[str, datetime]]

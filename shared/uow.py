@@ -1,0 +1,93 @@
+"""The unit of work: one transaction, and the follow-ups it justifies, published after commit.
+
+Follow-up tasks and deadline-index changes are registered on the unit while the transaction
+runs and go out only once it has committed, whichever way the ``with`` block is left (the end
+of the block, or a ``return`` inside it). An exception inside the block, or a failing commit,
+rolls back and publishes nothing. Hand-threaded publishing (a ``FollowUps`` object each path
+had to remember to ``publish()``) once skipped the publish on a ``return`` inside the
+transaction; with this, no path can forget it. Warehouse defers ``apply_async`` to an
+after-commit hook for the same reason.
+
+The publisher itself (Celery and the Redis deadline index) belongs to the worker, which
+registers it with ``set_publisher``; ``shared`` never imports ``worker``. Tests inject their own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlalchemy.orm import Session
+
+from shared.db import session_scope
+
+
+@dataclass
+class FollowUps:
+    """What a transaction decided to do once it is durable."""
+
+    tasks: list[tuple[str, str]] = field(default_factory=list)
+    index: list[tuple[str, datetime]] = field(default_factory=list)
+    unindex: list[str] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.tasks or self.index or self.unindex)
+
+    def extend(self, other: FollowUps) -> None:
+        self.tasks.extend(other.tasks)
+        self.index.extend(other.index)
+        self.unindex.extend(other.unindex)
+
+
+Publisher = Callable[[FollowUps], None]
+_publisher: Publisher | None = None
+
+
+def set_publisher(publisher: Publisher | None) -> Publisher | None:
+    """Install the seam that publishes follow-ups; returns the one it replaced."""
+    global _publisher
+    previous, _publisher = _publisher, publisher
+    return previous
+
+
+def publish(followups: FollowUps) -> None:
+    """Publish committed follow-ups (the only way they leave); refuses if nobody can."""
+    if not followups:
+        return
+    if _publisher is None:
+        raise RuntimeError("follow-ups registered but no publisher installed "
+                           "(import worker.publisher)")
+    _publisher(followups)
+
+
+@dataclass
+class UnitOfWork:
+    """A session plus the follow-ups registered on it."""
+
+    session: Session
+    followups: FollowUps
+
+    def task(self, name: str, arg: str) -> None:
+        self.followups.tasks.append((name, arg))
+
+    def index(self, member: str, due: datetime) -> None:
+        self.followups.index.append((member, due))
+
+    def unindex(self, member: str) -> None:
+        self.followups.unindex.append(member)
+
+
+@contextmanager
+def unit_of_work(url: str | None = None) -> Iterator[UnitOfWork]:
+    """A transaction whose follow-ups are published after it commits, never before."""
+    followups = FollowUps()
+    with session_scope(url) as session:
+        yield UnitOfWork(session, followups)
+    publish(followups)
+
+
+def publish_now(followups: FollowUps) -> None:
+    """Follow-ups that need no transaction of their own (re-publishing what a sweep found)."""
+    publish(followups)

@@ -1,0 +1,80 @@
+"""Stored callbacks turned into follow-ups (worker/pipeline.py's handle_callback), without
+Redis, a worker or HTTP: the publisher is a list."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from shared import tasknames, uow
+from shared.flows.definition import load_definition
+from shared.flows.runtime import save_definition
+from shared.models import Callback, FlowRun
+from shared.uow import FollowUps, unit_of_work
+from worker import pipeline
+
+POKE_FLOW = """
+name: menu
+triggers: {poke_tags: [menu]}
+route: [rogerthat]
+steps:
+  - {id: hello, type: message, text: Hello, buttons: [{id: ok, caption: OK, next: done}]}
+  - {id: done, type: end}
+"""
+
+
+@pytest.fixture()
+def published(temp_db: Path) -> Iterator[list[FollowUps]]:
+    seen: list[FollowUps] = []
+    previous = uow.set_publisher(seen.append)
+    yield seen
+    uow.set_publisher(previous)
+
+
+def _store(provider: str, params: dict[str, Any]) -> int:
+    with unit_of_work() as work:
+        callback = Callback(provider=provider, method="POST", params=params)
+        work.session.add(callback)
+        work.session.flush()
+        return callback.id
+
+
+def _callback(callback_id: int) -> Callback:
+    with unit_of_work() as work:
+        callback = work.session.get(Callback, callback_id)
+        assert callback is not None
+        return callback
+
+
+def test_a_poke_that_starts_a_flow_publishes_the_run(published: list[FollowUps]) -> None:
+    """It used to return inside the transaction and skip the publish: the run sat in
+    ``starting`` until the recovery sweep, two minutes later."""
+    with unit_of_work() as work:
+        save_definition(work.session, "default", load_definition(POKE_FLOW))
+    callback_id = _store("rogerthat", {"id": "cb-1", "method": "messaging.poke", "params": {
+        "email": "john@example.com", "tag": "menu", "context": "c", "result_key": "rk",
+        "service_identity": "+default+", "timestamp": 1301396903}})
+    pipeline.handle_callback(callback_id)
+    with unit_of_work() as work:
+        run_id = work.session.scalars(select(FlowRun.id)).one()
+    assert [t for f in published for t in f.tasks] == [(tasknames.START_FLOW_RUN, run_id)]
+    assert _callback(callback_id).status == "processed"
+
+
+def test_an_unmatched_report_counts_its_tries_durably_and_ends_orphan(
+        published: list[FollowUps]) -> None:
+    """The increment used to roll back with the retry it raised: retried every 2 s forever."""
+    callback_id = _store("messaggio", {"msg_id": "unknown-1", "status": "2"})
+    for tries in range(1, pipeline.UNMATCHED_TRIES):
+        with pytest.raises(pipeline.RetryLater):
+            pipeline.handle_callback(callback_id)
+        assert _callback(callback_id).tries == tries
+    pipeline.handle_callback(callback_id)  # the last try: no retry asked for
+    callback = _callback(callback_id)
+    assert (callback.status, callback.tries) == ("orphan", pipeline.UNMATCHED_TRIES)
+    pipeline.handle_callback(callback_id)  # a re-published orphan costs nothing more
+    assert _callback(callback_id).tries == pipeline.UNMATCHED_TRIES
