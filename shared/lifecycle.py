@@ -10,6 +10,9 @@ Two levels:
   the route is exhausted. ``replied`` is an event and implies ``seen``.
 
 Statuses only move forward by rank; duplicate and out-of-order reports become no-ops.
+
+A ``pending`` attempt of a later hop is ``cancelled`` (event ``cancel``) when an earlier hop
+turns out delivered after all: the fallback is no longer needed, and it never left.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from dataclasses import dataclass
 
 ATTEMPT_RANK = {"pending": 0, "sending": 1, "submitted": 2, "delivered": 3, "seen": 4}
 ATTEMPT_ENDED_BADLY = frozenset({"failed", "undelivered", "expired"})
+ATTEMPT_CANCELLED = "cancelled"  # never sent: an earlier hop was delivered first
 MESSAGE_RANK = {"queued": 0, "submitted": 1, "delivered": 2, "seen": 3}
 MESSAGE_FINAL = frozenset({"failed", "expired"})
 
@@ -40,14 +44,19 @@ class Transition:
 
 def apply_attempt(current: str, event: str) -> Transition:
     """Apply ``event`` (``submitted|delivered|seen|replied|undelivered|expired|deadline|failed|
-    interim``) to an attempt in status ``current``."""
+    interim|cancel``) to an attempt in status ``current``. Only a ``pending`` attempt can be
+    cancelled, and a cancelled one takes no further event."""
+    if event not in _POSITIVE and event not in _NEGATIVE and event not in ("interim", "cancel"):
+        raise ValueError(f"unknown attempt event {event!r}")
+    if current == ATTEMPT_CANCELLED or event == "interim":
+        return Transition(current, changed=False)
+    if event == "cancel":
+        if current == "pending":
+            return Transition(ATTEMPT_CANCELLED, changed=True)
+        return Transition(current, changed=False)  # it may have left: the report is recorded
     if event in _POSITIVE:
         return _apply_positive(current, _POSITIVE[event])
-    if event in _NEGATIVE:
-        return _apply_negative(current, event)
-    if event == "interim":
-        return Transition(current, changed=False)
-    raise ValueError(f"unknown attempt event {event!r}")
+    return _apply_negative(current, event)
 
 
 def _apply_positive(current: str, target: str) -> Transition:

@@ -71,7 +71,8 @@ def insert_message(session: Session, message_id: str, request: SendRequest,
 
 
 # Events a producer is told about (webhook and /v1/events); the rest is timeline detail.
-PUBLIC_EVENTS = frozenset({"queued", "status", "fallback", "replied", "sealed", "seal_failed",
+PUBLIC_EVENTS = frozenset({"queued", "status", "fallback", "cancelled", "replied", "sealed",
+                           "seal_failed",
                            "contact", "poke", "flow_result", "inbound_message"})
 
 

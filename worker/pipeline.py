@@ -617,6 +617,7 @@ def _apply_event(session: Session, attempt: Attempt, event: ProviderEvent,
     if transition.status in ("delivered", "seen"):
         followups.unindex.append(attempt.id)
         _move_message(session, attempt.message_id, transition.status)
+        _cancel_later_hops(session, attempt)
         if values["delivered_at"] is now:  # the attempt's first positive report
             metrics.delivery_report(attempt.provider, attempt.channel, attempt.submitted_at, now)
     if transition.late:
@@ -625,6 +626,21 @@ def _apply_event(session: Session, attempt: Attempt, event: ProviderEvent,
         followups.unindex.append(attempt.id)
         _advance(session, attempt.message_id, attempt.hop, attempt.channel, transition.status,
                  event.reason, followups)
+
+
+def _cancel_later_hops(session: Session, attempt: Attempt) -> None:
+    """An earlier hop was delivered after all: a later hop's attempt that has not left yet
+    (``pending``) is cancelled, never sent. One already ``sending`` or ``submitted`` may have
+    reached its provider; it stays, and this report is recorded as a late one."""
+    later = session.scalars(select(Attempt.id).where(
+        Attempt.message_id == attempt.message_id, Attempt.hop > attempt.hop,
+        Attempt.status == "pending")).all()
+    transition = apply_attempt("pending", "cancel")
+    for later_id in later:
+        if _cas(session, Attempt, later_id, ["pending"], status=transition.status,
+                not_before=None, error_reason="earlier_hop_delivered"):
+            add_event(session, attempt.message_id, "cancelled", later_id,
+                      reason="earlier_hop_delivered", delivered_attempt=attempt.id)
 
 
 def _flow_reply(session: Session, attempt: Attempt, event: ProviderEvent,

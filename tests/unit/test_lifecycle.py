@@ -277,3 +277,16 @@ def test_route_outcome_final_status_is_a_final_message_status() -> None:
 )
 def test_is_message_final(status: str, final: bool) -> None:
     assert is_message_final(status) is final
+
+
+# --- cancelling a fallback that is no longer needed --------------------------------------
+
+def test_only_a_pending_attempt_can_be_cancelled() -> None:
+    assert apply_attempt("pending", "cancel") == Transition("cancelled", changed=True)
+    for status in ("sending", "submitted", "delivered", "failed", "expired"):
+        assert apply_attempt(status, "cancel") == Transition(status, changed=False)
+
+
+def test_a_cancelled_attempt_takes_no_further_event() -> None:
+    for event in ("submitted", "delivered", "seen", "deadline", "failed", "cancel"):
+        assert apply_attempt("cancelled", event) == Transition("cancelled", changed=False)

@@ -1,0 +1,86 @@
+"""A late Viber ``delivered`` after its deadline created the SMS attempt (worker/pipeline.py):
+an SMS that has not left is cancelled, one that may have left stays. No Redis, worker or HTTP:
+the publisher is a list and the deadline is fired by calling the engine with a clock."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from shared import tasknames, uow
+from shared.messages import create_message, new_message_id
+from shared.models import Attempt, Callback, Event, Message, utcnow
+from shared.schemas import SendRequest
+from shared.uow import FollowUps, unit_of_work
+from worker import pipeline
+
+
+@pytest.fixture()
+def published(temp_db: Path) -> Iterator[list[FollowUps]]:
+    seen: list[FollowUps] = []
+    previous = uow.set_publisher(seen.append)
+    yield seen
+    uow.set_publisher(previous)
+
+
+def _viber_past_its_deadline() -> tuple[str, str, str]:
+    """(message, viber attempt, sms attempt): the Viber hop submitted, its deadline fired."""
+    request = SendRequest.model_validate(
+        {"to": {"phone": "+32470123456"}, "route": ["viber", "sms"], "text": "Hi"})
+    message_id = new_message_id(None)
+    with unit_of_work() as work:
+        create_message(work.session, message_id, request)
+    viber = pipeline.dispatch(message_id)
+    assert viber is not None
+    with unit_of_work() as work:
+        attempt = work.session.get(Attempt, viber)
+        assert attempt is not None
+        attempt.status, attempt.deadline_at = "submitted", utcnow() - timedelta(seconds=1)
+    assert pipeline.expire_attempt(viber, utcnow())
+    with unit_of_work() as work:
+        sms = work.session.scalars(select(Attempt.id).where(
+            Attempt.message_id == message_id, Attempt.hop == 1)).one()
+    return message_id, viber, sms
+
+
+def _report_delivered(attempt_id: str) -> None:
+    with unit_of_work() as work:
+        callback = Callback(provider="messaggio", method="POST", params={
+            "p_transaction_id": attempt_id, "type": "delivery", "status": "delivered"})
+        work.session.add(callback)
+        work.session.flush()
+        callback_id = callback.id
+    pipeline.handle_callback(callback_id)
+
+
+def _status(model: type, row_id: str) -> str:
+    with unit_of_work() as work:
+        return work.session.get(model, row_id).status
+
+
+def test_a_pending_sms_is_cancelled_when_viber_turns_out_delivered(
+        published: list[FollowUps]) -> None:
+    message_id, viber, sms = _viber_past_its_deadline()
+    assert (tasknames.SEND_ATTEMPT, sms) in [t for f in published for t in f.tasks]
+    _report_delivered(viber)
+    assert _status(Attempt, sms) == "cancelled"
+    assert _status(Message, message_id) == "delivered"
+    with unit_of_work() as work:
+        kinds = work.session.scalars(select(Event.type).where(
+            Event.message_id == message_id, Event.attempt_id == sms)).all()
+    assert "cancelled" in kinds
+    pipeline.send_attempt(sms)  # the already published send task: a no-op, no provider call
+    assert _status(Attempt, sms) == "cancelled"
+
+
+def test_an_sms_that_may_have_left_stays(published: list[FollowUps]) -> None:
+    message_id, viber, sms = _viber_past_its_deadline()
+    with unit_of_work() as work:
+        work.session.get(Attempt, sms).status = "submitted"
+    _report_delivered(viber)
+    assert _status(Attempt, sms) == "submitted"
+    assert _status(Attempt, viber) == "delivered"  # the late report is recorded
