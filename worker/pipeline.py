@@ -13,7 +13,7 @@ import time
 import uuid
 from collections.abc import Collection, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import func, select, update
@@ -22,7 +22,6 @@ from sqlalchemy.orm import Session
 
 from shared import contacts, conversations, metrics, tasknames
 from shared.db import session_scope
-from shared.uow import FollowUps, publish_now, unit_of_work
 from shared.lifecycle import MESSAGE_FINAL, apply_attempt, apply_message, route_outcome
 from shared.messages import add_app_event, add_event, create_message
 from shared.models import DEFAULT_APP, Attempt, Callback, Message, utcnow
@@ -39,6 +38,7 @@ from shared.providers.base import (
 )
 from shared.schemas import CONVERSATION_CHANNELS, EMAIL_CHANNELS, SendRequest
 from shared.settings import get_settings
+from shared.uow import FollowUps, publish_now, unit_of_work
 from worker import breaker, publisher  # noqa: F401  (publisher: installs the seam)
 from worker.ratelimit import RateLimiter
 from worker.redis_conn import get_redis
@@ -185,23 +185,65 @@ def _send_job(job: _Job) -> None:
     _wait_for_slot(job)
     _wait_for_circuit(job)
     window = deadline_window(job.channel, job.request)
+    due = _claim(job, summary, window)
+    if due is not None:
+        _call_provider(job, provider, outbound, window, due)
+
+
+def _claim(job: _Job, summary: dict, window: float) -> datetime | None:
+    """``pending → sending``: this worker owns the attempt now; nothing has left yet.
+    Returns the deadline, which ``_call_provider`` indexes (a failure there unclaims)."""
     due = utcnow() + timedelta(seconds=window)
     with session_scope() as session:
-        if not _cas(session, Attempt, attempt_id, ["pending"], status="sending", deadline_at=due,
-                    not_before=None, request_summary=summary):
-            return
-    publish_now(FollowUps(index=[(attempt_id, due)]))
+        if not _cas(session, Attempt, job.attempt_id, ["pending"], status="sending",
+                    deadline_at=due, not_before=None, request_summary=summary):
+            return None
+    return due
+
+
+def _call_provider(job: _Job, provider: object, outbound: OutboundMessage, window: float,
+                   due: datetime) -> None:
+    """Call the provider and record what the answer means.
+
+    An error of ours before the request could leave (Redis, the breaker) returns the claimed
+    attempt to ``pending`` with a retry; only a request that may have reached the provider
+    waits for its report or deadline.
+    """
+    reached = False
     try:
+        publish_now(FollowUps(index=[(job.attempt_id, due)]))
         with breaker.watched_call(job.provider, job.channel):  # timed, counted, breaker told
-            result = provider.send(outbound)
+            reached = True
+            result = provider.send(outbound)  # type: ignore[attr-defined]
     except RetryableError as exc:
         _on_retryable(job, exc)
     except PermanentError as exc:
         _on_permanent(job, exc)
     except AmbiguousError as exc:
         _on_submitted(job, None, window, ambiguous=exc)
+    except Exception as exc:
+        if reached:
+            raise  # it may have left: report or deadline settles it
+        _unclaim(job, exc)
     else:
         _on_submitted(job, result, window)
+
+
+def _unclaim(job: _Job, exc: Exception) -> None:
+    """``sending → pending`` for a request that never left, with a retry like any other.
+
+    The deadline column is cleared; its index entry, if any, is dropped by the sweep when it
+    finds no deadline (Redis may be what failed)."""
+    countdown = backoff(job.retries)
+    with unit_of_work() as work:
+        if _cas(work.session, Attempt, job.attempt_id, ["sending"], status="pending",
+                retries=job.retries + 1, deadline_at=None,
+                not_before=utcnow() + timedelta(seconds=countdown),
+                error_reason="not_sent", error_detail=f"{type(exc).__name__}: {exc}"):
+            add_event(work.session, job.message_id, "retry_scheduled", job.attempt_id,
+                      channel=job.channel, reason="not_sent", retry_in=round(countdown, 2),
+                      retries=job.retries + 1)
+    raise RetryLater(countdown, "not sent") from exc
 
 
 def _load_job(attempt_id: str) -> _Job | None:
