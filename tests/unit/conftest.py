@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from shared import db
+from shared import db, uow
 from shared.migrations import upgrade
 from shared.providers import get_provider
 from shared.settings import get_settings
@@ -30,3 +30,13 @@ def temp_db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     upgrade()
     yield tmp_path
     clear_caches()
+
+
+@pytest.fixture()
+def published(temp_db: Path) -> Iterator[list[uow.FollowUps]]:
+    """A fresh database, and the engine's follow-ups as the publisher received them (a list
+    instead of Celery and Redis), so engine decisions are tested without a broker."""
+    seen: list[uow.FollowUps] = []
+    previous = uow.set_publisher(seen.append)
+    yield seen
+    uow.set_publisher(previous)

@@ -3,14 +3,12 @@ Redis, a worker or HTTP: the publisher is a list."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import select
 
-from shared import tasknames, uow
+from shared import tasknames
 from shared.flows.definition import load_definition
 from shared.flows.runtime import save_definition
 from shared.models import Callback, FlowRun
@@ -25,14 +23,6 @@ steps:
   - {id: hello, type: message, text: Hello, buttons: [{id: ok, caption: OK, next: done}]}
   - {id: done, type: end}
 """
-
-
-@pytest.fixture()
-def published(temp_db: Path) -> Iterator[list[FollowUps]]:
-    seen: list[FollowUps] = []
-    previous = uow.set_publisher(seen.append)
-    yield seen
-    uow.set_publisher(previous)
 
 
 def _store(provider: str, params: dict[str, Any]) -> int:

@@ -4,27 +4,16 @@ the publisher is a list and the deadline is fired by calling the engine with a c
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import timedelta
-from pathlib import Path
 
-import pytest
 from sqlalchemy import select
 
-from shared import tasknames, uow
+from shared import tasknames
 from shared.messages import create_message, new_message_id
 from shared.models import Attempt, Callback, Event, Message, utcnow
 from shared.schemas import SendRequest
 from shared.uow import FollowUps, unit_of_work
 from worker import pipeline
-
-
-@pytest.fixture()
-def published(temp_db: Path) -> Iterator[list[FollowUps]]:
-    seen: list[FollowUps] = []
-    previous = uow.set_publisher(seen.append)
-    yield seen
-    uow.set_publisher(previous)
 
 
 def _viber_past_its_deadline() -> tuple[str, str, str]:

@@ -3,7 +3,6 @@ publishes nothing on a rollback (shared/uow.py)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -12,15 +11,6 @@ from sqlalchemy import func, select
 from shared import uow
 from shared.models import Callback
 from shared.uow import FollowUps, unit_of_work
-
-
-@pytest.fixture()
-def published(temp_db: Path) -> Iterator[list[FollowUps]]:
-    """Follow-ups as the publisher received them, with the row count at that moment."""
-    seen: list[FollowUps] = []
-    previous = uow.set_publisher(seen.append)
-    yield seen
-    uow.set_publisher(previous)
 
 
 def _add_callback(work: uow.UnitOfWork) -> None:
