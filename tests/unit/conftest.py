@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from shared import db, uow
+from shared.localrun import start_embedded_redis
 from shared.migrations import upgrade
 from shared.providers import get_provider
 from shared.settings import get_settings
@@ -40,3 +42,20 @@ def published(temp_db: Path) -> Iterator[list[uow.FollowUps]]:
     previous = uow.set_publisher(seen.append)
     yield seen
     uow.set_publisher(previous)
+
+
+@pytest.fixture(scope="module")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """``SWITCHBOARD_TEST_REDIS_URL`` if set, else an embedded redis-server on a private socket
+    for this test module (real Redis, no machine service needed)."""
+    url = os.environ.get("SWITCHBOARD_TEST_REDIS_URL")
+    if url:
+        yield url
+        return
+    tmp = tmp_path_factory.mktemp("redis")
+    proc = start_embedded_redis(tmp, tmp / "redis.sock")
+    try:
+        yield f"unix://{tmp / 'redis.sock'}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

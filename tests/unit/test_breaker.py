@@ -8,7 +8,6 @@ stored deadlines into the past, never by sleeping.
 
 from __future__ import annotations
 
-import os
 import threading
 import uuid
 from collections.abc import Iterator
@@ -17,26 +16,10 @@ from pathlib import Path
 import pytest
 import redis
 
-from shared.localrun import start_embedded_redis
 from shared.providers.base import AmbiguousError, PermanentError, RetryableError
 from shared.settings import get_settings
 from worker import breaker, redis_conn
 from worker.breaker import HALF_OPEN_POLL_SECONDS, Breaker
-
-
-@pytest.fixture(scope="module")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    url = os.environ.get("SWITCHBOARD_TEST_REDIS_URL")
-    if url:
-        yield url
-        return
-    tmp = tmp_path_factory.mktemp("breaker-redis")
-    proc = start_embedded_redis(tmp, tmp / "redis.sock")
-    try:
-        yield f"unix://{tmp / 'redis.sock'}"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 @pytest.fixture()

@@ -20,7 +20,6 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from shared import metrics
 from shared.db import session_scope
-from shared.localrun import start_embedded_redis
 from shared.models import Attempt, Message, utcnow
 from shared.providers import get_provider
 from shared.settings import get_settings
@@ -57,21 +56,6 @@ def data_dir(temp_db: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     metrics._broker_client.cache_clear()
     yield temp_db
     metrics._broker_client.cache_clear()
-
-
-@pytest.fixture(scope="module")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    url = os.environ.get("SWITCHBOARD_TEST_REDIS_URL")
-    if url:
-        yield url
-        return
-    tmp = tmp_path_factory.mktemp("metrics-redis")
-    proc = start_embedded_redis(tmp, tmp / "redis.sock")
-    try:
-        yield f"unix://{tmp / 'redis.sock'}"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 # --- names and counts ------------------------------------------------------------------------

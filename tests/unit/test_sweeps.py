@@ -4,32 +4,13 @@ one member is replaced, so no database or worker is needed."""
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 import redis
 
-from shared.localrun import start_embedded_redis
 from shared.models import utcnow
 from worker import deadlines, sweeps
-
-
-@pytest.fixture(scope="module")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    url = os.environ.get("SWITCHBOARD_TEST_REDIS_URL")
-    if url:
-        yield url
-        return
-    tmp: Path = tmp_path_factory.mktemp("sweep-redis")
-    proc = start_embedded_redis(tmp, tmp / "redis.sock")
-    try:
-        yield f"unix://{tmp / 'redis.sock'}"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 @pytest.fixture()
