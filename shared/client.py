@@ -22,6 +22,7 @@ from shared.models import DEFAULT_APP
 from shared.schemas import FriendRequest, SendRequest
 from shared.settings import get_settings
 from shared.signing import verify_signature
+from shared.uow import FollowUps
 
 __all__ = ["break_up", "conversation", "conversations", "invite", "seal", "send",
            "send_campaign", "send_task", "verify_signature"]
@@ -48,6 +49,17 @@ def send_task(name: str, *args: Any, broker_url: str | None = None, **kwargs: An
     producer_app(broker_url).send_task(
         name, args=args, kwargs=kwargs or None, queue=tasknames.QUEUE_OF[name]
     )
+
+
+def publish_followups(followups: FollowUps) -> None:
+    """The producer side's publisher for ``shared.uow`` (the web app, the CLI): committed
+    tasks go out by name on their queues; the deadline index is the worker's alone."""
+    if followups.index or followups.unindex:
+        raise RuntimeError("only the worker keeps the deadline index")
+    app = producer_app()
+    for task in followups.tasks:
+        app.send_task(task.name, args=task.args, countdown=task.countdown,
+                      queue=tasknames.QUEUE_OF[task.name])
 
 
 def send(*, broker_url: str | None = None, app_id: str = DEFAULT_APP, **fields: Any) -> str:

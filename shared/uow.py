@@ -8,8 +8,10 @@ had to remember to ``publish()``) once skipped the publish on a ``return`` insid
 transaction; with this, no path can forget it. Warehouse defers ``apply_async`` to an
 after-commit hook for the same reason.
 
-The publisher itself (Celery and the Redis deadline index) belongs to the worker, which
-registers it with ``set_publisher``; ``shared`` never imports ``worker``. Tests inject their own.
+The publisher belongs to the process and is installed with ``set_publisher`` where the
+process starts: the worker's (Celery and the Redis deadline index) by ``worker/app.py``, the
+producer side's (tasks only, ``shared.client.publish_followups``) by the web app and the CLI;
+``shared`` never imports ``worker``. Tests inject their own.
 """
 
 from __future__ import annotations
@@ -18,17 +20,27 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any, NamedTuple
 
 from sqlalchemy.orm import Session
 
 from shared.db import session_scope
 
 
+class Task(NamedTuple):
+    """A task to publish by name on its queue (``shared.tasknames``), after ``countdown``
+    seconds when set (a short retry; long waits are data, swept, never ETA tasks)."""
+
+    name: str
+    args: tuple[Any, ...]
+    countdown: float | None = None
+
+
 @dataclass
 class FollowUps:
     """What a transaction decided to do once it is durable."""
 
-    tasks: list[tuple[str, str]] = field(default_factory=list)
+    tasks: list[Task] = field(default_factory=list)
     index: list[tuple[str, datetime]] = field(default_factory=list)
     unindex: list[str] = field(default_factory=list)
 
@@ -58,7 +70,7 @@ def publish(followups: FollowUps) -> None:
         return
     if _publisher is None:
         raise RuntimeError("follow-ups registered but no publisher installed "
-                           "(import worker.publisher)")
+                           "(worker.app and the web app install one)")
     _publisher(followups)
 
 
@@ -69,8 +81,8 @@ class UnitOfWork:
     session: Session
     followups: FollowUps
 
-    def task(self, name: str, arg: str) -> None:
-        self.followups.tasks.append((name, arg))
+    def task(self, name: str, *args: Any, countdown: float | None = None) -> None:
+        self.followups.tasks.append(Task(name, args, countdown))
 
     def index(self, member: str, due: datetime) -> None:
         self.followups.index.append((member, due))
@@ -88,6 +100,6 @@ def unit_of_work(url: str | None = None) -> Iterator[UnitOfWork]:
     publish(followups)
 
 
-def publish_now(followups: FollowUps) -> None:
-    """Follow-ups that need no transaction of their own (re-publishing what a sweep found)."""
-    publish(followups)
+def publish_task(name: str, *args: Any, countdown: float | None = None) -> None:
+    """One task that needs no transaction of its own (a retry, a batch to send)."""
+    publish(FollowUps(tasks=[Task(name, args, countdown)]))

@@ -12,8 +12,9 @@ import logging
 from celery import Celery, signals
 from kombu import Queue
 
-from shared import db, logredact, metrics, tasknames
+from shared import db, logredact, metrics, tasknames, uow
 from shared.settings import get_settings
+from worker import publisher
 
 settings = get_settings()
 
@@ -59,6 +60,7 @@ app.conf.update(
         },
     },
 )
+publisher.install(app)  # committed follow-ups leave through this app
 import worker.tasks  # noqa: F401  (registers every task on this app)
 
 
@@ -93,4 +95,4 @@ def _redact_secrets_in_logs(logger: logging.Logger, **_: object) -> None:
 @signals.beat_init.connect
 def _reindex_on_beat_start(**_: object) -> None:
     """Rebuild the Redis deadline index from the database: a Redis restart loses nothing."""
-    app.send_task(tasknames.REINDEX_DEADLINES, queue=tasknames.SWEEP_QUEUE)
+    uow.publish_task(tasknames.REINDEX_DEADLINES)

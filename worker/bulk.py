@@ -52,7 +52,7 @@ from shared.providers.base import (
 )
 from shared.schemas import SendRequest
 from shared.settings import get_settings
-from shared.uow import FollowUps, publish_now
+from shared.uow import FollowUps, publish
 from worker import pipeline
 from worker.ratelimit import RateLimiter
 from worker.redis_conn import get_redis
@@ -183,7 +183,7 @@ def _send_batch(batch: Batch) -> None:
     batch = _claim(batch, summary, due)
     if not batch.items:
         return
-    publish_now(FollowUps(index=[(a, due) for a in batch.attempt_ids]))
+    publish(FollowUps(index=[(a, due) for a in batch.attempt_ids]))
     outbound = replace(template, phones=tuple(item.phone for item in batch.items))
     try:
         result = provider.send(outbound)
@@ -273,7 +273,7 @@ def _on_retryable(batch: Batch, exc: RetryableError) -> None:
             add_event(session, item.message_id, "retry_scheduled", item.attempt_id,
                       channel=batch.job.channel, reason=exc.reason, code=exc.code,
                       retry_in=round(countdown, 2), retries=item.retries + 1, bulk=True)
-    publish_now(FollowUps(unindex=batch.attempt_ids))
+    publish(FollowUps(unindex=batch.attempt_ids))
     raise _Later(countdown)
 
 
@@ -301,7 +301,7 @@ def _on_submitted(batch: Batch, result: SendResult | None, window: float, batch_
             .returning(Attempt.id).execution_options(synchronize_session=False)).all()
         _record_msg_ids(session, pmids)
         _submitted_events(session, batch, pmids, batch_id, ambiguous, now)
-    publish_now(FollowUps(index=[(a, due) for a in moved]))
+    publish(FollowUps(index=[(a, due) for a in moved]))
 
 
 def _record_msg_ids(session: Session, pmids: dict[str, str | None]) -> None:

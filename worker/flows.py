@@ -16,7 +16,6 @@ from shared.models import FlowRun
 from shared.providers import get_provider
 from shared.providers.base import PermanentError
 from shared.uow import unit_of_work
-from worker import publisher  # noqa: F401  (installs the follow-up publisher)
 
 
 def start_run(run_id: str) -> bool:

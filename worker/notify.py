@@ -15,7 +15,7 @@ from datetime import timedelta
 import requests
 from sqlalchemy import select, update
 
-from shared import tasknames
+from shared import tasknames, uow
 from shared.apps import delivery_target
 from shared.db import session_scope
 from shared.messages import event_body
@@ -89,8 +89,6 @@ def _record(delivery_id: int, tries: int, code: int | None, error: str | None,
 
 def sweep_deliveries(batch: int = 500) -> int:
     """Hand every due delivery to the notify queue, leasing it so it is sent once at a time."""
-    from worker.app import app
-
     now = utcnow()
     with session_scope() as session:
         due = session.execute(select(Delivery.id, Delivery.next_attempt_at).where(
@@ -100,6 +98,6 @@ def sweep_deliveries(batch: int = 500) -> int:
             update(Delivery).where(Delivery.id == row.id,
                                    Delivery.next_attempt_at == row.next_attempt_at)
             .values(next_attempt_at=now + timedelta(seconds=LEASE_SECONDS))).rowcount == 1]
-    for delivery_id in leased:
-        app.send_task(tasknames.NOTIFY, args=[delivery_id], queue=tasknames.NOTIFY_QUEUE)
+    uow.publish(uow.FollowUps(tasks=[uow.Task(tasknames.NOTIFY, (delivery_id,))
+                                     for delivery_id in leased]))
     return len(leased)

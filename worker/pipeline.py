@@ -38,8 +38,8 @@ from shared.providers.base import (
 )
 from shared.schemas import CONVERSATION_CHANNELS, EMAIL_CHANNELS, SendRequest
 from shared.settings import get_settings
-from shared.uow import FollowUps, publish_now, unit_of_work
-from worker import breaker, publisher  # noqa: F401  (publisher: installs the seam)
+from shared.uow import FollowUps, Task, publish, unit_of_work
+from worker import breaker
 from worker.ratelimit import RateLimiter
 from worker.redis_conn import get_redis
 
@@ -211,7 +211,7 @@ def _call_provider(job: _Job, provider: object, outbound: OutboundMessage, windo
     """
     reached = False
     try:
-        publish_now(FollowUps(index=[(job.attempt_id, due)]))
+        publish(FollowUps(index=[(job.attempt_id, due)]))
         with breaker.watched_call(job.provider, job.channel):  # timed, counted, breaker told
             reached = True
             result = provider.send(outbound)  # type: ignore[attr-defined]
@@ -403,7 +403,7 @@ def _on_retryable(job: _Job, exc: RetryableError) -> None:
         add_event(session, job.message_id, "retry_scheduled", job.attempt_id,
                   channel=job.channel, reason=exc.reason, code=exc.code,
                   retry_in=round(countdown, 2), retries=job.retries + 1)
-    publish_now(FollowUps(unindex=[job.attempt_id]))
+    publish(FollowUps(unindex=[job.attempt_id]))
     raise RetryLater(countdown, exc.reason)
 
 
@@ -498,7 +498,7 @@ def _advance(session: Session, message_id: str, hop: int, channel: str, attempt_
         add_event(session, message_id, "fallback", attempt_id, from_channel=channel,
                   to_channel=message.route[next_hop], reason=reason)
         metrics.fallback(channel, message.route[next_hop], reason)
-        followups.tasks.append((tasknames.SEND_ATTEMPT, attempt_id))
+        followups.tasks.append(Task(tasknames.SEND_ATTEMPT, (attempt_id,)))
     else:
         _move_message(session, message_id, str(value), reason=reason)
         _flows().on_message_final(session, message_id, str(value), followups)

@@ -21,7 +21,7 @@ from shared.db import session_scope
 from shared.flows.runtime import STEP_DEADLINE_PREFIX
 from shared.models import Attempt, Callback, FlowRun, Message, utcnow
 from shared.settings import get_settings
-from shared.uow import FollowUps, publish_now
+from shared.uow import FollowUps, Task, publish
 from worker import deadlines, pipeline
 from worker.redis_conn import get_redis
 
@@ -128,11 +128,11 @@ def recover() -> dict[str, int]:
         _not_recently_republished(client, kind, ids, window)
         for kind, ids in (("message", queued), ("attempt", pending), ("callback", callbacks),
                           ("flow_run", runs)))
-    publish_now(FollowUps(
-        tasks=[(tasknames.DISPATCH, m) for m in queued]
-        + [(tasknames.SEND_ATTEMPT, a) for a in pending]
-        + [(tasknames.HANDLE_CALLBACK, c) for c in callbacks]
-        + [(tasknames.START_FLOW_RUN, r) for r in runs]))
+    publish(FollowUps(
+        tasks=[Task(tasknames.DISPATCH, (m,)) for m in queued]
+        + [Task(tasknames.SEND_ATTEMPT, (a,)) for a in pending]
+        + [Task(tasknames.HANDLE_CALLBACK, (c,)) for c in callbacks]
+        + [Task(tasknames.START_FLOW_RUN, (r,)) for r in runs]))
     counts = {"messages": len(queued), "attempts": len(pending), "callbacks": len(callbacks),
               "deadlines": len(due) + len(due_steps), "flow_runs": len(runs)}
     if any(counts.values()):

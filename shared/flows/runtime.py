@@ -27,6 +27,7 @@ from shared.flows.requests import contact_key
 from shared.messages import add_app_event, insert_message
 from shared.models import Contact, Flow, FlowRun, utcnow
 from shared.schemas import SendRequest
+from shared.uow import Task
 
 STEP_DEADLINE_PREFIX = "flowstep:"
 NATIVE_TAG_PREFIX = "switchboard-flow:"  # the tag a native run carries, echoed in its results
@@ -36,7 +37,7 @@ NUMBERED_CHANNELS = frozenset({"viber", "sms", "inapp"})
 class Work(Protocol):
     """Where follow-ups go (``shared.uow.FollowUps``): published after commit."""
 
-    tasks: list[tuple[str, str]]
+    tasks: list[Task]
     index: list[tuple[str, datetime]]
     unindex: list[str]
 
@@ -126,7 +127,7 @@ def begin(session: Session, run_id: str, work: Work) -> FlowRun | None:
     definition = definition_of(run.flow)
     if definition.native:
         run.current_step = definition.start_step().id
-        work.tasks.append((tasknames.START_NATIVE_FLOW, run.id))
+        work.tasks.append(Task(tasknames.START_NATIVE_FLOW, (run.id,)))
     else:
         _enter(session, run, definition, definition.start_step().id, work)
     return run
@@ -170,7 +171,7 @@ def _send_step(session: Session, run: FlowRun, definition: FlowDefinition, step:
     run.current_step, run.current_message_id = step.id, message_id
     run.reasked = 1 if reask else 0
     _set_deadline(run, step, now, work)
-    work.tasks.append((tasknames.DISPATCH, message_id))
+    work.tasks.append(Task(tasknames.DISPATCH, (message_id,)))
 
 
 def _set_deadline(run: FlowRun, step: Any, now: datetime, work: Work) -> None:
@@ -457,7 +458,7 @@ def start_triggered(session: Session, flow: Flow, contact: dict[str, Any], trigg
     if busy is not None:
         return None
     run = create_run(session, flow, contact, flow.app_id, trigger)
-    work.tasks.append((tasknames.START_FLOW_RUN, run.id))
+    work.tasks.append(Task(tasknames.START_FLOW_RUN, (run.id,)))
     return run
 
 

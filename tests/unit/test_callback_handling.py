@@ -12,7 +12,7 @@ from shared import tasknames
 from shared.flows.definition import load_definition
 from shared.flows.runtime import save_definition
 from shared.models import Callback, FlowRun
-from shared.uow import FollowUps, unit_of_work
+from shared.uow import FollowUps, Task, unit_of_work
 from worker import pipeline
 
 POKE_FLOW = """
@@ -51,7 +51,7 @@ def test_a_poke_that_starts_a_flow_publishes_the_run(published: list[FollowUps])
     pipeline.handle_callback(callback_id)
     with unit_of_work() as work:
         run_id = work.session.scalars(select(FlowRun.id)).one()
-    assert [t for f in published for t in f.tasks] == [(tasknames.START_FLOW_RUN, run_id)]
+    assert [t for f in published for t in f.tasks] == [Task(tasknames.START_FLOW_RUN, (run_id,))]
     assert _callback(callback_id).status == "processed"
 
 

@@ -12,7 +12,7 @@ from shared import tasknames
 from shared.messages import create_message, new_message_id
 from shared.models import Attempt, Callback, Event, Message, utcnow
 from shared.schemas import SendRequest
-from shared.uow import FollowUps, unit_of_work
+from shared.uow import FollowUps, Task, unit_of_work
 from worker import pipeline
 
 
@@ -54,7 +54,7 @@ def _status(model: type, row_id: str) -> str:
 def test_a_pending_sms_is_cancelled_when_viber_turns_out_delivered(
         published: list[FollowUps]) -> None:
     message_id, viber, sms = _viber_past_its_deadline()
-    assert (tasknames.SEND_ATTEMPT, sms) in [t for f in published for t in f.tasks]
+    assert Task(tasknames.SEND_ATTEMPT, (sms,)) in [t for f in published for t in f.tasks]
     _report_delivered(viber)
     assert _status(Attempt, sms) == "cancelled"
     assert _status(Message, message_id) == "delivered"

@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 
 from shared import uow
 from shared.models import Callback
-from shared.uow import FollowUps, unit_of_work
+from shared.uow import FollowUps, Task, unit_of_work
 
 
 def _add_callback(work: uow.UnitOfWork) -> None:
@@ -27,7 +27,7 @@ def test_publishes_after_commit(published: list[FollowUps]) -> None:
     with unit_of_work() as work:
         _add_callback(work)
         assert published == []  # nothing leaves before the commit
-    assert published[0].tasks == [("switchboard.handle_callback", "1")]
+    assert published[0].tasks == [Task("switchboard.handle_callback", ("1",))]
     assert _callbacks() == 1
 
 
@@ -37,7 +37,7 @@ def test_a_return_inside_the_block_still_publishes(published: list[FollowUps]) -
             _add_callback(work)
             return "left early"
     assert early_return() == "left early"
-    assert [f.tasks for f in published] == [[("switchboard.handle_callback", "1")]]
+    assert [f.tasks for f in published] == [[Task("switchboard.handle_callback", ("1",))]]
     assert _callbacks() == 1
 
 
@@ -53,7 +53,7 @@ def test_follow_ups_without_a_publisher_are_refused(temp_db: Path) -> None:
     previous = uow.set_publisher(None)
     try:
         with pytest.raises(RuntimeError, match="no publisher"):
-            uow.publish(FollowUps(tasks=[("x", "1")]))
+            uow.publish(FollowUps(tasks=[Task("x", ("1",))]))
         uow.publish(FollowUps())  # nothing to publish needs no publisher
     finally:
         uow.set_publisher(previous)

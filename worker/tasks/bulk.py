@@ -6,7 +6,7 @@ compare-and-set on its attempts (see ``worker.bulk``).
 
 from __future__ import annotations
 
-from shared import campaigns, tasknames
+from shared import campaigns, tasknames, uow
 from shared.db import session_scope
 from shared.settings import get_settings
 from worker import bulk
@@ -17,9 +17,8 @@ def publish_batches(attempt_ids: list[str]) -> int:
     """One ``send_bulk`` task per ``bulk_batch_size`` attempts; returns how many."""
     size = get_settings().bulk_batch_size
     batches = list(campaigns.chunks(attempt_ids, size))
-    for batch in batches:
-        app.send_task(tasknames.SEND_BULK, args=[batch], queue=tasknames.QUEUE_OF[
-            tasknames.SEND_BULK])
+    uow.publish(uow.FollowUps(tasks=[uow.Task(tasknames.SEND_BULK, (batch,))
+                                     for batch in batches]))
     return len(batches)
 
 
@@ -35,4 +34,4 @@ def accept_campaign(campaign_id: str, request: dict, app_id: str = "default") ->
 @app.task(name=tasknames.SEND_BULK, acks_late=True)
 def send_bulk(attempt_ids: list[str]) -> None:
     for later in bulk.send_bulk(attempt_ids):
-        send_bulk.apply_async(args=[later.attempt_ids], countdown=later.countdown)
+        uow.publish_task(tasknames.SEND_BULK, later.attempt_ids, countdown=later.countdown)

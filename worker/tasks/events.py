@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from shared import tasknames
+from shared import tasknames, uow
 from worker import pipeline
 from worker.app import app
 
@@ -12,4 +12,4 @@ def handle_callback(callback_id: int) -> None:
     try:
         pipeline.handle_callback(callback_id)
     except pipeline.RetryLater as later:
-        handle_callback.apply_async(args=[callback_id], countdown=later.countdown)
+        uow.publish_task(tasknames.HANDLE_CALLBACK, callback_id, countdown=later.countdown)

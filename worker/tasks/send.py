@@ -6,7 +6,7 @@ lost broker message: the recovery sweep re-publishes pending attempts whose time
 
 from __future__ import annotations
 
-from shared import tasknames
+from shared import tasknames, uow
 from worker import pipeline
 from worker.app import app
 
@@ -17,7 +17,7 @@ def _run_attempt(attempt_id: str | None) -> None:
     try:
         pipeline.send_attempt(attempt_id)
     except pipeline.RetryLater as later:
-        send_attempt.apply_async(args=[attempt_id], countdown=later.countdown)
+        uow.publish_task(tasknames.SEND_ATTEMPT, attempt_id, countdown=later.countdown)
 
 
 @app.task(name=tasknames.ACCEPT, acks_late=True)
