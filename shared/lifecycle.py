@@ -13,23 +13,71 @@ Statuses only move forward by rank; duplicate and out-of-order reports become no
 
 A ``pending`` attempt of a later hop is ``cancelled`` (event ``cancel``) when an earlier hop
 turns out delivered after all: the fallback is no longer needed, and it never left.
+
+The engine's own edges go through here too: ``claim`` (``pending → sending``: this worker owns
+the attempt, nothing has left yet) and ``retry`` (``sending → pending``: nothing was sent, or
+the provider said to try again). A ``deadline`` ends a ``pending`` attempt as well: the hop's
+window keeps running while its provider's circuit is open, so the route still moves on.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 
-ATTEMPT_RANK = {"pending": 0, "sending": 1, "submitted": 2, "delivered": 3, "seen": 4}
-ATTEMPT_ENDED_BADLY = frozenset({"failed", "undelivered", "expired"})
-ATTEMPT_CANCELLED = "cancelled"  # never sent: an earlier hop was delivered first
-MESSAGE_RANK = {"queued": 0, "submitted": 1, "delivered": 2, "seen": 3}
-MESSAGE_FINAL = frozenset({"failed", "expired"})
+
+class AttemptStatus(StrEnum):
+    """Where one channel try stands."""
+
+    PENDING = "pending"
+    SENDING = "sending"
+    SUBMITTED = "submitted"
+    DELIVERED = "delivered"
+    SEEN = "seen"
+    FAILED = "failed"
+    UNDELIVERED = "undelivered"
+    EXPIRED = "expired"
+    CANCELLED = "cancelled"
+
+
+class MessageStatus(StrEnum):
+    """Where a message stands, as producers see it."""
+
+    QUEUED = "queued"
+    SUBMITTED = "submitted"
+    DELIVERED = "delivered"
+    SEEN = "seen"
+    FAILED = "failed"
+    EXPIRED = "expired"
+
+
+class CallbackStatus(StrEnum):
+    """A stored provider callback: waiting, applied, unreadable, or matching nothing."""
+
+    RECEIVED = "received"
+    PROCESSED = "processed"
+    INVALID = "invalid"
+    ORPHAN = "orphan"
+
+
+A = AttemptStatus
+ATTEMPT_RANK = {A.PENDING: 0, A.SENDING: 1, A.SUBMITTED: 2, A.DELIVERED: 3, A.SEEN: 4}
+ATTEMPT_ENDED_BADLY = frozenset({A.FAILED, A.UNDELIVERED, A.EXPIRED})
+ATTEMPT_CANCELLED = A.CANCELLED  # never sent: an earlier hop was delivered first
+ATTEMPT_POSITIVE = frozenset({A.DELIVERED, A.SEEN})
+MESSAGE_RANK = {MessageStatus.QUEUED: 0, MessageStatus.SUBMITTED: 1,
+                MessageStatus.DELIVERED: 2, MessageStatus.SEEN: 3}
+MESSAGE_FINAL = frozenset({MessageStatus.FAILED, MessageStatus.EXPIRED})
+# The engine's own edges: event -> (from, to).
+_ENGINE_EDGES = {"claim": (A.PENDING, A.SENDING), "retry": (A.SENDING, A.PENDING),
+                 "cancel": (A.PENDING, A.CANCELLED)}
 
 # What a positive event means as a status (a reply proves the message was seen).
-_POSITIVE = {"submitted": "submitted", "delivered": "delivered", "seen": "seen", "replied": "seen"}
+_POSITIVE = {"submitted": A.SUBMITTED, "delivered": A.DELIVERED, "seen": A.SEEN,
+             "replied": A.SEEN}
 # Negative events and the attempt statuses they lead to; all of them move the route on.
-_NEGATIVE = {"undelivered": "undelivered", "expired": "expired", "deadline": "expired",
-             "failed": "failed"}
+_NEGATIVE = {"undelivered": A.UNDELIVERED, "expired": A.EXPIRED, "deadline": A.EXPIRED,
+             "failed": A.FAILED}
 
 
 @dataclass(frozen=True)
@@ -44,16 +92,18 @@ class Transition:
 
 def apply_attempt(current: str, event: str) -> Transition:
     """Apply ``event`` (``submitted|delivered|seen|replied|undelivered|expired|deadline|failed|
-    interim|cancel``) to an attempt in status ``current``. Only a ``pending`` attempt can be
-    cancelled, and a cancelled one takes no further event."""
-    if event not in _POSITIVE and event not in _NEGATIVE and event not in ("interim", "cancel"):
+    interim``, or the engine's ``claim|retry|cancel``) to an attempt in status ``current``.
+    Only a ``pending`` attempt can be cancelled, and a cancelled one takes no further event."""
+    if event not in _POSITIVE and event not in _NEGATIVE and event not in _ENGINE_EDGES \
+            and event != "interim":
         raise ValueError(f"unknown attempt event {event!r}")
+    current = AttemptStatus(current)
     if current == ATTEMPT_CANCELLED or event == "interim":
         return Transition(current, changed=False)
-    if event == "cancel":
-        if current == "pending":
-            return Transition(ATTEMPT_CANCELLED, changed=True)
-        return Transition(current, changed=False)  # it may have left: the report is recorded
+    if event in _ENGINE_EDGES:  # a sent one may have left: a cancel leaves it to its report
+        source, target = _ENGINE_EDGES[event]
+        return Transition(target, changed=True) if current == source \
+            else Transition(current, changed=False)
     if event in _POSITIVE:
         return _apply_positive(current, _POSITIVE[event])
     return _apply_negative(current, event)
@@ -72,27 +122,32 @@ def _apply_positive(current: str, target: str) -> Transition:
 def _apply_negative(current: str, event: str) -> Transition:
     if current in ATTEMPT_ENDED_BADLY or ATTEMPT_RANK[current] >= ATTEMPT_RANK["delivered"]:
         return Transition(current, changed=False)
-    if event == "deadline" and current == "pending":
-        return Transition(current, changed=False)  # never sent: nothing to time out
-    if event == "failed" and current == "submitted":
+    if event == "failed" and current == A.SUBMITTED:
         return Transition(current, changed=False)  # the provider accepted it; reports decide
     return Transition(_NEGATIVE[event], changed=True, falls_back=True)
 
 
-def apply_message(current: str, event: str) -> str:
+def engine_edge(event: str) -> tuple[AttemptStatus, AttemptStatus]:
+    """``(from, to)`` of an engine edge, for set-based compare-and-set updates."""
+    return _ENGINE_EDGES[event]
+
+
+def apply_message(current: str, event: str) -> MessageStatus:
     """Apply ``event`` (a positive event, or ``failed``/``expired`` when the route is exhausted)
     to a message. A late delivery report still turns a ``failed`` or ``expired`` message into
     ``delivered``/``seen``: the person did get it (e.g. the Viber message arrived after its
     SMS fallback had failed), and a status that hides that would mislead the producer."""
+    current = MessageStatus(current)
     if event in _POSITIVE:
-        target = _POSITIVE[event]
+        target = MessageStatus(_POSITIVE[event])
         if current in MESSAGE_FINAL:
-            return target if target != "submitted" else current
+            return target if target != MessageStatus.SUBMITTED else current
         return target if MESSAGE_RANK[target] > MESSAGE_RANK[current] else current
     if event in MESSAGE_FINAL:
-        if current in MESSAGE_FINAL or MESSAGE_RANK[current] >= MESSAGE_RANK["delivered"]:
+        if current in MESSAGE_FINAL or \
+                MESSAGE_RANK[current] >= MESSAGE_RANK[MessageStatus.DELIVERED]:
             return current  # a message someone received does not fail afterwards
-        return event
+        return MessageStatus(event)
     raise ValueError(f"unknown message event {event!r}")
 
 
@@ -101,7 +156,8 @@ def route_outcome(route_length: int, hop: int, attempt_status: str) -> tuple[str
     another channel, else ``("final", "expired" | "failed")`` for the message."""
     if hop + 1 < route_length:
         return "fallback", hop + 1
-    return "final", "expired" if attempt_status == "expired" else "failed"
+    return "final", MessageStatus.EXPIRED if attempt_status == A.EXPIRED \
+        else MessageStatus.FAILED
 
 
 def is_message_final(status: str) -> bool:

@@ -35,7 +35,7 @@ _ATTEMPT_TABLE = {
     #               submitted    delivered       seen         replied      undelivered
     #               expired      deadline        failed       interim
     "pending":     ("submitted", "delivered", "seen", "seen", "undelivered fb",
-                    "expired fb", "-", "failed fb", "-"),
+                    "expired fb", "expired fb", "failed fb", "-"),
     "sending":     ("submitted", "delivered", "seen", "seen", "undelivered fb",
                     "expired fb", "expired fb", "failed fb", "-"),
     "submitted":   ("-", "delivered", "seen", "seen", "undelivered fb",
@@ -153,10 +153,6 @@ def test_negative_events_after_delivery_are_ignored(current: str, event: str) ->
 @pytest.mark.parametrize("event", ["undelivered", "expired", "deadline", "failed"])
 def test_second_negative_event_does_not_fall_back_twice(ended: str, event: str) -> None:
     assert apply_attempt(ended, event) == Transition(ended, changed=False)
-
-
-def test_deadline_on_a_never_sent_attempt_is_ignored() -> None:
-    assert apply_attempt("pending", "deadline") == Transition("pending", changed=False)
 
 
 def test_failed_after_the_provider_accepted_is_ignored() -> None:
@@ -290,3 +286,26 @@ def test_only_a_pending_attempt_can_be_cancelled() -> None:
 def test_a_cancelled_attempt_takes_no_further_event() -> None:
     for event in ("submitted", "delivered", "seen", "deadline", "failed", "cancel"):
         assert apply_attempt("cancelled", event) == Transition("cancelled", changed=False)
+
+
+# --- the engine's own edges --------------------------------------------------------------
+
+@pytest.mark.parametrize(("event", "source", "target"), [
+    ("claim", "pending", "sending"), ("retry", "sending", "pending")])
+def test_engine_edges_move_only_from_their_source(event: str, source: str, target: str) -> None:
+    assert apply_attempt(source, event) == Transition(target, changed=True)
+    for status in ATTEMPT_STATUSES + ("cancelled",):
+        if status != source:
+            assert apply_attempt(status, event) == Transition(status, changed=False)
+
+
+def test_a_pending_attempt_past_its_deadline_falls_back() -> None:
+    """A hop held behind an open circuit: its window keeps running, the route moves on."""
+    assert apply_attempt("pending", "deadline") == Transition("expired", changed=True,
+                                                              falls_back=True)
+
+
+def test_statuses_are_str_enums_equal_to_their_wire_strings() -> None:
+    assert apply_attempt("sending", "submitted").status == "submitted"
+    assert apply_message("queued", "submitted") == "submitted"
+    assert route_outcome(1, 0, "expired") == ("final", "expired")
