@@ -36,6 +36,7 @@ from urllib.parse import quote
 import requests
 
 from shared.providers.base import (
+    REDACTED,
     AmbiguousError,
     CallbackError,
     EventKind,
@@ -46,12 +47,7 @@ from shared.providers.base import (
     RetryableError,
     SendResult,
 )
-from shared.providers.messaggio import (
-    CONNECT_TIMEOUT_CAP,
-    REDACTED,
-    classify_http_status,
-    classify_transport_error,
-)
+from shared.providers.http import classify_http_status, echoed, http_request, short
 
 if TYPE_CHECKING:
     from shared.settings import Settings
@@ -76,10 +72,6 @@ _CONSUMER_FIELDS = (("device", "Device"), ("os_version", "OSVersion"),
 _DIGITS = re.compile(r"[0-9]+")
 _US_FORMATS = ("%m/%d/%Y %I:%M %p", "%m/%d/%Y %I:%M:%S %p", "%m/%d/%Y %H:%M:%S",
                "%m/%d/%Y %H:%M", "%m/%d/%Y")
-
-
-def _short(text: str, limit: int = 300) -> str:
-    return text[:limit]
 
 
 # --------------------------------------------------------------------------------------
@@ -208,14 +200,14 @@ def check_reply(text: str, *, idempotent: bool) -> dict[str, Any]:
     try:
         data = json.loads(text)
     except ValueError:
-        raise unreadable("unreadable_response", _short(text)) from None
+        raise unreadable("unreadable_response", short(text)) from None
     if not isinstance(data, dict):
-        raise unreadable("unreadable_response", _short(text))
+        raise unreadable("unreadable_response", short(text))
     status = _status_code(data.get("Status"))
     if status == 1:
         raise refusal(_description(data))
     if status != 0:
-        raise unreadable("unreadable_response", _short(f"Status {data.get('Status')!r}: {text}"))
+        raise unreadable("unreadable_response", short(f"Status {data.get('Status')!r}: {text}"))
     return data
 
 
@@ -225,7 +217,7 @@ def http_error(resp: requests.Response, *, idempotent: bool) -> ProviderError | 
     status = resp.status_code
     if 200 <= status < 300:
         return None
-    detail = _body_description(resp.text) or _short(resp.text, 200)
+    detail = _body_description(resp.text) or short(resp.text, 200)
     code = f"http_{status}"
     if status in (401, 403):
         return PermanentError("auth_error", detail, code=code)
@@ -558,11 +550,6 @@ class ContactAtOnceService:
         )
 
     @property
-    def _timeouts(self) -> tuple[float, float]:
-        """(connect, read): a short connect timeout, as a connect failure is safe to retry."""
-        return (min(CONNECT_TIMEOUT_CAP, self.timeout), self.timeout)
-
-    @property
     def _headers(self) -> dict[str, str]:
         return {"Authorization": f"Basic {self.api_key}", "Accept": ACCEPT,
                 "Content-Type": CONTENT_TYPE}
@@ -575,12 +562,8 @@ class ContactAtOnceService:
         data = None
         if body is not None:
             data = json.dumps(body, ensure_ascii=False).encode("utf-8")
-        try:
-            resp = self.session.request(method, self.url + path, data=data,
-                                        headers=self._headers, timeout=self._timeouts,
-                                        allow_redirects=False)
-        except requests.RequestException as exc:
-            raise classify_transport_error(exc, idempotent=idempotent) from exc
+        resp = http_request(self.session, method, self.url + path, data=data,
+                            headers=self._headers, timeout=self.timeout, idempotent=idempotent)
         with resp:
             text = resp.text
             error = http_error(resp, idempotent=idempotent)
@@ -622,15 +605,15 @@ class ContactAtOnceService:
         if visit_id is None and "VisitId" not in body:
             # Accepted, but we cannot address the conversation; it may exist, so let the
             # attempt's deadline settle it rather than opening a second one.
-            raise AmbiguousError("no_visit_id", _short(text))
+            raise AmbiguousError("no_visit_id", short(text))
         conversation = {
             "visit_id": visit_id or str(body["VisitId"]),
             "consumer_id": _loose_id(data.get("ConsumerId")) or message.content.get(
                 "consumer_id"),
             "session_id": _loose_id(data.get("SessionId")) or body["SessionId"],
         }
-        return SendResult(provider_message_ids={}, code="0", detail=_description(data),
-                          raw=text[:RAW_LIMIT], conversation=conversation)
+        return SendResult(provider_message_ids={}, code="0", detail=echoed(_description(data)),
+                          raw=echoed(text, RAW_LIMIT), conversation=conversation)
 
     # --- reading conversations -------------------------------------------------------------
 

@@ -4,30 +4,26 @@ Everything specific to this gateway lives here (wire format in ``guide/providers
 the worker only ever sees ``SendResult``, ``ProviderEvent`` and the three ``ProviderError``
 classes. The adapter is stateless apart from its configuration and is safe to share.
 
-The subtle part is failure classification. The gateway has no idempotency (§2.7): sending
-the same request twice sends two messages. So a failure is only ``RetryableError`` when the
-request surely did not take effect (no connection was made, code -4, 429/502/503/504), and
-``AmbiguousError`` when it may have arrived (read timeout, connection dropped after sending,
-HTTP 500, an unreadable reply).
+The subtle part is failure classification (its HTTP part is shared: ``shared.providers.http``).
+The gateway has no idempotency (§2.7): sending the same request twice sends two messages. So
+a failure is only ``RetryableError`` when the request surely did not take effect (no
+connection was made, code -4, 429/502/503/504), and ``AmbiguousError`` when it may have
+arrived (read timeout, connection dropped after sending, HTTP 500, an unreadable reply).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import math
 import re
-import ssl
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Mapping
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 import requests
-from urllib3.exceptions import ClosedPoolError, NewConnectionError
 
 from shared.providers.base import (
+    REDACTED,
     AmbiguousError,
     CallbackError,
     EventKind,
@@ -38,14 +34,19 @@ from shared.providers.base import (
     RetryableError,
     SendResult,
 )
+from shared.providers.http import (
+    classify_http_status,
+    classify_transport_error,
+    echoed,
+    http_request,
+    short,
+    timeouts,
+)
 
 if TYPE_CHECKING:
     from shared.settings import Settings
 
-REDACTED = "[redacted]"
 MAX_IMAGE_BYTES = 10 * 1024 * 1024  # §2.6: the media server refuses files over 10 MB
-RETRYABLE_HTTP = frozenset({429, 502, 503, 504})  # the front end refused: nothing was processed
-CONNECT_TIMEOUT_CAP = 3.0  # a healthy gateway accepts a TCP connection in well under 3 s
 
 # Gateway response codes (§2.4) other than 0 and the retryable -4.
 _PERMANENT_CODES = {"-1": "invalid_request", "-2": "auth_error", "-3": "rejected",
@@ -107,103 +108,6 @@ def media_sign(login: str, content: bytes, secret: str) -> str:
 
 
 # --------------------------------------------------------------------------------------
-# Transport classification, shared by send and upload
-# --------------------------------------------------------------------------------------
-
-def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
-    """Seconds to wait from a Retry-After header (delta-seconds or HTTP-date), else None."""
-    if not value or not value.strip():
-        return None
-    text = value.strip()
-    try:
-        seconds = float(text)
-    except ValueError:
-        return _retry_after_date(text, now)
-    return seconds if math.isfinite(seconds) and seconds >= 0 else None
-
-
-def _retry_after_date(text: str, now: datetime | None) -> float | None:
-    """The HTTP-date form of Retry-After, as seconds from now (never negative)."""
-    try:
-        when = parsedate_to_datetime(text)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    current = now or datetime.now(UTC)
-    return max(0.0, (when - current).total_seconds())
-
-
-def _causes(exc: BaseException) -> Iterable[BaseException]:
-    """The exception and everything it wraps (requests/urllib3 nest via args and ``reason``)."""
-    stack, seen = [exc], set()
-    while stack:
-        current = stack.pop()
-        if id(current) in seen:
-            continue
-        seen.add(id(current))
-        yield current
-        nested = [getattr(current, "reason", None), current.__cause__, *current.args]
-        stack.extend(e for e in nested if isinstance(e, BaseException))
-
-
-def _never_connected(exc: requests.ConnectionError) -> bool:
-    """True when no connection was made (refused, DNS, unreachable), so nothing was sent.
-
-    urllib3 raises ``NewConnectionError`` (``NameResolutionError`` is a subclass) only
-    while opening the socket, ``ClosedPoolError`` before taking a connection at all, and a
-    certificate is only verified in the TLS handshake, before any request byte is written.
-    """
-    connect_failures = (NewConnectionError, ClosedPoolError, ConnectionRefusedError,
-                        ssl.SSLCertVerificationError)
-    return any(isinstance(e, connect_failures) for e in _causes(exc))
-
-
-def _short(exc: BaseException | str, limit: int = 300) -> str:
-    return str(exc)[:limit]
-
-
-def classify_transport_error(exc: requests.RequestException, *, idempotent: bool) -> ProviderError:
-    """Map a requests exception to our error classes.
-
-    ``idempotent`` is for calls that are harmless to repeat (image upload, download): there
-    the "may have arrived" cases become retryable instead of ambiguous.
-    """
-    if isinstance(exc, requests.ConnectTimeout) or (
-        isinstance(exc, requests.ConnectionError) and _never_connected(exc)
-    ):
-        return RetryableError("connection_failed", _short(exc))
-    if isinstance(exc, (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema,
-                        requests.exceptions.InvalidSchema)):
-        return PermanentError("bad_url", _short(exc))
-    if isinstance(exc, requests.ReadTimeout):
-        reason = "timeout_after_send"
-    elif isinstance(exc, requests.ConnectionError):
-        reason = "connection_dropped"
-    else:  # e.g. ChunkedEncodingError while reading the reply: the request arrived
-        reason = "transport_error"
-    return (RetryableError if idempotent else AmbiguousError)(reason, _short(exc))
-
-
-def classify_http_status(resp: requests.Response, *, idempotent: bool) -> ProviderError | None:
-    """None for 2xx; otherwise the error the HTTP status alone implies.
-
-    429/502/503/504 come from the front end before the gateway processed anything; a 500
-    may come after it queued the message, so it is ambiguous (unless the call is idempotent).
-    """
-    status = resp.status_code
-    if 200 <= status < 300:
-        return None
-    reason, detail = f"http_{status}", _short(resp.text, 200)
-    if status in RETRYABLE_HTTP:
-        retry_after = parse_retry_after(resp.headers.get("Retry-After"))
-        return RetryableError(reason, detail, retry_after=retry_after)
-    if status >= 500:
-        return (RetryableError if idempotent else AmbiguousError)(reason, detail)
-    return PermanentError(reason, detail)  # 4xx, and 3xx: a misconfigured URL
-
-
-# --------------------------------------------------------------------------------------
 # Send response (§2.1, §2.4)
 # --------------------------------------------------------------------------------------
 
@@ -217,10 +121,10 @@ def parse_send_response(body: bytes, phones: tuple[str, ...]) -> SendResult:
     try:
         root = ET.fromstring(body)
     except ET.ParseError as exc:
-        raise AmbiguousError("unreadable_response", _short(f"{exc}: {raw}")) from None
+        raise AmbiguousError("unreadable_response", short(f"{exc}: {raw}")) from None
     code = (root.findtext("code") or "").strip()
     if root.tag != "response" or not code:
-        raise AmbiguousError("unreadable_response", _short(raw))
+        raise AmbiguousError("unreadable_response", short(raw))
     detail = (root.findtext("tech_message") or "").strip()
     if code != "0":
         raise _code_error(code, detail)
@@ -228,7 +132,7 @@ def parse_send_response(body: bytes, phones: tuple[str, ...]) -> SendResult:
     for index, element in enumerate(root.findall("msg_id")):
         phone = element.get("phone") or (phones[index] if index < len(phones) else str(index))
         ids[phone.strip()] = (element.text or "").strip()
-    return SendResult(provider_message_ids=ids, code=code, detail=detail, raw=raw)
+    return SendResult(provider_message_ids=ids, code=code, detail=echoed(detail), raw=echoed(raw))
 
 
 def _code_error(code: str, detail: str) -> ProviderError:
@@ -267,12 +171,12 @@ def parse_upload_response(text: str) -> str:
         data = loads_tolerant(text)
         status = int(data["status"])
     except (ValueError, TypeError, KeyError):
-        raise RetryableError("unreadable_response", _short(text)) from None
+        raise RetryableError("unreadable_response", short(text)) from None
     error = str(data.get("error") or "")
     if status == 0 and data.get("image_id"):
         return str(data["image_id"])
     if status == 0:
-        raise RetryableError("unreadable_response", _short(text), code="0")
+        raise RetryableError("unreadable_response", short(text), code="0")
     reason = _UPLOAD_ERRORS.get(status, "unknown_code")
     raise PermanentError(reason, error, code=str(status))
 
@@ -389,11 +293,6 @@ class MessaggioGateway:
             timeout=settings.messaggio_timeout_seconds,
         )
 
-    @property
-    def _timeouts(self) -> tuple[float, float]:
-        """(connect, read): a short connect timeout, as a connect failure is safe to retry."""
-        return (min(CONNECT_TIMEOUT_CAP, self.timeout), self.timeout)
-
     # --- sending -----------------------------------------------------------------------
 
     def build_params(self, msg: OutboundMessage) -> list[tuple[str, str]]:
@@ -439,12 +338,8 @@ class MessaggioGateway:
     def send(self, message: OutboundMessage) -> SendResult:
         """One POST, never retried here: see the module docstring for the classification."""
         params = self.build_params(message)
-        try:
-            resp = self.session.post(
-                self.url, data=params, timeout=self._timeouts, allow_redirects=False,
-            )
-        except requests.RequestException as exc:
-            raise classify_transport_error(exc, idempotent=False) from exc
+        resp = http_request(self.session, "POST", self.url, data=params, timeout=self.timeout,
+                            idempotent=False)
         error = classify_http_status(resp, idempotent=False)
         if error is not None:
             raise error
@@ -455,13 +350,9 @@ class MessaggioGateway:
     def upload_image(self, content: bytes, filename: str = "image") -> str:
         """Upload one image to the media server; returns its ``image_id``. Safe to retry."""
         data = {"login": self.user, "sign": media_sign(self.user, content, self.secret)}
-        try:
-            resp = self.session.post(
-                self.media_url, data=data, files={"image": (filename, content)},
-                timeout=self._timeouts, allow_redirects=False,
-            )
-        except requests.RequestException as exc:
-            raise classify_transport_error(exc, idempotent=True) from exc
+        resp = http_request(self.session, "POST", self.media_url, data=data,
+                            files={"image": (filename, content)}, timeout=self.timeout,
+                            idempotent=True)
         error = classify_http_status(resp, idempotent=True)
         if error is not None:
             raise error
@@ -474,7 +365,7 @@ class MessaggioGateway:
         download is harmless to repeat and image hosts have bad minutes too.
         """
         try:
-            with self.session.get(url, stream=True, timeout=self._timeouts) as resp:
+            with self.session.get(url, stream=True, timeout=timeouts(self.timeout)) as resp:
                 self._check_image_response(resp)
                 return _read_capped(resp)
         except requests.RequestException as exc:

@@ -38,11 +38,7 @@ from shared.providers.base import (
     RetryableError,
     SendResult,
 )
-from shared.providers.messaggio import (
-    CONNECT_TIMEOUT_CAP,
-    classify_http_status,
-    classify_transport_error,
-)
+from shared.providers.http import classify_http_status, echoed, http_request, short
 
 if TYPE_CHECKING:
     from shared.schemas import SendRequest
@@ -298,10 +294,6 @@ def _check_tag(tag: Any) -> str | None:
 # Replies (§1.1, §1.4)
 # --------------------------------------------------------------------------------------
 
-def _short(text: str, limit: int = 300) -> str:
-    return text[:limit]
-
-
 def _error_detail(error: Mapping[str, Any]) -> str:
     """The provider message plus its extra fields (``name``, ``member``, ``app_id`` ...)."""
     message = str(error.get("message") or "")
@@ -315,7 +307,7 @@ def classify_error(error: Any) -> ProviderError:
     if isinstance(code, str) and code.strip().lstrip("-").isdigit():
         code = int(code)
     if isinstance(code, bool) or not isinstance(code, int):
-        return RetryableError("unreadable_response", _short(f"unreadable error: {error!r}"))
+        return RetryableError("unreadable_response", short(f"unreadable error: {error!r}"))
     detail = _error_detail(error)
     if code in _RETRYABLE_CODES:
         return RetryableError(_RETRYABLE_CODES[code], detail, code=str(code))
@@ -334,12 +326,12 @@ def parse_reply(body: bytes, rpc_id: str) -> Any:
     try:
         reply = json.loads(text)
     except ValueError:
-        raise RetryableError("unreadable_response", _short(text)) from None
+        raise RetryableError("unreadable_response", short(text)) from None
     if not isinstance(reply, dict) or not ({"result", "error"} & reply.keys()):
-        raise RetryableError("unreadable_response", _short(text))
+        raise RetryableError("unreadable_response", short(text))
     if "id" in reply and reply["id"] != rpc_id:
         raise RetryableError("unreadable_response",
-                             _short(f"reply id {reply['id']!r} is not {rpc_id!r}"))
+                             short(f"reply id {reply['id']!r} is not {rpc_id!r}"))
     if reply.get("error") is not None:
         raise classify_error(reply["error"])
     return reply.get("result")
@@ -567,11 +559,6 @@ class RogerthatService:
             timeout=settings.rogerthat_timeout_seconds,
         )
 
-    @property
-    def _timeouts(self) -> tuple[float, float]:
-        """(connect, read): a short connect timeout, as any failure here is retried anyway."""
-        return (min(CONNECT_TIMEOUT_CAP, self.timeout), self.timeout)
-
     # --- the JSON-RPC call ---------------------------------------------------------------
 
     def call(self, method: str, params: Mapping[str, Any], rpc_id: str) -> Any:
@@ -585,13 +572,11 @@ class RogerthatService:
         body = json.dumps({"id": rpc_id, "method": method, "params": dict(params)},
                           ensure_ascii=False, separators=(",", ":")).encode("utf-8")
         headers = {"Content-Type": CONTENT_TYPE, API_KEY_HEADER: self.api_key}
-        try:
-            resp = self.session.post(self.url, data=body, headers=headers,
-                                     timeout=self._timeouts, allow_redirects=False)
-        except requests.RequestException as exc:
-            raise classify_transport_error(exc, idempotent=True) from exc
+        # idempotent: the server replays an id's result (module docstring)
+        resp = http_request(self.session, "POST", self.url, data=body, headers=headers,
+                            timeout=self.timeout, idempotent=True)
         if resp.status_code == 401:
-            raise PermanentError("auth_error", _short(resp.reason or resp.text), code="http_401")
+            raise PermanentError("auth_error", short(resp.reason or resp.text), code="http_401")
         error = classify_http_status(resp, idempotent=True)
         if error is not None:
             error.code = f"http_{resp.status_code}"
@@ -649,9 +634,9 @@ class RogerthatService:
         if not isinstance(key, str) or not key:
             # Accepted without a key: a resend would only replay this answer, and the
             # message may exist, so let the attempt's deadline settle it.
-            raise AmbiguousError("no_message_key", _short(raw))
+            raise AmbiguousError("no_message_key", short(raw))
         return SendResult(provider_message_ids={message.email or "": key}, code="ok",
-                          detail="", raw=raw)
+                          detail="", raw=echoed(raw))
 
     # --- other calls -----------------------------------------------------------------------
 
@@ -705,7 +690,7 @@ class RogerthatService:
                   "push_message": None, "flow": None, "flow_params": None}
         run_id, raw = self._call("messaging.start_local_flow", params, rpc_id)
         if not isinstance(run_id, str) or not run_id:
-            raise AmbiguousError("no_flow_run_id", _short(raw))  # a resend only replays this
+            raise AmbiguousError("no_flow_run_id", short(raw))  # a resend only replays this
         return run_id
 
     # --- callbacks -------------------------------------------------------------------------

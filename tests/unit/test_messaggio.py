@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import socket
-import ssl
 import threading
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
 from email.parser import BytesParser
 from email.policy import HTTP
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -19,13 +17,6 @@ from urllib.parse import parse_qsl
 
 import pytest
 import requests
-from urllib3.exceptions import (
-    ConnectTimeoutError,
-    MaxRetryError,
-    NameResolutionError,
-    ProtocolError,
-    SSLError,
-)
 
 from shared.providers import messaggio
 from shared.providers.base import (
@@ -35,13 +26,12 @@ from shared.providers.base import (
     PermanentError,
     RetryableError,
 )
+from tests.unit.conftest import clear_caches
 from shared.providers.messaggio import (
     PERMANENT_VIBER_REASONS,
     MessaggioGateway,
-    classify_transport_error,
     media_sign,
     parse_callback,
-    parse_retry_after,
     parse_send_response,
     sign,
 )
@@ -248,6 +238,20 @@ def test_parse_ok_multi_phone():
     assert "<response>" in result.raw
 
 
+def test_parse_ok_redacts_a_secret_the_gateway_echoes(monkeypatch):
+    secret = "configured-gateway-secret-42"
+    monkeypatch.setenv("SWITCHBOARD_MESSAGGIO_SECRET", secret)
+    clear_caches()
+    try:
+        body = OK_XML.replace(b"<tech_message>OK", f"<tech_message>OK {secret}".encode())
+        result = parse_send_response(body, ("79031234567", "79165557755"))
+    finally:
+        monkeypatch.delenv("SWITCHBOARD_MESSAGGIO_SECRET")
+        clear_caches()
+    assert result.detail == "OK [redacted]"
+    assert secret not in result.raw and "OK [redacted]" in result.raw
+
+
 def test_parse_msg_id_without_phone_attribute_matches_by_position():
     body = b"<response><code>0</code><tech_message>OK</tech_message><msg_id>m1</msg_id></response>"
     assert parse_send_response(body, ("7903",)).provider_message_ids == {"7903": "m1"}
@@ -299,7 +303,7 @@ def test_send_uses_short_connect_and_full_read_timeout():
     calls: list[dict] = []
 
     class Recorder(requests.Session):
-        def post(self, url, **kwargs):  # type: ignore[override]
+        def request(self, method, url, **kwargs):  # type: ignore[override]
             calls.append(kwargs)
             resp = requests.Response()
             resp.status_code, resp._content = 200, OK_XML
@@ -374,37 +378,6 @@ def test_send_closed_port_is_retryable():
     with pytest.raises(RetryableError) as info:
         gateway(f"http://127.0.0.1:{port}/").send(message())
     assert info.value.reason == "connection_failed"
-
-
-def test_classify_dns_failure_and_connect_timeout_are_retryable():
-    dns = NameResolutionError("bulk.invalid", None, socket.gaierror(-2, "Name not known"))
-    for exc in (requests.ConnectionError(MaxRetryError(None, "/", dns)),
-                requests.ConnectTimeout(MaxRetryError(None, "/", ConnectTimeoutError("t")))):
-        error = classify_transport_error(exc, idempotent=False)
-        assert (type(error), error.reason) == (RetryableError, "connection_failed")
-
-
-def test_classify_tls_certificate_failure_is_retryable_but_other_tls_errors_ambiguous():
-    verify = ssl.SSLCertVerificationError(1, "certificate verify failed")
-    cert = requests.exceptions.SSLError(MaxRetryError(None, "/", SSLError(verify)))
-    assert classify_transport_error(cert, idempotent=False).reason == "connection_failed"
-    eof = requests.exceptions.SSLError(MaxRetryError(None, "/", SSLError(ssl.SSLEOFError())))
-    assert type(classify_transport_error(eof, idempotent=False)) is AmbiguousError
-
-
-def test_classify_aborted_connection_depends_on_idempotency():
-    exc = requests.ConnectionError(ProtocolError("Connection aborted.", ConnectionResetError()))
-    assert type(classify_transport_error(exc, idempotent=False)) is AmbiguousError
-    assert type(classify_transport_error(exc, idempotent=True)) is RetryableError
-
-
-def test_retry_after_forms():
-    now = datetime(2024, 1, 1, 12, 0, 0, tzinfo=UTC)
-    assert parse_retry_after("120", now) == 120.0
-    assert parse_retry_after("Mon, 01 Jan 2024 12:00:30 GMT", now) == 30.0
-    assert parse_retry_after("Mon, 01 Jan 2024 11:00:00 GMT", now) == 0.0
-    for bad in (None, "", "soon", "-5", "inf", "nan"):
-        assert parse_retry_after(bad, now) is None
 
 
 # --------------------------------------------------------------------------------------

@@ -543,7 +543,6 @@ def test_from_settings():
     svc = RogerthatService.from_settings(_settings(None))  # type: ignore[arg-type]
     assert svc.url == "http://127.0.0.1:8026/api/1"
     assert (svc.api_key, svc.service_key, svc.timeout) == ("ak", "sk", 4.0)
-    assert svc._timeouts == (3.0, 4.0)
     real = RogerthatService.from_settings(_settings("https://rogerth.at/api/1"))  # type: ignore[arg-type]
     assert real.url == "https://rogerth.at/api/1"
     assert (RogerthatService.name, RogerthatService.channels) == ("rogerthat", ("rogerthat",))

@@ -19,8 +19,8 @@ from shared.db import session_scope
 from shared.messages import add_event, message_view
 from shared.models import Attempt, Message, utcnow
 from shared.providers import get_provider
-from shared.providers.base import OutboundMessage
-from shared.providers.messaggio import REDACTED, MessaggioGateway, sign
+from shared.providers.base import REDACTED, OutboundMessage
+from shared.providers.messaggio import MessaggioGateway, sign
 from shared.settings import get_settings
 from webhooks.app import create_app
 
