@@ -16,13 +16,17 @@ one of three exceptions, and the retry/fallback policy lives in one place (the a
 from __future__ import annotations
 
 from collections.abc import Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from pydantic import SecretStr
 
 from shared.settings import get_settings
+
+if TYPE_CHECKING:
+    from shared.schemas import SendRequest
 
 # Events about a message we sent (matched to an attempt) ...
 EventKind = Literal["delivered", "seen", "undelivered", "expired", "replied", "interim",
@@ -85,6 +89,13 @@ class RetryableError(ProviderError):
 
 class PermanentError(ProviderError):
     """The provider refused this request; sending it again would be refused again."""
+
+
+class AccountRefusal(PermanentError):
+    """The provider refused the account, not this message (bad credentials, no balance):
+    every message to it would be refused alike until someone fixes the account. The worker
+    opens the provider's circuit for all its messages instead of failing them one by one;
+    their deadlines keep running, so fallback to another channel still happens."""
 
 
 class AmbiguousError(ProviderError):
@@ -152,11 +163,73 @@ class ProviderEvent:
     data: Mapping[str, Any] = field(default_factory=dict)
 
 
+def require_channel(channels: tuple[str, ...], channel: str) -> None:
+    """Refuse a channel the adapter does not serve, before anything is built or sent: the
+    same route sent again would be refused again, so it is a ``PermanentError``."""
+    if channel not in channels:
+        raise PermanentError("unsupported_channel", channel)
+
+
+class KeyValueCache(Protocol):
+    """Where uploaded image ids are remembered (a dict wrapper, a Redis client)."""
+
+    def get(self, key: str) -> str | None: ...
+
+    def set(self, key: str, value: str) -> None: ...
+
+
+class ImageCache(KeyValueCache, Protocol):
+    """Uploaded image ids, and a lock per image: a campaign's sends race for the same image,
+    and holding ``lock(key)`` around look-up, upload and remember makes one of them upload it
+    while the others wait and then find its id."""
+
+    def lock(self, key: str) -> AbstractContextManager[object]: ...
+
+
+@dataclass(frozen=True)
+class SendContext:
+    """What the engine knows about one attempt beyond the request, so an adapter can build
+    its content without reading the database itself."""
+
+    attempt_id: str  # travels as the provider's idempotency/correlation id
+    channel: str  # this hop's channel (one of the adapter's ``channels``)
+    app_id: str  # the Switchboard app (tenant) the message belongs to
+    # The resolved in-app conversation: conversation_id, advertiser_id, consumer_id,
+    # session_id, visit_id, reply_to, consumer, listing_details. Only for conversation hops.
+    conversation: Mapping[str, Any] | None = None
+    images: ImageCache | None = None  # for adapters that upload images before sending
+
+
+@dataclass(frozen=True)
+class Recipient:
+    """Who the consent registry (``shared.contacts``: channel, address, app id) knows this
+    hop's recipient as, so the engine can check consent without knowing the provider."""
+
+    address: str  # e.g. the messenger e-mail, or the phone digits without "+"
+    scope: str  # e.g. the messenger app id; "" where the provider has no such notion
+
+
 class Provider(Protocol):
     """A provider adapter. Stateless apart from its configuration; safe to share."""
 
     name: str
     channels: tuple[str, ...]
+    # True when hops join a provider conversation (the first one opens it, the next ones
+    # need its id), so the engine sends them to one consumer one at a time.
+    uses_conversations: bool
+
+    def recipient(self, request: SendRequest, channel: str) -> Recipient | None:
+        """This hop's recipient as the consent registry knows it; None when the provider
+        has no registry. Never touches the database."""
+        ...
+
+    def outbound(self, request: SendRequest, context: SendContext) -> OutboundMessage:
+        """The provider's content for one attempt of ``request``, built from the normalised
+        request and the engine's ``context``. Raises ``PermanentError`` (content this
+        provider cannot send) or ``RetryableError`` (e.g. an image upload that failed)
+        before anything is sent; ValueError when ``context`` lacks what this hop needs (a
+        bug in the caller, not a refusal)."""
+        ...
 
     def send(self, message: OutboundMessage) -> SendResult:
         """Call the provider once. Raises one of the ``ProviderError`` subclasses."""

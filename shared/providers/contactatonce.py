@@ -45,11 +45,14 @@ from shared.providers.base import (
     ProviderError,
     ProviderEvent,
     RetryableError,
+    SendContext,
     SendResult,
+    require_channel,
 )
 from shared.providers.http import classify_http_status, echoed, http_request, short
 
 if TYPE_CHECKING:
+    from shared.schemas import SendRequest
     from shared.settings import Settings
 
 API_PATH = "api/v1.0/AsyncConversation/"
@@ -526,6 +529,7 @@ class ContactAtOnceService:
 
     name = "contactatonce"
     channels = ("inapp",)
+    uses_conversations = True  # the first hop's Start opens the VisitId the next ones join
 
     def __init__(
         self, url: str, api_key: str, advertiser_id: str = "", inbound_key: str = "",
@@ -571,6 +575,24 @@ class ContactAtOnceService:
             raise error
         return check_reply(text, idempotent=idempotent), text
 
+    # --- from a send request -------------------------------------------------------------
+
+    def recipient(self, request: SendRequest, channel: str) -> None:
+        """None: in-app consumers have no consent registry (yet)."""
+        require_channel(self.channels, channel)
+        return None
+
+    def outbound(self, request: SendRequest, context: SendContext) -> OutboundMessage:
+        """The channel's text and the conversation the engine resolved (``visit_id`` None:
+        this hop opens it with ``Start``, else it joins with ``SendMessage``)."""
+        require_channel(self.channels, context.channel)
+        if context.conversation is None:
+            raise ValueError("an in-app hop needs the resolved conversation in its "
+                             "SendContext")
+        return OutboundMessage(attempt_id=context.attempt_id, channel=context.channel,
+                               phones=(), text=request.text_for(context.channel),
+                               content=dict(context.conversation))
+
     # --- sending ---------------------------------------------------------------------------
 
     def build_request(self, msg: OutboundMessage) -> tuple[str, dict[str, Any]]:
@@ -579,8 +601,7 @@ class ContactAtOnceService:
         Content we cannot send is a ``PermanentError("invalid_message")``: resending the same
         content would fail the same way.
         """
-        if msg.channel not in self.channels:
-            raise PermanentError("unsupported_channel", msg.channel)
+        require_channel(self.channels, msg.channel)
         if not isinstance(msg.text, str) or not msg.text.strip():
             raise PermanentError("invalid_message", "Message (text) is required")
         try:

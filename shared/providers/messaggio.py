@@ -18,7 +18,7 @@ import json
 import re
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import requests
 
@@ -27,12 +27,17 @@ from shared.providers.base import (
     AmbiguousError,
     CallbackError,
     EventKind,
+    ImageCache,
+    KeyValueCache,
     OutboundMessage,
     PermanentError,
     ProviderError,
     ProviderEvent,
+    Recipient,
     RetryableError,
+    SendContext,
     SendResult,
+    require_channel,
 )
 from shared.providers.http import (
     classify_http_status,
@@ -44,9 +49,11 @@ from shared.providers.http import (
 )
 
 if TYPE_CHECKING:
+    from shared.schemas import SendRequest
     from shared.settings import Settings
 
 MAX_IMAGE_BYTES = 10 * 1024 * 1024  # §2.6: the media server refuses files over 10 MB
+DEFAULT_DLR_TIMEOUT = 86400  # a day: the settings' default_dlr_timeout
 
 # Gateway response codes (§2.4) other than 0 and the retryable -4.
 _PERMANENT_CODES = {"-1": "invalid_request", "-2": "auth_error", "-3": "rejected",
@@ -73,14 +80,6 @@ PERMANENT_VIBER_REASONS: frozenset[str] = frozenset({
     "invalid_session", "phone_blacklisted", "spam_detected", "from_not_allowed",
     "bad_words_found", "phone_incorrect", "operator_not_allowed",
 })
-
-
-class ImageCache(Protocol):
-    """Anything with get/set (a dict wrapper, a Redis client): where uploaded image ids live."""
-
-    def get(self, key: str) -> Any: ...
-
-    def set(self, key: str, value: str) -> Any: ...
 
 
 # --------------------------------------------------------------------------------------
@@ -268,10 +267,12 @@ class MessaggioGateway:
 
     name = "messaggio"
     channels = ("viber", "sms")
+    uses_conversations = False
 
     def __init__(
         self, url: str, media_url: str, user: str, secret: str, sender: str,
-        timeout: float = 10.0, session: requests.Session | None = None,
+        timeout: float = 10.0, session: requests.Session | None = None, *,
+        default_dlr_timeout: int = DEFAULT_DLR_TIMEOUT,
     ) -> None:
         self.url = url
         self.media_url = media_url
@@ -280,6 +281,7 @@ class MessaggioGateway:
         self.sender = sender
         self.timeout = timeout
         self.session = session or requests.Session()
+        self.default_dlr_timeout = default_dlr_timeout  # a Viber window the request left open
 
     @classmethod
     def from_settings(cls, settings: Settings) -> MessaggioGateway:
@@ -291,14 +293,54 @@ class MessaggioGateway:
             secret=settings.messaggio_secret.get_secret_value(),
             sender=settings.messaggio_sender,
             timeout=settings.messaggio_timeout_seconds,
+            default_dlr_timeout=settings.default_dlr_timeout,
         )
+
+    # --- from a send request -----------------------------------------------------------
+
+    def recipient(self, request: SendRequest, channel: str) -> Recipient:
+        """The phone as the consent registry keys it (digits, no "+"); the gateway has no
+        app scope, so the scope is ""."""
+        require_channel(self.channels, channel)
+        return Recipient(address=_phone(request), scope="")
+
+    def outbound(self, request: SendRequest, context: SendContext) -> OutboundMessage:
+        """The channel's text; for Viber also the SMS expiry text, the image (uploaded once
+        per URL through ``context.images``), the button and the delivery window, none of
+        which an SMS can carry."""
+        channel = context.channel
+        require_channel(self.channels, channel)
+        common: dict[str, Any] = {
+            "attempt_id": context.attempt_id, "channel": channel, "phones": (_phone(request),),
+            "text": request.text_for(channel), "sender": request.sender}
+        if channel == "sms":
+            return OutboundMessage(**common)
+        button = request.button
+        return OutboundMessage(
+            **common, sms_text=request.sms_text,
+            image_id=self._image_id(request, context.images),
+            button_text=button.text if button else None,
+            button_url=str(button.url) if button else None,
+            dlr_timeout=request.deadline_for(channel, self.default_dlr_timeout))
+
+    def _image_id(self, request: SendRequest, images: ImageCache | None) -> str | None:
+        """The request's ``image_id``, else its ``image_url`` uploaded once: holding the
+        image's lock around look-up, upload and remember makes a campaign's racing sends
+        upload it once."""
+        if request.image_id or not request.image_url:
+            return request.image_id
+        if images is None:
+            raise ValueError("this Viber hop's image_url must be uploaded, but the "
+                             "SendContext has no images cache")
+        url = str(request.image_url)
+        with images.lock(image_key(url)):
+            return self.ensure_image_id(url, images)
 
     # --- sending -----------------------------------------------------------------------
 
     def build_params(self, msg: OutboundMessage) -> list[tuple[str, str]]:
         """The form fields for one send; empty values are dropped (the gateway ignores them)."""
-        if msg.channel not in self.channels:
-            raise PermanentError("unsupported_channel", msg.channel)
+        require_channel(self.channels, msg.channel)
         sender = msg.sender or self.sender
         params: list[tuple[str, str | None]] = [
             ("user", self.user), ("from", sender),
@@ -381,14 +423,14 @@ class MessaggioGateway:
         if length.isdigit() and int(length) > MAX_IMAGE_BYTES:
             raise PermanentError("image_too_large", f"{length} bytes")
 
-    def ensure_image_id(self, image_url: str, cache: ImageCache) -> str:
-        """The gateway ``image_id`` for a URL, uploading it only the first time.
+    def ensure_image_id(self, image_url: str, cache: KeyValueCache) -> str:
+        """The gateway ``image_id`` for a URL, uploading it only the first time (no lock:
+        ``outbound`` holds the image's lock around this).
 
         The key hashes the URL (bounded length, no odd characters) and names the account,
         as an image id is only valid for the login that uploaded it.
         """
-        digest = hashlib.sha256(image_url.encode("utf-8")).hexdigest()
-        key = f"messaggio:image:{self.user}:{digest}"
+        key = f"messaggio:image:{self.user}:{image_key(image_url)}"
         cached = cache.get(key)
         if cached:
             return cached.decode() if isinstance(cached, bytes) else str(cached)
@@ -401,6 +443,20 @@ class MessaggioGateway:
     def parse_callback(self, params: Mapping[str, str]) -> ProviderEvent:
         """See the module-level ``parse_callback``; reports carry no account-specific data."""
         return parse_callback(params)
+
+
+def image_key(image_url: str) -> str:
+    """The sha256 hex of an image URL: bounded length and no odd characters, for cache keys
+    and the image's upload lock."""
+    return hashlib.sha256(image_url.encode("utf-8")).hexdigest()
+
+
+def _phone(request: SendRequest) -> str:
+    """The recipient's international digits without "+", as the gateway and the consent
+    registry key a phone."""
+    if request.to.phone is None:
+        raise ValueError("a phone hop needs request.to.phone (the schema requires it)")
+    return request.to.phone.lstrip("+")
 
 
 def _image_unreachable(error: ProviderError, detail: str | None = None) -> ProviderError:

@@ -35,8 +35,11 @@ from shared.providers.base import (
     PermanentError,
     ProviderError,
     ProviderEvent,
+    Recipient,
     RetryableError,
+    SendContext,
     SendResult,
+    require_channel,
 )
 from shared.providers.http import classify_http_status, echoed, http_request, short
 
@@ -536,6 +539,7 @@ class RogerthatService:
 
     name = "rogerthat"
     channels = ("rogerthat",)
+    uses_conversations = False
 
     def __init__(
         self, url: str, api_key: str, service_key: str, timeout: float = 10.0,
@@ -558,6 +562,28 @@ class RogerthatService:
             service_key=settings.rogerthat_service_key.get_secret_value(),
             timeout=settings.rogerthat_timeout_seconds,
         )
+
+    # --- from a send request -------------------------------------------------------------
+
+    def recipient(self, request: SendRequest, channel: str) -> Recipient:
+        """The member as the friendship registry knows them: e-mail and messenger app."""
+        require_channel(self.channels, channel)
+        if request.to.email is None:
+            raise ValueError("a messenger hop needs request.to.email (the schema requires it)")
+        return Recipient(address=str(request.to.email), scope=request.to.app_id or DEFAULT_APP_ID)
+
+    def outbound(self, request: SendRequest, context: SendContext) -> OutboundMessage:
+        """The member, the channel's text and the messenger content (buttons, flags, alert,
+        branding, tag, thread, attachments). Content the messenger refuses is a
+        ``PermanentError("invalid_message")``, as in ``build_send_params``."""
+        member = self.recipient(request, context.channel)
+        try:
+            content = content_from_request(request)
+        except (TypeError, ValueError) as exc:
+            raise PermanentError("invalid_message", str(exc)) from None
+        return OutboundMessage(attempt_id=context.attempt_id, channel=context.channel,
+                               phones=(), text=request.text_for(context.channel),
+                               email=member.address, app_id=member.scope, content=content)
 
     # --- the JSON-RPC call ---------------------------------------------------------------
 
@@ -587,8 +613,7 @@ class RogerthatService:
 
     def build_send_params(self, msg: OutboundMessage) -> dict[str, Any]:
         """Every ``messaging.send`` param the SDK sends (§1.7), nulls for unused strings."""
-        if msg.channel not in self.channels:
-            raise PermanentError("unsupported_channel", msg.channel)
+        require_channel(self.channels, msg.channel)
         if not msg.email:
             raise PermanentError("invalid_message", "no recipient email")
         content = msg.content

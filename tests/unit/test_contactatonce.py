@@ -28,6 +28,7 @@ from shared.providers.base import (
     OutboundMessage,
     PermanentError,
     RetryableError,
+    SendContext,
 )
 from shared.providers.contactatonce import (
     ContactAtOnceService,
@@ -38,6 +39,7 @@ from shared.providers.contactatonce import (
     parse_status,
 )
 from shared.providers.sandbox.contactatonce import ContactAtOnceSimConfig, ContactAtOnceSimServer
+from shared.schemas import SendRequest
 
 API_KEY, INBOUND_KEY = "cao-key-123", "inbound-key-456"
 START = "/api/v1.0/AsyncConversation/Start"
@@ -212,6 +214,63 @@ def test_other_channels_are_refused():
 def test_listing_details_helper():
     assert listing_details(None) is None and listing_details({}) is None
     assert listing_details({"a": "1=2", "b": ""}) == "a=1=2\u00ffb="
+
+
+# --------------------------------------------------------------------------------------
+# From a send request: recipient() and outbound()
+# --------------------------------------------------------------------------------------
+
+CONVERSATION = {"conversation_id": "conv-1", "advertiser_id": "12345", "consumer_id": "c-1",
+                "session_id": "abc1234", "visit_id": "12272283", "reply_to": "998877",
+                "consumer": {"first_name": "Bob"}, "listing_details": {"make": "Ford"}}
+
+
+def send_request(**fields: Any) -> SendRequest:
+    values: dict[str, Any] = {"conversation": {"consumer_id": "c-1"}, "route": ["inapp"],
+                              "text": "Do you offer financing?"}
+    values.update(fields)
+    return SendRequest.model_validate(values)
+
+
+def context(channel: str = "inapp", **fields: Any) -> SendContext:
+    return SendContext(attempt_id="att-1", channel=channel, app_id="default", **fields)
+
+
+def test_in_app_hops_join_conversations_and_have_no_consent_registry():
+    assert ContactAtOnceService.uses_conversations is True
+    assert service("http://cao.test/").recipient(send_request(), "inapp") is None
+    with pytest.raises(PermanentError, match="unsupported_channel"):
+        service("http://cao.test/").recipient(send_request(), "sms")
+
+
+def test_outbound_carries_the_text_and_the_resolved_conversation():
+    request = send_request(texts={"inapp": "In-app wording"})
+    msg = service("http://cao.test/").outbound(request, context(conversation=CONVERSATION))
+    assert msg == OutboundMessage(attempt_id="att-1", channel="inapp", phones=(),
+                                  text="In-app wording", content=CONVERSATION)
+    summary = service("http://cao.test/").summarize(msg)  # it joins the known visit
+    assert summary["path"] == SEND
+    assert (summary["body"]["VisitId"], summary["body"]["MessageId"]) == (12272283, "998877")
+
+
+def test_outbound_without_a_visit_opens_the_conversation():
+    conversation = {**CONVERSATION, "visit_id": None, "reply_to": None}
+    msg = service("http://cao.test/").outbound(send_request(),
+                                               context(conversation=conversation))
+    body = service("http://cao.test/").summarize(msg)["body"]
+    assert (body["ConsumerId"], body["ConsumerFirstName"], body["ListingDetails"]) == (
+        "c-1", "Bob", "make=Ford")
+
+
+def test_outbound_without_the_conversation_is_a_clear_error():
+    with pytest.raises(ValueError, match="conversation"):
+        service("http://cao.test/").outbound(send_request(), context())
+
+
+def test_outbound_refuses_another_providers_channel():
+    with pytest.raises(PermanentError, match="unsupported_channel"):
+        service("http://cao.test/").outbound(send_request(),
+                                             context("viber", conversation=CONVERSATION))
 
 
 # --------------------------------------------------------------------------------------

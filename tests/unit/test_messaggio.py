@@ -10,9 +10,11 @@ import hashlib
 import socket
 import threading
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from email.parser import BytesParser
 from email.policy import HTTP
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 from urllib.parse import parse_qsl
 
 import pytest
@@ -24,8 +26,11 @@ from shared.providers.base import (
     CallbackError,
     OutboundMessage,
     PermanentError,
+    Recipient,
     RetryableError,
+    SendContext,
 )
+from shared.schemas import SendRequest
 from tests.unit.conftest import clear_caches
 from shared.providers.messaggio import (
     PERMANENT_VIBER_REASONS,
@@ -507,6 +512,135 @@ def test_ensure_image_id_uploads_once_per_url(server):
 
 
 # --------------------------------------------------------------------------------------
+# From a send request: recipient() and outbound()
+# --------------------------------------------------------------------------------------
+
+class RecordingImages:
+    """An in-memory ImageCache that logs every lock, get and set, in order."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, str] = {}
+        self.log: list[tuple[str, str]] = []
+        self.held: set[str] = set()
+
+    def get(self, key: str) -> str | None:
+        self.log.append(("get", key))
+        return self.data.get(key)
+
+    def set(self, key: str, value: str) -> None:
+        assert self.held, "set outside the image's lock"
+        self.log.append(("set", key))
+        self.data[key] = value
+
+    @contextmanager
+    def lock(self, key: str) -> Iterator[None]:
+        self.log.append(("lock", key))
+        self.held.add(key)
+        try:
+            yield
+        finally:
+            self.held.discard(key)
+            self.log.append(("unlock", key))
+
+
+def send_request(**fields: Any) -> SendRequest:
+    values: dict[str, Any] = {"to": {"phone": "+79031234567"}, "route": ["viber", "sms"],
+                              "text": "hello"}
+    values.update(fields)
+    return SendRequest.model_validate(values)
+
+
+def context(channel: str = "viber", **fields: Any) -> SendContext:
+    return SendContext(attempt_id="att-1", channel=channel, app_id="default", **fields)
+
+
+def image_server(server: Any) -> None:
+    """GET serves image bytes, POST (the upload) answers an image id numbered by request."""
+    def route(handler: BaseHTTPRequestHandler, body: bytes) -> None:
+        if handler.command == "GET":
+            reply(200, b"png-bytes")(handler, body)
+        else:
+            reply(200, b'{"status":0,"image_id":"id-%d"}' % len(server.seen))(handler, body)
+    server.behaviour = route
+
+
+def test_recipient_is_the_phone_digits_without_plus_and_no_scope():
+    for channel in ("viber", "sms"):
+        assert gateway().recipient(send_request(), channel) == Recipient("79031234567", "")
+
+
+def test_recipient_and_outbound_refuse_another_providers_channel():
+    with pytest.raises(PermanentError) as info:
+        gateway().recipient(send_request(), "rogerthat")
+    assert info.value.reason == "unsupported_channel"
+    with pytest.raises(PermanentError):
+        gateway().outbound(send_request(), context("inapp"))
+
+
+def test_outbound_viber_with_button_sms_text_and_window():
+    request = send_request(button={"text": "Open", "url": "https://shop.example/o/1"},
+                           sms_text="by sms", sender="Shop", image_id="img-7",
+                           deadlines={"viber": 600})
+    msg = MessaggioGateway("u", "m", USER, SECRET, SENDER, default_dlr_timeout=3600).outbound(
+        request, context())
+    assert msg == OutboundMessage(
+        attempt_id="att-1", channel="viber", phones=("79031234567",), text="hello",
+        sms_text="by sms", image_id="img-7", button_text="Open",
+        button_url="https://shop.example/o/1", sender="Shop", dlr_timeout=600)
+
+
+def test_outbound_viber_window_falls_back_to_the_request_then_the_gateway_default():
+    gw = MessaggioGateway("u", "m", USER, SECRET, SENDER, default_dlr_timeout=3600)
+    assert gw.outbound(send_request(dlr_timeout=900), context()).dlr_timeout == 900
+    assert gw.outbound(send_request(), context()).dlr_timeout == 3600
+
+
+def test_outbound_sms_carries_no_viber_fields_and_uploads_nothing(server):
+    request = send_request(
+        image_url=server.url + "a.png", button={"text": "Open", "url": "https://x.example/"},
+        sms_text="short sms", texts={"viber": "rich viber"}, dlr_timeout=600, sender="Shop")
+    msg = gateway(media_url=server.url).outbound(request, context("sms"))  # no images: fine
+    assert msg == OutboundMessage(attempt_id="att-1", channel="sms",
+                                  phones=("79031234567",), text="short sms", sender="Shop")
+    assert server.seen == []
+
+
+def test_outbound_viber_uploads_an_image_url_once_under_its_lock(server):
+    image_server(server)
+    url = server.url + "img/a.png"
+    gw, images = gateway(media_url=server.url + "upload/"), RecordingImages()
+    first = gw.outbound(send_request(image_url=url), context(images=images))
+    again = gw.outbound(send_request(image_url=url), context(images=images))
+    assert first.image_id == again.image_id == "id-2"
+    assert [(m, p) for m, p, _, _ in server.seen] == [("GET", "/img/a.png"),
+                                                      ("POST", "/upload/")]
+    digest = hashlib.sha256(url.encode()).hexdigest()
+    key = f"messaggio:image:{USER}:{digest}"
+    assert images.log == [("lock", digest), ("get", key), ("set", key), ("unlock", digest),
+                          ("lock", digest), ("get", key), ("unlock", digest)]
+
+
+def test_outbound_viber_image_upload_failure_is_raised_before_sending(server):
+    server.behaviour = reply(404, b"gone")
+    with pytest.raises(PermanentError) as info:
+        gateway().outbound(send_request(image_url=server.url + "a.png"),
+                           context(images=RecordingImages()))
+    assert info.value.reason == "image_unreachable"
+
+
+def test_outbound_viber_image_url_without_an_images_cache_is_a_clear_error():
+    with pytest.raises(ValueError, match="images"):
+        gateway().outbound(send_request(image_url="https://img.example/a.png"), context())
+
+
+def test_outbound_without_a_phone_is_a_clear_error():
+    request = send_request(to={"email": "a@example.com"}, route=["rogerthat"],
+                           allow_dismiss=True)
+    with pytest.raises(ValueError, match="phone"):
+        gateway().outbound(request, context())
+
+
+# --------------------------------------------------------------------------------------
 # Delivery reports
 # --------------------------------------------------------------------------------------
 
@@ -601,8 +735,10 @@ def test_from_settings():
     gw = MessaggioGateway.from_settings(Settings(
         simulator_port=8111, messaggio_timeout_seconds=4, messaggio_url=None,
         messaggio_media_url=None, messaggio_user="sandbox", messaggio_secret="sandbox-secret",
-        messaggio_sender="Switchboard"))
+        messaggio_sender="Switchboard", default_dlr_timeout=1200))
     assert (gw.url, gw.media_url) == ("http://127.0.0.1:8111/", "http://127.0.0.1:8111/upload/")
     assert (gw.user, gw.secret, gw.sender, gw.timeout) == (
         "sandbox", "sandbox-secret", "Switchboard", 4)
     assert (gw.name, gw.channels) == ("messaggio", ("viber", "sms"))
+    assert gw.uses_conversations is False
+    assert gw.default_dlr_timeout == 1200

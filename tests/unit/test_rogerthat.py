@@ -19,12 +19,15 @@ import pytest
 import requests
 from pydantic import SecretStr
 
+from shared.providers import rogerthat
 from shared.providers.base import (
     AmbiguousError,
     CallbackError,
     OutboundMessage,
     PermanentError,
+    Recipient,
     RetryableError,
+    SendContext,
     SendResult,
 )
 from shared.providers.rogerthat import (
@@ -43,6 +46,7 @@ from shared.providers.rogerthat import (
     parse_callback,
     validate_buttons,
 )
+from shared.schemas import SendRequest
 
 API_KEY, SERVICE_KEY = "api-key-123", "service-key-456"
 MESSAGE_KEY = "7bcc1b94-c193-47bf-ae85-157565ac0e78"
@@ -338,6 +342,77 @@ def test_summarize_has_no_api_key():
 
 
 # --------------------------------------------------------------------------------------
+# From a send request: recipient() and outbound()
+# --------------------------------------------------------------------------------------
+
+def send_request(**fields: Any) -> SendRequest:
+    values: dict[str, Any] = {"to": {"email": "john@example.com"}, "route": ["rogerthat"],
+                              "text": "Shipped?",
+                              "buttons": [{"id": "yes", "caption": "Yes"}]}
+    values.update(fields)
+    return SendRequest.model_validate(values)
+
+
+def context(channel: str = "rogerthat") -> SendContext:
+    return SendContext(attempt_id="att-1", channel=channel, app_id="default")
+
+
+def test_recipient_is_the_email_in_its_messenger_app():
+    assert service().recipient(send_request(), "rogerthat") == Recipient(
+        "john@example.com", "rogerthat")
+    request = send_request(to={"email": "john@example.com", "app_id": "em-be-app"})
+    assert service().recipient(request, "rogerthat") == Recipient("john@example.com",
+                                                                  "em-be-app")
+
+
+def test_recipient_and_outbound_refuse_another_providers_channel():
+    with pytest.raises(PermanentError) as info:
+        service().recipient(send_request(), "viber")
+    assert info.value.reason == "unsupported_channel"
+    with pytest.raises(PermanentError):
+        service().outbound(send_request(), context("sms"))
+
+
+def test_outbound_carries_member_text_and_messenger_content():
+    request = send_request(
+        to={"email": "john@example.com", "app_id": "em-be-app"},
+        texts={"rogerthat": "Shipped? (messenger)"}, allow_dismiss=True, auto_lock=True,
+        branding="brand-1", tag="order-7", parent_message_key="root-key",
+        alert={"ring_seconds": 15},
+        attachments=[{"content_type": "image/png", "url": "https://x.example/a.png",
+                      "name": "a.png", "size": 3}])
+    msg = service().outbound(request, context())
+    assert (msg.attempt_id, msg.channel, msg.phones, msg.text, msg.email, msg.app_id) == (
+        "att-1", "rogerthat", (), "Shipped? (messenger)", "john@example.com", "em-be-app")
+    assert msg.content == {
+        "buttons": [{"id": "yes", "caption": "Yes", "action": None, "ui_flags": 0}],
+        "allow_dismiss": True, "auto_lock": True, "branding": "brand-1",
+        "alert_flags": int(AlertFlag.VIBRATE | AlertFlag.RING_15), "tag": "order-7",
+        "parent_message_key": "root-key",
+        "attachments": [{"content_type": "image/png", "download_url": "https://x.example/a.png",
+                         "name": "a.png", "size": 3}]}
+    params = service().build_send_params(msg)  # what the adapter builds, it can send
+    assert params["members"] == [{"member": "john@example.com", "app_id": "em-be-app",
+                                  "alert_flags": 10}]
+    assert (params["flags"], params["context"]) == (65, "att-1")
+
+
+def test_outbound_defaults_the_app_and_vibrates():
+    msg = service().outbound(send_request(), context())
+    assert (msg.app_id, msg.content["alert_flags"]) == ("rogerthat", int(AlertFlag.VIBRATE))
+
+
+def test_outbound_content_the_messenger_refuses_is_permanent(monkeypatch):
+    def refuse(request: SendRequest) -> dict[str, Any]:
+        raise ValueError("ring_seconds must be one of 5, 15, 30, 60")
+    monkeypatch.setattr(rogerthat, "content_from_request", refuse)
+    with pytest.raises(PermanentError) as info:
+        service().outbound(send_request(), context())
+    assert info.value.reason == "invalid_message"
+    assert "ring_seconds" in info.value.detail
+
+
+# --------------------------------------------------------------------------------------
 # The wire: envelope, headers, results
 # --------------------------------------------------------------------------------------
 
@@ -546,6 +621,7 @@ def test_from_settings():
     real = RogerthatService.from_settings(_settings("https://rogerth.at/api/1"))  # type: ignore[arg-type]
     assert real.url == "https://rogerth.at/api/1"
     assert (RogerthatService.name, RogerthatService.channels) == ("rogerthat", ("rogerthat",))
+    assert RogerthatService.uses_conversations is False
 
 
 def test_verify_service_key():
