@@ -16,6 +16,8 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from shared import handlers
+from shared.messages import add_app_event
 from shared.models import Contact
 from shared.settings import get_settings
 
@@ -88,3 +90,37 @@ def _ask_producer(invitation: dict[str, Any]) -> bool:
         return default
     accept = answer.get("accept") if isinstance(answer, dict) else None
     return accept if isinstance(accept, bool) else default
+
+
+# --- what the engine tells us (shared.handlers) -----------------------------------------
+
+_CONTACT_STATUS = {("invite_result", "accepted"): "friend",
+                   ("invite_result", "established"): "friend",
+                   ("invite_result", "decline"): "declined",
+                   ("broke_up", None): "not_friend"}
+REFUSED_REASONS = frozenset({"not_a_friend"})  # a provider refusal that means "not reachable"
+
+
+@handlers.on("contact")
+def on_contact(work: Any, occurrence: handlers.Occurrence) -> bool:
+    """A friendship callback: record the contact's new status and tell the producer."""
+    assert occurrence.event is not None
+    data = dict(occurrence.event.data)
+    change, email = data.get("change"), data.get("email")
+    if change == "invited":  # decided inline by our receiver; ``answer`` is what it said
+        status: str | None = "friend" if occurrence.answer == "accepted" else "declined"
+    else:
+        status = _CONTACT_STATUS.get((change, data.get("result")))
+    if email:
+        record(work.session, occurrence.provider or "", email, data.get("app_id") or "",
+               status, name=data.get("name"))
+    add_app_event(work.session, "contact",
+                  {"channel": occurrence.provider, "status": status, **data})
+    return True
+
+
+def learn_refusal(session: Session, channel: str, address: str, scope: str,
+                  reason: str) -> None:
+    """A provider refused a recipient as unreachable: skip them next time, before any call."""
+    if reason in REFUSED_REASONS:
+        record(session, channel, address, scope, "not_friend")

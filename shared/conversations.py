@@ -18,6 +18,8 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from shared import handlers
+from shared.messages import add_app_event
 from shared.models import DEFAULT_APP, Conversation, ConversationMessage, Message, utcnow
 from shared.schemas import ConversationRef
 
@@ -276,3 +278,26 @@ def read_transcript(session: Session, app_id: str, key: str) -> dict[str, Any] |
     return {"conversation": view(conversation),
             "messages": transcript(session, conversation, provider_transcript),
             "provider_error": error}
+
+
+# --- what the engine tells us (shared.handlers) -----------------------------------------
+
+@handlers.on("inbound")
+def on_inbound(work: Any, occurrence: handlers.Occurrence) -> bool:
+    """An agent wrote into an in-app conversation: file it, tell the producer, and let the
+    features that read conversations (flows) see its text — once, not on a redelivery."""
+    from shared.settings import get_settings
+
+    event = occurrence.event
+    assert event is not None
+    conversation, new = record_inbound(work.session, event.data, event.text, event.occurred_at,
+                                       get_settings().contactatonce_advertiser_id)
+    if new:
+        add_app_event(work.session, "inbound_message", inbound_payload(
+            conversation, event.data, event.text, event.occurred_at), conversation.app_id)
+        handlers.dispatch(work, handlers.Occurrence(
+            "conversation_text", provider=occurrence.provider, event=event, data={
+                "consumer_id": conversation.consumer_id,
+                "session_id": conversation.session_id,
+                "advertiser_id": conversation.advertiser_id}))
+    return True

@@ -8,9 +8,8 @@ from flask import Flask, Response, jsonify
 from sqlalchemy import text
 from werkzeug.exceptions import HTTPException
 
-from shared import logredact, metrics
+from shared import circuits, client, logredact, metrics, uow
 from shared.db import get_engine
-from worker import breaker  # reads circuit states only: no Celery import
 
 log = logging.getLogger(__name__)
 
@@ -21,6 +20,7 @@ def create_app() -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = 1024 * 1024  # bigger bodies: 413 before any parsing
     app.url_map.merge_slashes = False  # "//" is a JSON 404, not an HTML redirect
     logredact.install(app.logger, logging.getLogger("gunicorn.error"))
+    _install_publisher()
 
     from webhooks.api import api
     from webhooks.campaigns import campaigns_api
@@ -48,11 +48,20 @@ def create_app() -> Flask:
     return app
 
 
+def _install_publisher() -> None:
+    """Committed follow-ups of this process leave through the producer-side publisher (tasks
+    by name on their queues), unless one is installed already: a test's recorder, or the
+    worker's when the app runs inside a worker process."""
+    previous = uow.set_publisher(client.publish_followups)
+    if previous is not None:
+        uow.set_publisher(previous)
+
+
 def healthz():  # type: ignore[no-untyped-def]
     """Liveness plus a database round trip; the broker is checked by the workers themselves.
     ``providers`` shows each provider's circuit breaker: informational, an open circuit (sends
     waiting) is not an unhealthy web process."""
-    providers = breaker.describe()
+    providers = circuits.describe()
     try:
         with get_engine().connect() as conn:
             conn.execute(text("SELECT 1"))
@@ -64,7 +73,7 @@ def healthz():  # type: ignore[no-untyped-def]
 def metrics_view() -> Response:
     """Prometheus scrape: the counts of every process on this host (shared/metrics.py) plus
     queue depth, stuck messages and circuit states read now."""
-    body, content_type = metrics.exposition(breaker.circuit_states)
+    body, content_type = metrics.exposition(_circuit_states)
     return Response(body, content_type=content_type)
 
 
@@ -76,3 +85,8 @@ def _http_error(exc: HTTPException):  # type: ignore[no-untyped-def]
 def _unexpected_error(exc: Exception):  # type: ignore[no-untyped-def]
     log.exception("unhandled error")
     return jsonify(error="internal_error", message="the server hit an unexpected error"), 500
+
+
+def _circuit_states() -> dict[str, tuple[str, str | None]]:
+    """Each provider's circuit state and the reason it opened, for the scrape."""
+    return {p: (c.state, c.reason) for p, c in circuits.circuit_states().items()}

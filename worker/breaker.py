@@ -15,8 +15,9 @@ every worker on every host sees one circuit and a single probe is let through at
 holds the half-open circuit for its call's timeout plus a margin: if its worker died mid-call,
 the next send probes instead. A breaker that cannot reach Redis lets sends through (fails open).
 
-The web reads the states (``describe``, ``circuit_states``) for /healthz and /metrics; this
-module imports no Celery for that reason.
+An account-wide refusal (``AccountRefusal``: bad credentials, no balance) opens the circuit at
+once with its reason (``trip``), since every message would be refused alike. The web reads the
+states, reasons included, through ``shared.circuits`` for /healthz and /metrics.
 """
 
 from __future__ import annotations
@@ -26,13 +27,17 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from functools import lru_cache
 
 import redis
 
 from shared import metrics
-from shared.providers import PROVIDER_FOR_CHANNEL
-from shared.providers.base import AmbiguousError, PermanentError, RetryableError
+from shared.circuits import circuit_key
+from shared.providers.base import (
+    AccountRefusal,
+    AmbiguousError,
+    PermanentError,
+    RetryableError,
+)
 from shared.settings import get_settings
 from worker.redis_conn import get_redis
 
@@ -83,8 +88,18 @@ return ''
 """
 
 
-def _key(provider: str) -> str:
-    return f"switchboard:breaker:{provider}"
+# ARGV: open seconds, ttl, reason -> 'open' if this opened it, else ''
+_TRIP = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local was = redis.call('HGET', KEYS[1], 'state')
+redis.call('HSET', KEYS[1], 'state', 'open', 'open_until', tostring(now + tonumber(ARGV[1])),
+           'reason', ARGV[3])
+redis.call('HDEL', KEYS[1], 'probe_until', 'failures', 'first_failure')
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+if was == 'open' then return '' end
+return 'open'
+"""
 
 
 @dataclass(frozen=True)
@@ -94,12 +109,6 @@ class Admission:
     probe: bool = False  # this send is the half-open probe
 
 
-@dataclass(frozen=True)
-class Circuit:
-    state: str  # closed | half_open | open | unknown
-    retry_in: float | None = None  # open: seconds until the next probe may go
-
-
 class Breaker:
     """The circuits of every provider, with one configuration."""
 
@@ -107,6 +116,7 @@ class Breaker:
                  open_seconds: float) -> None:
         self._admit = client.register_script(_ADMIT)
         self._record = client.register_script(_RECORD)
+        self._trip = client.register_script(_TRIP)
         self.threshold = threshold
         self.window = window_seconds
         self.open_seconds = open_seconds
@@ -119,7 +129,7 @@ class Breaker:
         """May a send to ``provider`` go now? Open: no; cool-down over: yes, as the probe."""
         if self.threshold <= 0:
             return Admission(True)
-        reply = self._admit(keys=[_key(provider)], args=[probe_lease, self._ttl(probe_lease)])
+        reply = self._admit(keys=[circuit_key(provider)], args=[probe_lease, self._ttl(probe_lease)])
         code = int(reply[0])
         if code == 0:
             wait, state = float(reply[1]), reply[2].decode()
@@ -131,25 +141,17 @@ class Breaker:
         """A call's result; returns the circuit's new state if this changed it."""
         if self.threshold <= 0:
             return None
-        changed = self._record(keys=[_key(provider)], args=[
+        changed = self._record(keys=[circuit_key(provider)], args=[
             int(ok), self.threshold, self.window, self.open_seconds, self._ttl(0)])
         return changed.decode() or None
 
 
-def read_circuits(client: redis.Redis, providers: list[str]) -> dict[str, Circuit]:
-    """Every provider's circuit as stored (no key: closed), on the Redis clock."""
-    with client.pipeline(transaction=False) as pipe:
-        pipe.time()
-        for provider in providers:
-            pipe.hmget(_key(provider), "state", "open_until")
-        (seconds, micros), *rows = pipe.execute()
-    now = seconds + micros / 1e6
-    circuits = {}
-    for provider, (state, open_until) in zip(providers, rows, strict=True):
-        name = state.decode() if state else "closed"
-        retry_in = max(float(open_until) - now, 0.0) if name == "open" and open_until else None
-        circuits[provider] = Circuit(name, retry_in)
-    return circuits
+    def trip(self, provider: str, reason: str) -> bool:
+        """Open the circuit now, whatever its count (an account-wide refusal); returns
+        whether this opened it (so it is logged once, not per message)."""
+        opened = self._trip(keys=[circuit_key(provider)], args=[
+            self.open_seconds, self._ttl(0), reason])
+        return bool(opened)
 
 
 # --- the worker side -------------------------------------------------------------------------
@@ -194,9 +196,28 @@ def record(provider: str, ok: bool) -> None:
         metrics.circuit_transition(provider, changed)
 
 
+def trip(provider: str, reason: str, detail: str = "") -> float:
+    """An account-wide refusal: open the provider's circuit for all its messages, with the
+    reason shown on /healthz and in ``switchboard_circuit_state``. Returns the seconds until
+    a probe may try again. Logged once per opening, not per message."""
+    settings = get_settings()
+    try:
+        opened = _breaker().trip(provider, reason)
+    except redis.RedisError:
+        log.warning("circuit breaker unavailable; %s refused the account (%s)", provider,
+                    reason, exc_info=True)
+        return float(settings.breaker_open_seconds)
+    if opened:
+        log.error("circuit %s open: the provider refused the account (%s: %s); its messages "
+                  "wait, and fall back when their deadlines pass", provider, reason, detail)
+        metrics.circuit_transition(provider, "open")
+    return float(settings.breaker_open_seconds)
+
+
 _OUTCOMES: tuple[tuple[type[Exception], str, bool | None], ...] = (
     (RetryableError, "retryable", False),
     (AmbiguousError, "ambiguous", False),
+    (AccountRefusal, "account_refused", None),  # ``trip`` opens the circuit instead
     (PermanentError, "rejected", True),  # the provider answered: it is up
 )
 
@@ -218,30 +239,3 @@ def watched_call(provider: str, channel: str) -> Iterator[None]:
         metrics.provider_call(provider, channel, outcome, time.perf_counter() - started)
         if ok is not None:
             record(provider, ok)
-
-
-# --- the web side ------------------------------------------------------------------------------
-
-def providers() -> list[str]:
-    return sorted(set(PROVIDER_FOR_CHANNEL.values()))
-
-
-@lru_cache(maxsize=1)
-def _status_client() -> redis.Redis:
-    return metrics.quick_redis(get_settings().effective_redis_url)
-
-
-def circuit_states() -> dict[str, str]:
-    """Each provider's circuit state (for the metrics collector; raises if Redis is down)."""
-    return {p: c.state for p, c in read_circuits(_status_client(), providers()).items()}
-
-
-def describe() -> dict[str, dict[str, object]]:
-    """The /healthz ``providers`` detail; ``unknown`` when Redis cannot be read."""
-    try:
-        circuits = read_circuits(_status_client(), providers())
-    except (redis.RedisError, OSError):
-        return {p: {"circuit": "unknown"} for p in providers()}
-    return {p: {"circuit": c.state} if c.retry_in is None
-            else {"circuit": c.state, "retry_in": round(c.retry_in, 1)}
-            for p, c in circuits.items()}

@@ -22,7 +22,7 @@ from shared.flows.runtime import STEP_DEADLINE_PREFIX
 from shared.models import Attempt, Callback, FlowRun, Message, utcnow
 from shared.settings import get_settings
 from shared.uow import FollowUps, Task, publish
-from worker import deadlines, pipeline
+from worker import deadlines, expiry
 from worker.redis_conn import get_redis
 
 log = logging.getLogger(__name__)
@@ -83,7 +83,7 @@ def _expire(member: str) -> bool:
         from worker import flows
 
         return flows.expire_step(member.removeprefix(STEP_DEADLINE_PREFIX), utcnow())
-    return pipeline.expire_attempt(member, utcnow())
+    return expiry.expire_attempt(member, utcnow())
 
 
 def reindex_deadlines() -> int:

@@ -64,13 +64,14 @@ def reset_process_caches() -> None:
     same run (unit tests with their own Redis and database) must not leak into the stack."""
     from shared import metrics
     from shared.providers import get_provider
-    from worker import breaker, redis_conn
+    from shared import circuits
+    from worker import redis_conn
 
     get_settings.cache_clear()
     db.reset()
     get_provider.cache_clear()
     redis_conn.reset()
-    breaker._status_client.cache_clear()
+    circuits._status_client.cache_clear()
     metrics._broker_client.cache_clear()
 
 

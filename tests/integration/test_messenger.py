@@ -179,3 +179,30 @@ def test_poke_is_stored_and_forwarded_as_an_event(stack: Stack) -> None:
     event = wait_for(poke_in_feed, 20, 0.2, "the poke in the event feed")
     assert event["data"]["email"] == "friend.poker@example.com"
     assert event["message_id"] is None
+
+
+def _messenger_circuit(stack: Stack) -> str:
+    providers = requests.get(f"{stack.api_url}/healthz", timeout=10).json()["providers"]
+    return providers["rogerthat"]["circuit"]
+
+
+def test_messenger_down_past_its_deadline_falls_back_to_sms(stack: Stack) -> None:
+    """The messenger answers 500 to everything: three failures open its circuit, the held hop
+    keeps its deadline, and the message goes out by SMS when that passes — not never."""
+    config = f"{stack.messenger.base_url}/_sim/config"
+    requests.post(config, json={"fail_rate": 1.0, "fail_kinds": ["http500"]},
+                  timeout=5).raise_for_status()
+    try:
+        emails = [f"friend-{uuid.uuid4().hex[:8]}@example.com" for _ in range(3)]
+        sent = [_send(stack, email, ["rogerthat", "sms"])
+                for email in emails]
+        for message_id in sent:
+            view = stack.wait_status(message_id, {"delivered"}, timeout=60)
+            assert [(a["channel"], a["status"]) for a in view["attempts"]] == [
+                ("rogerthat", "expired"), ("sms", "delivered")], view["attempts"]
+        assert _messenger_circuit(stack) in ("open", "half_open")
+    finally:
+        requests.post(config, json={"fail_rate": 0.0}, timeout=5).raise_for_status()
+    healed = _send(stack, f"friend-{uuid.uuid4().hex[:8]}@example.com", ["rogerthat"])
+    stack.wait_status(healed, {"submitted", "delivered", "seen"}, timeout=30)
+    wait_for(lambda: _messenger_circuit(stack) == "closed", 20, 0.1, "the circuit to close")

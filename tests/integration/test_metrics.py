@@ -104,6 +104,9 @@ def _requests_seen(stack: Stack) -> int:
 
 
 def test_breaker_opens_holds_sends_and_closes(stack: Stack) -> None:
+    """While the circuit is open only probes reach the gateway and held sends neither fail
+    nor spend retries; their hop deadline keeps running (so a held Viber hop may fall back
+    to SMS), and once the gateway is back every held message is delivered on some hop."""
     before = scrape(stack)
     stack.sim_config(fail_rate=1.0, fail_kinds=["http503"])
     try:
@@ -119,13 +122,13 @@ def test_breaker_opens_holds_sends_and_closes(stack: Stack) -> None:
         for message_id in held:
             view = stack.get_message(message_id)
             assert view is not None and view["status"] == "queued", view
-            assert [a["status"] for a in view["attempts"]] == ["pending"], view["attempts"]
+            assert {a["status"] for a in view["attempts"]} <= {"pending", "expired"}, view
             assert not [e for e in view["events"] if e["type"] == "attempt_failed"]
     finally:
         stack.sim_config(fail_rate=0.0)
     for message_id in held:
-        view = stack.wait_status(message_id, {"seen"}, timeout=40)
-        assert [(a["channel"], a["status"]) for a in view["attempts"]] == [("viber", "seen")]
+        view = stack.wait_status(message_id, {"seen", "delivered"}, timeout=60)
+        assert not [a for a in view["attempts"] if a["status"] == "failed"], view["attempts"]
     wait_for(lambda: _circuit(stack) == "closed", 20, 0.1, "the circuit to close")
     after = scrape(stack)
     assert value(after, "switchboard_circuit_state", provider="messaggio") == 0

@@ -8,6 +8,8 @@ stored deadlines into the past, never by sleeping.
 
 from __future__ import annotations
 
+import logging
+
 import threading
 import uuid
 from collections.abc import Iterator
@@ -16,7 +18,13 @@ from pathlib import Path
 import pytest
 import redis
 
-from shared.providers.base import AmbiguousError, PermanentError, RetryableError
+from shared import circuits
+from shared.providers.base import (
+    AccountRefusal,
+    AmbiguousError,
+    PermanentError,
+    RetryableError,
+)
 from shared.settings import get_settings
 from worker import breaker, redis_conn
 from worker.breaker import HALF_OPEN_POLL_SECONDS, Breaker
@@ -162,9 +170,9 @@ def test_threshold_zero_turns_it_off(client: redis.Redis, provider: str) -> None
 def test_read_circuits(client: redis.Redis, provider: str) -> None:
     cb, other = _breaker(client), provider + "-other"
     _open(client, provider, cb)
-    circuits = breaker.read_circuits(client, [provider, other])
-    assert circuits[other] == breaker.Circuit("closed")
-    assert circuits[provider].state == "open" and 29 < circuits[provider].retry_in <= 30
+    read = circuits.read_circuits(client, [provider, other])
+    assert read[other] == circuits.Circuit("closed")
+    assert read[provider].state == "open" and 29 < read[provider].retry_in <= 30
 
 
 # --- the worker-side helpers, configured from settings ----------------------------------------
@@ -176,11 +184,11 @@ def configured(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[None
     monkeypatch.setenv("SWITCHBOARD_BREAKER_OPEN_SECONDS", "30")
     get_settings.cache_clear()
     redis_conn.reset()
-    breaker._status_client.cache_clear()
+    circuits._status_client.cache_clear()
     yield
     get_settings.cache_clear()
     redis_conn.reset()
-    breaker._status_client.cache_clear()
+    circuits._status_client.cache_clear()
 
 
 def _call(provider: str, error: Exception) -> None:
@@ -210,10 +218,10 @@ def test_errors_of_ours_say_nothing_about_the_provider(provider: str) -> None:
 @pytest.mark.usefixtures("configured")
 def test_describe_reports_each_provider(client: redis.Redis, provider: str,
                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(breaker, "providers", lambda: [provider, provider + "-b"])
+    monkeypatch.setattr(circuits, "providers", lambda: [provider, provider + "-b"])
     for _ in range(2):
         _call(provider, RetryableError("http_503"))
-    described = breaker.describe()
+    described = circuits.describe()
     assert described[provider + "-b"] == {"circuit": "closed"}
     assert described[provider]["circuit"] == "open" and described[provider]["retry_in"] > 29
 
@@ -222,14 +230,14 @@ def test_describe_says_unknown_without_redis(tmp_path: Path,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SWITCHBOARD_REDIS_URL", f"unix://{tmp_path / 'nothing.sock'}")
     get_settings.cache_clear()
-    breaker._status_client.cache_clear()
+    circuits._status_client.cache_clear()
     try:
-        described = breaker.describe()
+        described = circuits.describe()
         assert "messaggio" in described
         assert all(v == {"circuit": "unknown"} for v in described.values())
     finally:
         get_settings.cache_clear()
-        breaker._status_client.cache_clear()
+        circuits._status_client.cache_clear()
 
 
 def test_admit_fails_open_without_redis(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -241,3 +249,27 @@ def test_admit_fails_open_without_redis(tmp_path: Path, monkeypatch: pytest.Monk
     finally:
         get_settings.cache_clear()
         redis_conn.reset()
+
+
+@pytest.mark.usefixtures("configured")
+def test_an_account_refusal_opens_the_circuit_at_once_with_its_reason(
+        client: redis.Redis, provider: str, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """One refusal of the account (not three transport failures) opens it; the reason shows
+    on /healthz; a second refusal while it is open is not logged again."""
+    monkeypatch.setattr(circuits, "providers", lambda: [provider])
+    with caplog.at_level(logging.ERROR, logger="worker.breaker"):
+        wait = breaker.trip(provider, "balance_exhausted", "-5 insufficient balance")
+        breaker.trip(provider, "balance_exhausted", "-5 insufficient balance")
+    assert 0 < wait <= 30
+    assert breaker.admit(provider) is not None  # every message to it waits now
+    assert circuits.describe()[provider]["reason"] == "balance_exhausted"
+    assert len([r for r in caplog.records if "refused the account" in r.message]) == 1
+
+
+@pytest.mark.usefixtures("configured")
+def test_an_account_refusal_is_not_counted_as_the_provider_answering(provider: str) -> None:
+    """``watched_call`` leaves an account refusal to ``trip``: it neither closes nor counts."""
+    breaker.trip(provider, "auth_error")
+    _call(provider, AccountRefusal("auth_error"))
+    assert breaker.admit(provider) is not None

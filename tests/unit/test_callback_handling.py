@@ -1,4 +1,4 @@
-"""Stored callbacks turned into follow-ups (worker/pipeline.py's handle_callback), without
+"""Stored callbacks turned into follow-ups (worker/reports.py), without
 Redis, a worker or HTTP: the publisher is a list."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from shared.flows.definition import load_definition
 from shared.flows.runtime import save_definition
 from shared.models import Callback, FlowRun
 from shared.uow import FollowUps, Task, unit_of_work
-from worker import pipeline
+from worker import reports
 
 POKE_FLOW = """
 name: menu
@@ -48,7 +48,7 @@ def test_a_poke_that_starts_a_flow_publishes_the_run(published: list[FollowUps])
     callback_id = _store("rogerthat", {"id": "cb-1", "method": "messaging.poke", "params": {
         "email": "john@example.com", "tag": "menu", "context": "c", "result_key": "rk",
         "service_identity": "+default+", "timestamp": 1301396903}})
-    pipeline.handle_callback(callback_id)
+    reports.handle_callback(callback_id)
     with unit_of_work() as work:
         run_id = work.session.scalars(select(FlowRun.id)).one()
     assert [t for f in published for t in f.tasks] == [Task(tasknames.START_FLOW_RUN, (run_id,))]
@@ -59,12 +59,12 @@ def test_an_unmatched_report_counts_its_tries_durably_and_ends_orphan(
         published: list[FollowUps]) -> None:
     """The increment used to roll back with the retry it raised: retried every 2 s forever."""
     callback_id = _store("messaggio", {"msg_id": "unknown-1", "status": "2"})
-    for tries in range(1, pipeline.UNMATCHED_TRIES):
-        with pytest.raises(pipeline.RetryLater):
-            pipeline.handle_callback(callback_id)
+    for tries in range(1, reports.UNMATCHED_TRIES):
+        with pytest.raises(reports.RetryLater):
+            reports.handle_callback(callback_id)
         assert _callback(callback_id).tries == tries
-    pipeline.handle_callback(callback_id)  # the last try: no retry asked for
+    reports.handle_callback(callback_id)  # the last try: no retry asked for
     callback = _callback(callback_id)
-    assert (callback.status, callback.tries) == ("orphan", pipeline.UNMATCHED_TRIES)
-    pipeline.handle_callback(callback_id)  # a re-published orphan costs nothing more
-    assert _callback(callback_id).tries == pipeline.UNMATCHED_TRIES
+    assert (callback.status, callback.tries) == ("orphan", reports.UNMATCHED_TRIES)
+    reports.handle_callback(callback_id)  # a re-published orphan costs nothing more
+    assert _callback(callback_id).tries == reports.UNMATCHED_TRIES

@@ -1,8 +1,9 @@
 """Campaigns (``shared.campaigns`` and ``POST/GET /v1/campaigns``): validation that names the
 field, one message per phone with keys derived from the campaign, idempotent retries, counts.
 
-The real app runs against a temporary SQLite database; ``send_task`` is replaced, so every test
-sees exactly which batches would be published.
+The real app runs against a temporary SQLite database; the ``published`` fixture records the
+follow-ups, so every test sees exactly which batches would be published (and ``send_task``,
+the producer client's own call, is replaced too).
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from shared.messages import new_message_id
 from shared.models import Attempt, Campaign, Delivery, Event, Message
 from shared.providers import get_provider
 from shared.settings import get_settings
+from shared.uow import FollowUps
+from tests.unit.conftest import tasks
 from webhooks.app import create_app
 
 AUTH = {"Authorization": "Bearer k1"}
@@ -54,15 +57,15 @@ def _clear() -> None:
 
 
 @pytest.fixture
-def published(monkeypatch: pytest.MonkeyPatch) -> Recorder:
+def sent(monkeypatch: pytest.MonkeyPatch) -> Recorder:
+    """What the producer client (``shared.client.send_campaign``) hands to the broker."""
     recorder = Recorder()
-    monkeypatch.setattr("webhooks.campaigns.send_task", recorder)
     monkeypatch.setattr("shared.client.send_task", recorder)
     return recorder
 
 
 @pytest.fixture
-def api(tmp_path, monkeypatch: pytest.MonkeyPatch, published: Recorder,
+def api(tmp_path, monkeypatch: pytest.MonkeyPatch, published: list[FollowUps],
         ) -> Iterator[FlaskClient]:
     monkeypatch.setenv("SWITCHBOARD_DATA_DIR", str(tmp_path))
     monkeypatch.setenv("SWITCHBOARD_API_KEYS", "k1")
@@ -121,25 +124,26 @@ def test_too_many_recipients_is_refused() -> None:
     assert "recipients" in fields(info.value)
 
 
-def test_http_refusal_is_422_naming_the_recipient(api: FlaskClient, published: Recorder) -> None:
+def test_http_refusal_is_422_naming_the_recipient(api: FlaskClient,
+                                                  published: list[FollowUps]) -> None:
     bad = body(recipients=[{"phone": "+32470120100"}, {"phone": "+32470120101"},
                            {"phone": "not a phone"}])
     resp = api.post("/v1/campaigns", json=bad, headers=AUTH)
     assert resp.status_code == 422
     assert [e["field"] for e in resp.get_json()["errors"]] == ["recipients.2.phone"]
-    assert count(Message) == 0 and published.calls == []
+    assert count(Message) == 0 and published == []
 
 
 # --- creating -----------------------------------------------------------------------------
 
 def test_each_phone_gets_its_own_message_attempt_and_event(api: FlaskClient,
-                                                           published: Recorder) -> None:
+                                                           published: list[FollowUps]) -> None:
     resp = api.post("/v1/campaigns", json=body(5, idempotency_key="spring",
                                                 metadata={"wave": 1}), headers=AUTH)
     assert resp.status_code == 202
     data = resp.get_json()
     assert data["messages"] == 5 and data["batches"] == 3  # bulk_batch_size=2
-    sent = [args[0] for name, args in published.calls if name == tasknames.SEND_BULK]
+    sent = [args[0] for name, args in tasks(published) if name == tasknames.SEND_BULK]
     assert [len(batch) for batch in sent] == [2, 2, 1]
     with session_scope() as session:
         messages = session.scalars(select(Message).where(
@@ -167,15 +171,16 @@ def test_recipient_metadata_is_merged_over_the_campaigns(api: FlaskClient) -> No
     assert message.request["metadata"] == {"name": "Ann", "wave": 2}
 
 
-def test_a_retried_campaign_creates_nothing_new(api: FlaskClient, published: Recorder) -> None:
+def test_a_retried_campaign_creates_nothing_new(api: FlaskClient,
+                                                published: list[FollowUps]) -> None:
     first = api.post("/v1/campaigns", json=body(4, idempotency_key="k1"), headers=AUTH)
-    calls = len(published.calls)
+    calls = len(tasks(published))
     again = api.post("/v1/campaigns", json=body(4, idempotency_key="k1"), headers=AUTH)
     assert again.status_code == 200
     assert again.get_json() == {"id": first.get_json()["id"], "messages": 4,
                                 "idempotent_replay": True}
     assert count(Message) == 4 and count(Attempt) == 4 and count(Campaign) == 1
-    assert len(published.calls) == calls
+    assert len(tasks(published)) == calls
 
 
 def test_a_phone_already_sent_with_the_derived_key_is_left_alone(api: FlaskClient) -> None:
@@ -216,10 +221,10 @@ def test_counts_by_status(api: FlaskClient) -> None:
 
 # --- the producer client ------------------------------------------------------------------
 
-def test_send_campaign_publishes_one_task_with_a_derived_id(published: Recorder) -> None:
+def test_send_campaign_publishes_one_task_with_a_derived_id(sent: Recorder) -> None:
     campaign_id = client.send_campaign(**body(2, idempotency_key="k3"))
     assert campaign_id == campaigns.new_campaign_id("k3", "default")
-    [(name, args)] = published.calls
+    [(name, args)] = sent.calls
     assert name == tasknames.ACCEPT_CAMPAIGN
     assert args[0] == campaign_id and len(args[1]["recipients"]) == 2
     campaigns.CampaignRequest.model_validate(args[1])  # the worker can read it back
@@ -248,8 +253,8 @@ def test_batches_hold_each_phone_once_and_respect_the_size() -> None:
     rows = [_row(i, f"+3247012{i % 5:04d}") for i in range(12)]  # each phone 2-3 times
     batches = _split(rows, 4)
     for batch in batches:
-        phones = [item.phone for item in batch.items]
+        phones = [item.key for item in batch.items]
         assert len(phones) == len(set(phones)) <= 4
-        assert batch.job.retries == max(item.retries for item in batch.items)
+        assert batch.retries == max(item.retries for item in batch.items)
     assert sorted(i.attempt_id for b in batches for i in b.items) == sorted(r.id for r in rows)
-    assert batches[0].items[0].phone == "32470120000"  # the gateway's form: no "+"
+    assert batches[0].items[0].key == "32470120000"  # the gateway's form: no "+"

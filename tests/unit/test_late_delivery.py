@@ -1,4 +1,4 @@
-"""A late Viber ``delivered`` after its deadline created the SMS attempt (worker/pipeline.py):
+"""A late Viber ``delivered`` after its deadline created the SMS attempt (worker/engine.py):
 an SMS that has not left is cancelled, one that may have left stays. No Redis, worker or HTTP:
 the publisher is a list and the deadline is fired by calling the engine with a clock."""
 
@@ -13,7 +13,7 @@ from shared.messages import create_message, new_message_id
 from shared.models import Attempt, Callback, Event, Message, utcnow
 from shared.schemas import SendRequest
 from shared.uow import FollowUps, Task, unit_of_work
-from worker import pipeline
+from worker import engine, expiry, reports
 
 
 def _viber_past_its_deadline() -> tuple[str, str, str]:
@@ -23,13 +23,13 @@ def _viber_past_its_deadline() -> tuple[str, str, str]:
     message_id = new_message_id(None)
     with unit_of_work() as work:
         create_message(work.session, message_id, request)
-    viber = pipeline.dispatch(message_id)
+    viber = engine.dispatch(message_id)
     assert viber is not None
     with unit_of_work() as work:
         attempt = work.session.get(Attempt, viber)
         assert attempt is not None
         attempt.status, attempt.deadline_at = "submitted", utcnow() - timedelta(seconds=1)
-    assert pipeline.expire_attempt(viber, utcnow())
+    assert expiry.expire_attempt(viber, utcnow())
     with unit_of_work() as work:
         sms = work.session.scalars(select(Attempt.id).where(
             Attempt.message_id == message_id, Attempt.hop == 1)).one()
@@ -43,7 +43,7 @@ def _report_delivered(attempt_id: str) -> None:
         work.session.add(callback)
         work.session.flush()
         callback_id = callback.id
-    pipeline.handle_callback(callback_id)
+    reports.handle_callback(callback_id)
 
 
 def _status(model: type, row_id: str) -> str:
@@ -62,7 +62,7 @@ def test_a_pending_sms_is_cancelled_when_viber_turns_out_delivered(
         kinds = work.session.scalars(select(Event.type).where(
             Event.message_id == message_id, Event.attempt_id == sms)).all()
     assert "cancelled" in kinds
-    pipeline.send_attempt(sms)  # the already published send task: a no-op, no provider call
+    engine.send_attempt(sms)  # the already published send task: a no-op, no provider call
     assert _status(Attempt, sms) == "cancelled"
 
 

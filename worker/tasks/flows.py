@@ -6,7 +6,7 @@ from shared import tasknames
 from shared.providers.base import RetryableError
 from worker import flows
 from worker.app import app
-from worker.pipeline import RetryLater, backoff
+from worker.timing import RetryLater, backoff
 
 
 @app.task(name=tasknames.START_FLOW_RUN, bind=True, acks_late=True, max_retries=8)

@@ -9,7 +9,7 @@ from shared import tasknames
 from shared.providers.base import RetryableError
 from worker import messenger
 from worker.app import app
-from worker.pipeline import backoff
+from worker.timing import backoff
 
 _RETRY = {"bind": True, "acks_late": True, "max_retries": 8}
 

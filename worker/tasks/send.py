@@ -7,7 +7,7 @@ lost broker message: the recovery sweep re-publishes pending attempts whose time
 from __future__ import annotations
 
 from shared import tasknames, uow
-from worker import pipeline
+from worker import engine
 from worker.app import app
 
 
@@ -15,21 +15,21 @@ def _run_attempt(attempt_id: str | None) -> None:
     if attempt_id is None:
         return
     try:
-        pipeline.send_attempt(attempt_id)
-    except pipeline.RetryLater as later:
+        engine.send_attempt(attempt_id)
+    except engine.RetryLater as later:
         uow.publish_task(tasknames.SEND_ATTEMPT, attempt_id, countdown=later.countdown)
 
 
 @app.task(name=tasknames.ACCEPT, acks_late=True)
 def accept(message_id: str, request: dict, app_id: str = "default") -> None:
     """Producer entry point (``shared.client.send``): insert once, then send."""
-    _run_attempt(pipeline.accept(message_id, request, app_id))
+    _run_attempt(engine.accept(message_id, request, app_id))
 
 
 @app.task(name=tasknames.DISPATCH, acks_late=True)
 def dispatch(message_id: str) -> None:
     """HTTP API entry point: the row exists already; create the first attempt and send it."""
-    _run_attempt(pipeline.dispatch(message_id))
+    _run_attempt(engine.dispatch(message_id))
 
 
 @app.task(name=tasknames.SEND_ATTEMPT, acks_late=True)

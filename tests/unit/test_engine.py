@@ -1,0 +1,168 @@
+"""The engine's decisions when a provider cannot be used (worker/engine.py): an open circuit
+holds a hop with its deadline running, so the route still moves on; an account-wide refusal
+opens the circuit instead of failing the message. No Redis, worker or HTTP: the provider,
+the circuit and the publisher are replaced, and deadlines fire by calling the engine."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from shared import tasknames, uow
+from shared.messages import create_message, new_message_id
+from shared.models import Attempt, Event, Message, utcnow
+from shared.providers.base import (
+    AccountRefusal,
+    OutboundMessage,
+    SendContext,
+    SendResult,
+)
+from shared.schemas import SendRequest
+from shared.uow import FollowUps, unit_of_work
+from worker import breaker, engine, expiry
+
+
+class FakeProvider:
+    """Records the calls that left; ``fail`` makes the call raise."""
+
+    uses_conversations = False
+
+    def __init__(self, fail: Exception | None = None) -> None:
+        self.sent: list[OutboundMessage] = []
+        self.fail = fail
+
+    def recipient(self, request: SendRequest, channel: str) -> None:
+        return None
+
+    def outbound(self, request: SendRequest, context: SendContext) -> OutboundMessage:
+        return OutboundMessage(attempt_id=context.attempt_id, channel=context.channel,
+                               phones=("32470123456",), text=request.text)
+
+    def summarize(self, outbound: OutboundMessage) -> dict[str, Any]:
+        return {"text": outbound.text}
+
+    def send(self, outbound: OutboundMessage) -> SendResult:
+        self.sent.append(outbound)
+        if self.fail is not None:
+            raise self.fail
+        return SendResult(provider_message_ids={"32470123456": "p-1"})
+
+
+@pytest.fixture()
+def recorded(temp_db: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[list[FollowUps]]:
+    monkeypatch.setattr(engine, "_wait_for_slot", lambda batch: None)
+    monkeypatch.setattr(breaker, "record", lambda provider, ok: None)
+    seen: list[FollowUps] = []
+    previous = uow.set_publisher(seen.append)
+    yield seen
+    uow.set_publisher(previous)
+
+
+def _message(route: list[str]) -> tuple[str, str]:
+    to = {"phone": "+32470123456", "email": "ann@example.com"}
+    request = SendRequest.model_validate({"to": to, "route": route, "text": "Hi",
+                                          "allow_dismiss": "rogerthat" in route})
+    message_id = new_message_id(None)
+    with unit_of_work() as work:
+        create_message(work.session, message_id, request)
+    attempt_id = engine.dispatch(message_id)
+    assert attempt_id is not None
+    return message_id, attempt_id
+
+
+def _row(model: type, row_id: str) -> Any:
+    with unit_of_work() as work:
+        row = work.session.get(model, row_id)
+        work.session.expunge(row)
+        return row
+
+
+def _attempts(message_id: str) -> list[tuple[str, str]]:
+    with unit_of_work() as work:
+        return [(a.channel, a.status) for a in work.session.scalars(
+            select(Attempt).where(Attempt.message_id == message_id).order_by(Attempt.hop))]
+
+
+def _circuit_open(monkeypatch: pytest.MonkeyPatch, provider: FakeProvider) -> None:
+    monkeypatch.setattr(breaker, "admit", lambda name: 2.0)
+    monkeypatch.setattr(engine, "get_provider", lambda name: provider)
+
+
+def test_a_held_hop_keeps_its_deadline_and_falls_back_when_it_passes(
+        recorded: list[FollowUps], monkeypatch: pytest.MonkeyPatch) -> None:
+    """``["rogerthat", "sms"]`` with the messenger down: SMS once the hop's window is over."""
+    provider = FakeProvider()
+    _circuit_open(monkeypatch, provider)
+    message_id, first = _message(["rogerthat", "sms"])
+    with pytest.raises(engine.RetryLater):
+        engine.send_attempt(first)
+    held = _row(Attempt, first)
+    assert held.status == "pending" and held.retries == 0 and provider.sent == []
+    assert held.deadline_at is not None and held.not_before is not None
+    assert (first, held.deadline_at) in [i for f in recorded for i in f.index]
+
+    with pytest.raises(engine.RetryLater):  # held again: the same deadline, not a new one
+        engine.send_attempt(first)
+    assert _row(Attempt, first).deadline_at == held.deadline_at
+
+    assert expiry.expire_attempt(first, held.deadline_at + timedelta(seconds=1))
+    assert _attempts(message_id) == [("rogerthat", "expired"), ("sms", "pending")]
+    sms = [t.args[0] for f in recorded for t in f.tasks if t.name == tasknames.SEND_ATTEMPT]
+    assert len(sms) == 1
+
+
+def test_a_last_hop_held_past_its_deadline_ends_the_message_expired(
+        recorded: list[FollowUps], monkeypatch: pytest.MonkeyPatch) -> None:
+    _circuit_open(monkeypatch, FakeProvider())
+    message_id, attempt_id = _message(["sms"])
+    with pytest.raises(engine.RetryLater):
+        engine.send_attempt(attempt_id)
+    due = _row(Attempt, attempt_id).deadline_at
+    assert not expiry.expire_attempt(attempt_id, due - timedelta(seconds=1))  # not yet
+    assert _row(Attempt, attempt_id).status == "pending"
+    expiry.expire_attempt(attempt_id, due + timedelta(seconds=1))
+    assert _row(Message, message_id).status == "expired"
+
+
+def test_a_hop_that_goes_once_the_circuit_closes_keeps_the_running_deadline(
+        recorded: list[FollowUps], monkeypatch: pytest.MonkeyPatch) -> None:
+    provider = FakeProvider()
+    _circuit_open(monkeypatch, provider)
+    _, attempt_id = _message(["sms"])
+    with pytest.raises(engine.RetryLater):
+        engine.send_attempt(attempt_id)
+    due = _row(Attempt, attempt_id).deadline_at
+    monkeypatch.setattr(breaker, "admit", lambda name: None)  # the probe succeeded
+    engine.send_attempt(attempt_id)
+    assert len(provider.sent) == 1 and _row(Attempt, attempt_id).status == "submitted"
+    sending_deadlines = [d for f in recorded for a, d in f.index if a == attempt_id]
+    assert due in sending_deadlines  # claimed with the hold's deadline, not a fresh one
+
+
+def test_an_account_refusal_opens_the_circuit_and_does_not_fail_the_message(
+        recorded: list[FollowUps], monkeypatch: pytest.MonkeyPatch) -> None:
+    provider = FakeProvider(fail=AccountRefusal("balance_exhausted", "-5 no balance", "-5"))
+    monkeypatch.setattr(engine, "get_provider", lambda name: provider)
+    monkeypatch.setattr(breaker, "admit", lambda name: None)
+    tripped: list[tuple[str, str]] = []
+    monkeypatch.setattr(breaker, "trip",
+                        lambda name, reason, detail="": tripped.append((name, reason)) or 30.0)
+    message_id, attempt_id = _message(["viber", "sms"])
+    with pytest.raises(engine.RetryLater) as later:
+        engine.send_attempt(attempt_id)
+    assert later.value.countdown >= 30
+    assert tripped == [("messaggio", "balance_exhausted")]
+    attempt = _row(Attempt, attempt_id)
+    assert (attempt.status, attempt.retries, attempt.error_reason) == (
+        "pending", 0, "balance_exhausted")
+    assert attempt.deadline_at is not None  # the hop's window keeps running
+    assert _attempts(message_id) == [("viber", "pending")]
+    with unit_of_work() as work:
+        types = work.session.scalars(select(Event.type).where(
+            Event.message_id == message_id)).all()
+    assert "held" in types and "attempt_failed" not in types

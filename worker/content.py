@@ -1,0 +1,110 @@
+"""What the engine knows about an attempt beyond its request, handed to the provider's
+``outbound`` (which alone knows its wire): the consent registry's answer, the in-app
+conversation the hop joins, and a shared cache of uploaded images.
+
+Nothing here branches on a channel or a provider name: the adapter says who its recipient is
+(``recipient``) and whether its hops join conversations (``uses_conversations``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
+from typing import Any
+
+from shared import contacts, conversations
+from shared.db import session_scope
+from shared.providers.base import OutboundMessage, PermanentError, Provider, SendContext
+from shared.schemas import SendRequest
+from shared.settings import get_settings
+from worker.timing import RetryLater
+from worker.redis_conn import get_redis
+
+IMAGE_TTL_SECONDS = 30 * 86400  # a campaign's image is uploaded once a month at most
+
+
+class RedisImageCache:
+    """Uploaded image ids, shared by every worker, with a lock so racing sends upload once."""
+
+    def get(self, key: str) -> str | None:
+        value = get_redis().get(f"switchboard:image:{key}")
+        return value.decode() if value else None
+
+    def set(self, key: str, value: str) -> None:
+        get_redis().set(f"switchboard:image:{key}", value, ex=IMAGE_TTL_SECONDS)
+
+    def lock(self, key: str) -> AbstractContextManager[Any]:
+        return get_redis().lock(f"switchboard:lock:image:{key}", timeout=120,
+                                blocking_timeout=60)
+
+
+def outbound(provider: Provider, request: SendRequest, attempt_id: str, channel: str,
+             app_id: str) -> OutboundMessage:
+    """The attempt's content as its provider sends it. Raises ``PermanentError`` before any
+    call when the consent registry knows the recipient is not reachable."""
+    _check_consent(provider, request, channel, app_id)
+    context = SendContext(attempt_id=attempt_id, channel=channel, app_id=app_id,
+                          conversation=_conversation(provider, request, app_id),
+                          images=RedisImageCache())
+    return provider.outbound(request, context)
+
+
+def _check_consent(provider: Provider, request: SendRequest, channel: str,
+                   app_id: str) -> None:
+    recipient = provider.recipient(request, channel)
+    if recipient is None:
+        return
+    with session_scope() as session:
+        if not contacts.may_message(session, channel, recipient.address, recipient.scope):
+            raise PermanentError("not_a_friend", f"{recipient.address} is not reachable on "
+                                 f"{channel}: they declined or ended the contact")
+
+
+def learn_refusal(provider: Provider, request: SendRequest, channel: str, reason: str) -> None:
+    """The provider refused the recipient (e.g. not a friend): remember it for next time."""
+    recipient = provider.recipient(request, channel)
+    if recipient is not None:
+        with session_scope() as session:
+            contacts.learn_refusal(session, channel, recipient.address, recipient.scope,
+                                   reason)
+
+
+def _conversation(provider: Provider, request: SendRequest, app_id: str) -> dict | None:
+    """The conversation an in-app hop joins: Start when it has no VisitId yet, else
+    SendMessage into it (the adapter picks by ``visit_id``)."""
+    ref = request.conversation
+    if not provider.uses_conversations or ref is None:
+        return None
+    with session_scope() as session:
+        conversation = conversations.resolve(
+            session, app_id, ref, get_settings().contactatonce_advertiser_id)
+        return {
+            "conversation_id": conversation.id, "advertiser_id": conversation.advertiser_id,
+            "consumer_id": conversation.consumer_id, "session_id": conversation.session_id,
+            "visit_id": conversation.visit_id,
+            "reply_to": conversations.latest_agent_message_id(session, conversation.id),
+            "consumer": ref.consumer.model_dump(exclude_none=True) if ref.consumer else {},
+            "listing_details": dict(ref.listing_details)}
+
+
+@contextmanager
+def conversation_turn(provider: Provider, request: SendRequest, app_id: str) -> Iterator[None]:
+    """Hops that join a conversation go one at a time per consumer: the first one's Start call
+    creates the provider conversation (VisitId) the next ones must join, and agents read them
+    in order."""
+    ref = request.conversation
+    if not provider.uses_conversations or ref is None:
+        yield
+        return
+    key = hashlib.sha256(f"{app_id}|{ref.advertiser_id}|{ref.consumer_id}".encode())
+    lock = get_redis().lock(f"switchboard:lock:conversation:{key.hexdigest()}",
+                            timeout=3 * get_settings().contactatonce_timeout_seconds + 30,
+                            blocking_timeout=10)
+    if not lock.acquire():
+        raise RetryLater(1 + random.uniform(0, 1), "conversation busy")
+    try:
+        yield
+    finally:
+        lock.release()

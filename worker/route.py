@@ -1,0 +1,100 @@
+"""Route progression: new attempts, message status moves, fallback to the next hop.
+
+Every status change is a compare-and-set on the row (``UPDATE ... WHERE status = <expected>``),
+portable across SQLite and PostgreSQL, so each step is safe to run twice; the new status always
+comes from ``shared.lifecycle``. Follow-ups (the next hop's send, the handlers' tasks) are
+registered on the caller's unit of work and leave after its commit.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Collection
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from shared import handlers, metrics, tasknames
+from shared.lifecycle import AttemptStatus, apply_attempt, apply_message, route_outcome
+from shared.messages import add_event
+from shared.models import Attempt, Message, utcnow
+from shared.providers import provider_name
+from shared.uow import UnitOfWork
+
+CAS_TRIES = 10  # a row that keeps changing under us this often is a bug, not contention
+
+
+def cas(session: Session, model: type, row_id: str, expected: Collection[str],
+        **values: object) -> bool:
+    """Set ``values`` on the row if its status is still one of ``expected``."""
+    stmt = (update(model).where(model.id == row_id, model.status.in_(list(expected)))
+            .values(updated_at=utcnow(), **values))
+    return session.execute(stmt).rowcount == 1
+
+
+def move_message(session: Session, message_id: str, event: str, **values: object) -> str | None:
+    """Apply a lifecycle event to the message with a CAS loop; returns the new status."""
+    for _ in range(CAS_TRIES):
+        current = session.execute(
+            select(Message.status).where(Message.id == message_id)).scalar_one()
+        new = apply_message(current, event)
+        if new == current:
+            return None
+        if cas(session, Message, message_id, [current], status=new, **values):
+            add_event(session, message_id, "status", status=new, reason=values.get("reason"))
+            return new
+    raise RuntimeError(f"message {message_id} kept changing under us")
+
+
+def new_attempt(session: Session, message: Message, hop: int) -> str:
+    """Add the pending attempt for ``hop`` of the message's route."""
+    channel = message.route[hop]
+    attempt = Attempt(id=str(uuid.uuid4()), message_id=message.id, hop=hop, channel=channel,
+                      provider=provider_name(channel), status=AttemptStatus.PENDING)
+    session.add(attempt)
+    return attempt.id
+
+
+def advance(work: UnitOfWork, message_id: str, hop: int, channel: str, attempt_status: str,
+            reason: str | None) -> None:
+    """The attempt at ``hop`` ended badly: fall back to the next channel or end the message."""
+    session = work.session
+    message = session.get(Message, message_id, populate_existing=True)
+    assert message is not None
+    kind, value = route_outcome(len(message.route), hop, attempt_status)
+    if kind == "fallback":
+        _fall_back(work, message, hop, int(value), channel, reason)
+        return
+    status = move_message(session, message_id, str(value), reason=reason)
+    if status is not None:
+        handlers.dispatch(work, handlers.Occurrence("message_final", message_id=message_id,
+                                                    status=status))
+
+
+def _fall_back(work: UnitOfWork, message: Message, hop: int, next_hop: int, channel: str,
+               reason: str | None) -> None:
+    session = work.session
+    if session.execute(update(Message).where(Message.id == message.id, Message.hop == hop)
+                       .values(hop=next_hop, updated_at=utcnow())).rowcount != 1:
+        return  # someone else already moved the route on
+    attempt_id = new_attempt(session, message, next_hop)
+    add_event(session, message.id, "fallback", attempt_id, from_channel=channel,
+              to_channel=message.route[next_hop], reason=reason)
+    metrics.fallback(channel, message.route[next_hop], reason)
+    work.task(tasknames.SEND_ATTEMPT, attempt_id)
+
+
+def cancel_later_hops(session: Session, attempt: Attempt) -> None:
+    """An earlier hop was delivered after all: a later hop's attempt that has not left yet
+    (``pending``) is cancelled, never sent. One already ``sending`` or ``submitted`` may have
+    reached its provider; it stays, and this report is recorded as a late one."""
+    source = AttemptStatus.PENDING
+    later = session.scalars(select(Attempt.id).where(
+        Attempt.message_id == attempt.message_id, Attempt.hop > attempt.hop,
+        Attempt.status == source)).all()
+    transition = apply_attempt(source, "cancel")
+    for later_id in later:
+        if cas(session, Attempt, later_id, [source], status=transition.status,
+               not_before=None, deadline_at=None, error_reason="earlier_hop_delivered"):
+            add_event(session, attempt.message_id, "cancelled", later_id,
+                      reason="earlier_hop_delivered", delivered_attempt=attempt.id)
