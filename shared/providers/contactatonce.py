@@ -36,6 +36,7 @@ from urllib.parse import quote
 import requests
 
 from shared.providers.base import (
+    AccountRefusal,
     REDACTED,
     AmbiguousError,
     CallbackError,
@@ -223,7 +224,7 @@ def http_error(resp: requests.Response, *, idempotent: bool) -> ProviderError | 
     detail = _body_description(resp.text) or short(resp.text, 200)
     code = f"http_{status}"
     if status in (401, 403):
-        return PermanentError("auth_error", detail, code=code)
+        return AccountRefusal("auth_error", detail, code=code)
     error = classify_http_status(resp, idempotent=idempotent)
     assert error is not None
     if isinstance(error, RetryableError):

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import requests
 
 from shared.providers.base import (
+    AccountRefusal,
     REDACTED,
     AmbiguousError,
     CallbackError,
@@ -58,6 +59,8 @@ DEFAULT_DLR_TIMEOUT = 86400  # a day: the settings' default_dlr_timeout
 # Gateway response codes (§2.4) other than 0 and the retryable -4.
 _PERMANENT_CODES = {"-1": "invalid_request", "-2": "auth_error", "-3": "rejected",
                     "-5": "balance_exhausted"}
+# Codes that refuse the account, not the message: every send would be refused alike.
+_ACCOUNT_CODES = frozenset({"-2", "-5"})
 
 # Media upload statuses (§2.6).
 _UPLOAD_ERRORS = {1: "image_invalid", 2: "auth_error", 3: "image_too_large", 4: "image_format"}
@@ -135,9 +138,12 @@ def parse_send_response(body: bytes, phones: tuple[str, ...]) -> SendResult:
 
 
 def _code_error(code: str, detail: str) -> ProviderError:
-    """The error for a non-zero gateway code; only -4 ("temporary error") is safe to resend."""
+    """The error for a non-zero gateway code; only -4 ("temporary error") is safe to resend,
+    and -2 (authorization) and -5 (insufficient balance) refuse the whole account."""
     if code == "-4":
         return RetryableError("temporary_error", detail, code=code)
+    if code in _ACCOUNT_CODES:
+        return AccountRefusal(_PERMANENT_CODES[code], detail, code=code)
     return PermanentError(_PERMANENT_CODES.get(code, "unknown_code"), detail, code=code)
 
 

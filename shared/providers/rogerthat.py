@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 import requests
 
 from shared.providers.base import (
+    AccountRefusal,
     AmbiguousError,
     CallbackError,
     EventKind,
@@ -602,7 +603,7 @@ class RogerthatService:
         resp = http_request(self.session, "POST", self.url, data=body, headers=headers,
                             timeout=self.timeout, idempotent=True)
         if resp.status_code == 401:
-            raise PermanentError("auth_error", short(resp.reason or resp.text), code="http_401")
+            raise AccountRefusal("auth_error", short(resp.reason or resp.text), code="http_401")
         error = classify_http_status(resp, idempotent=True)
         if error is not None:
             error.code = f"http_{resp.status_code}"

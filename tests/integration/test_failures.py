@@ -121,3 +121,34 @@ def test_wrong_callback_token_is_404_and_nothing_changes(stack: Stack) -> None:
                              data={"msg_id": "x", "type": "delivery", "status": "delivered"})
     assert response.status_code == 404
     assert response.json()["error"] == "not_found"
+
+
+def _messaggio_circuit(stack: Stack) -> dict:
+    return requests.get(f"{stack.api_url}/healthz", timeout=CLIENT_TIMEOUT).json()[
+        "providers"]["messaggio"]
+
+
+def test_an_account_refusal_opens_the_circuit_instead_of_failing_each_message(
+        stack: Stack) -> None:
+    """The gateway refuses our signature (-2): every message would be refused alike. The
+    circuit opens with the reason on /healthz, the messages wait (not failed), and once the
+    account is fixed they are sent."""
+    stack.sim_config(secret="rotated-by-someone-else")
+    try:
+        sent = [_send(stack, "+32470120000") for _ in range(3)]
+        wait_for(lambda: _messaggio_circuit(stack).get("reason") == "auth_error", 30, 0.1,
+                 "the circuit to open with the account's refusal as its reason")
+        assert _messaggio_circuit(stack)["circuit"] in ("open", "half_open")
+        for message_id in sent:
+            view = stack.get_message(message_id)
+            assert view is not None and view["status"] == "queued", view
+            assert not _events(view, "attempt_failed"), view["events"]
+        held = [m for m in sent if _events(stack.get_message(m) or {"events": []}, "held")]
+        assert held, "at least the refused send is held behind the circuit"
+    finally:
+        stack.sim_config(secret="sandbox-secret")
+    for message_id in sent:
+        view = stack.wait_status(message_id, {"seen", "delivered"}, timeout=60)
+        assert not [a for a in view["attempts"] if a["status"] == "failed"], view["attempts"]
+    wait_for(lambda: _messaggio_circuit(stack)["circuit"] == "closed", 20, 0.1,
+             "the circuit to close once a probe is accepted")

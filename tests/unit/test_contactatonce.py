@@ -23,6 +23,7 @@ import requests
 from pydantic import SecretStr
 
 from shared.providers.base import (
+    AccountRefusal,
     AmbiguousError,
     CallbackError,
     OutboundMessage,
@@ -306,7 +307,7 @@ def test_send_message_falls_back_to_our_session_id(sim):
 
 
 def test_wrong_api_key_is_auth_error(sim):
-    with pytest.raises(PermanentError) as info:
+    with pytest.raises(AccountRefusal) as info:  # every message would be refused alike
         service(sim.url, api_key="wrong").send(message())
     assert (info.value.reason, info.value.code) == ("auth_error", "http_401")
     assert "denied" in info.value.detail
@@ -375,7 +376,7 @@ def test_closed_port_is_retryable():
 
 @pytest.mark.parametrize(("status", "cls", "reason"), [
     (429, RetryableError, "http_429"), (502, RetryableError, "http_502"),
-    (504, RetryableError, "http_504"), (403, PermanentError, "auth_error"),
+    (504, RetryableError, "http_504"), (403, AccountRefusal, "auth_error"),
     (404, PermanentError, "http_404"), (400, PermanentError, "http_400"),
     (301, PermanentError, "http_301"), (501, AmbiguousError, "http_501"),
 ])

@@ -22,6 +22,7 @@ import requests
 
 from shared.providers import messaggio
 from shared.providers.base import (
+    AccountRefusal,
     AmbiguousError,
     CallbackError,
     OutboundMessage,
@@ -264,10 +265,10 @@ def test_parse_msg_id_without_phone_attribute_matches_by_position():
 
 @pytest.mark.parametrize(("code", "cls", "reason"), [
     ("-1", PermanentError, "invalid_request"),
-    ("-2", PermanentError, "auth_error"),
+    ("-2", AccountRefusal, "auth_error"),  # the account, not the message: opens the circuit
     ("-3", PermanentError, "rejected"),
     ("-4", RetryableError, "temporary_error"),
-    ("-5", PermanentError, "balance_exhausted"),
+    ("-5", AccountRefusal, "balance_exhausted"),
     ("-9", PermanentError, "unknown_code"),
 ])
 def test_parse_error_codes(code, cls, reason):

@@ -21,6 +21,7 @@ from pydantic import SecretStr
 
 from shared.providers import rogerthat
 from shared.providers.base import (
+    AccountRefusal,
     AmbiguousError,
     CallbackError,
     OutboundMessage,
@@ -533,7 +534,7 @@ def test_error_detail_carries_extra_fields(server):
 
 def test_http_401_is_auth_error(server):
     server.behaviour = reply(401, b"", reason="Missing X-Nuntiuz-API-Key, cannot authenticate!")
-    with pytest.raises(PermanentError) as info:
+    with pytest.raises(AccountRefusal) as info:  # every message would be refused alike
         service(server.url).send(message())
     assert info.value.reason == "auth_error"
     assert info.value.code == "http_401"
