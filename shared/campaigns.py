@@ -126,7 +126,7 @@ def message_id_for(campaign_id: str, request: CampaignRequest, phone: str,
 
 @dataclass(frozen=True)
 class Created:
-    """What ``create_campaign`` did: the campaign, and the attempts to send (None: it
+    """What ``insert_campaign`` did: the campaign, and the attempts to send (None: it
     existed already and nothing was inserted)."""
 
     campaign: Campaign
@@ -139,10 +139,29 @@ class Created:
 
 def create_campaign(session: Session, campaign_id: str, request: CampaignRequest,
                     app_id: str = DEFAULT_APP) -> Created:
-    """Insert the campaign, its messages, events, deliveries and first-hop attempts; commit.
+    """``insert_campaign``, then commit, so the caller publishes the send batches only once
+    the rows are durable; a concurrent identical request that won the race is returned as
+    existing (nothing inserted)."""
+    try:
+        created = insert_campaign(session, campaign_id, request, app_id)
+        session.commit()
+    except IntegrityError:  # a concurrent identical request won the race
+        session.rollback()
+        raced = session.get(Campaign, campaign_id)
+        if raced is None:
+            raise
+        return Created(raced, None)
+    return created
+
+
+def insert_campaign(session: Session, campaign_id: str, request: CampaignRequest,
+                    app_id: str = DEFAULT_APP) -> Created:
+    """Insert the campaign, its messages, events, deliveries and first-hop attempts without
+    committing, for a caller whose unit of work commits them with the batches' tasks.
 
     Messages whose id exists already (the same ``<key>:<phone>`` sent on its own before) are
-    left alone and not counted. The caller publishes the send batches after the commit.
+    left alone and not counted. A concurrent insert of the same campaign surfaces as an
+    ``IntegrityError`` (at the flush here, or at the caller's commit).
     """
     existing = session.get(Campaign, campaign_id)
     if existing is not None:
@@ -153,17 +172,8 @@ def create_campaign(session: Session, campaign_id: str, request: CampaignRequest
                         route=list(request.route), request=request.content(),
                         total=len(rows), created_at=now)
     session.add(campaign)
-    try:
-        session.flush()
-        attempt_ids = _insert_rows(session, rows, request, app_id, now)
-        session.commit()
-    except IntegrityError:  # a concurrent identical request won the race
-        session.rollback()
-        raced = session.get(Campaign, campaign_id)
-        if raced is None:
-            raise
-        return Created(raced, None)
-    return Created(campaign, attempt_ids)
+    session.flush()
+    return Created(campaign, _insert_rows(session, rows, request, app_id, now))
 
 
 def _message_rows(session: Session, campaign_id: str, request: CampaignRequest, app_id: str,

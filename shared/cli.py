@@ -232,8 +232,12 @@ def _flows(args: argparse.Namespace) -> int:
     from shared import flowcli
 
     action = {"load": flowcli.load, "list": flowcli.list_flows, "show": flowcli.show,
-              "start": flowcli.start, "stats": flowcli.stats, "run": flowcli.run}
+              "stats": flowcli.stats, "run": flowcli.run}
     try:
+        if args.flows_command == "start":
+            for run_id in _write_db(lambda work: flowcli.start(work, args)):
+                print(run_id)
+            return 0
         return _read_db(lambda session: action[args.flows_command](session, args))
     except flowcli.FlowCliError as exc:
         raise CliError(str(exc)) from None
@@ -270,6 +274,25 @@ def _read_db(read: Any) -> Any:
             return read(session)
     except OperationalError as exc:
         raise CliError(f"cannot read the database ({exc.orig}); run `switchboard db upgrade`")
+
+
+def _write_db(write: Any) -> Any:
+    """``write(work)`` in a unit of work: the tasks it registers are published once it has
+    committed (nothing on an error), through the producer-side publisher unless this process
+    has one already."""
+    from sqlalchemy.exc import OperationalError
+
+    from shared import client, uow
+
+    previous = uow.set_publisher(client.publish_followups)
+    if previous is not None:
+        uow.set_publisher(previous)
+    try:
+        with uow.unit_of_work() as work:
+            return write(work)
+    except OperationalError as exc:
+        raise CliError(f"cannot write to the database ({exc.orig}); run "
+                       "`switchboard db upgrade`") from None
 
 
 def _button(spec: str) -> dict[str, str]:

@@ -1,7 +1,8 @@
 """``switchboard flows ...``: manage and launch message flows from the terminal.
 
 The CLI works on the database directly (like ``switchboard status``) and publishes run starts
-through the broker, so it needs no API key; ``--app`` picks the producer app (``default``).
+through the broker (registered on the unit of work that creates the runs, so they leave only
+once it commits), so it needs no API key; ``--app`` picks the producer app (``default``).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from shared.flows.definition import FlowDocumentError, load_definition
 from shared.flows.requests import FlowContact
 from shared.models import DEFAULT_APP
 from shared.schemas import error_list
+from shared.uow import UnitOfWork
 
 
 class FlowCliError(Exception):
@@ -62,9 +64,10 @@ def show(session: Session, args: argparse.Namespace) -> int:
     return 0
 
 
-def start(session: Session, args: argparse.Namespace) -> int:
-    from shared.client import send_task
-
+def start(work: UnitOfWork, args: argparse.Namespace) -> list[str]:
+    """Create the runs and register their start tasks on ``work``; returns the run ids, for
+    the caller to print once the unit has committed and published them."""
+    session = work.session
     flow = _flow(session, args)
     definition = runtime.definition_of(flow)
     contacts = _contacts(args) or (runtime.consenting_contacts(session, definition)
@@ -77,11 +80,9 @@ def start(session: Session, args: argparse.Namespace) -> int:
         except ValidationError as exc:
             raise FlowCliError(_fields(exc, f"contact {contact}")) from None
     runs = [runtime.create_run(session, flow, c, flow.app_id, "cli") for c in contacts]
-    session.commit()
     for run in runs:
-        send_task(tasknames.START_FLOW_RUN, run.id)
-        print(run.id)
-    return 0
+        work.task(tasknames.START_FLOW_RUN, run.id)
+    return [run.id for run in runs]
 
 
 def stats(session: Session, args: argparse.Namespace) -> int:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import math
 import uuid
 from typing import TypeVar
@@ -10,14 +9,14 @@ from typing import TypeVar
 from flask import Blueprint, g, jsonify, request
 from pydantic import BaseModel, ValidationError
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from shared import feed, tasknames
-from shared.client import send_task
+from shared import feed, tasknames, uow
 from shared.db import session_scope
 from shared.messages import (
-    create_message,
     event_body,
+    insert_message,
     message_view,
     new_message_id,
     redeliver,
@@ -25,8 +24,8 @@ from shared.messages import (
 from shared.models import Contact, Message
 from shared.schemas import FriendRequest, ReplayRequest, SendRequest, error_list
 from webhooks.auth import require_api_key
+from webhooks.publishing import recoverable_unit_of_work
 
-log = logging.getLogger(__name__)
 M = TypeVar("M", bound=BaseModel)
 api = Blueprint("api", __name__, url_prefix="/v1")
 
@@ -108,21 +107,32 @@ def _bad_request(exc: BadRequest):  # type: ignore[no-untyped-def]
 def create():  # type: ignore[no-untyped-def]
     send_request = _parse(SendRequest)
     message_id = new_message_id(send_request.idempotency_key, g.app_id)
-    with session_scope() as session:
-        message, created = create_message(session, message_id, send_request, g.app_id)
-        status = message.status
+    status, created = _queue_message(message_id, send_request)
     if not created:
         return jsonify(id=message_id, status=status, idempotent_replay=True), 200
-    _enqueue_dispatch(message_id)
     return jsonify(id=message_id, status="queued"), 202
 
 
-def _enqueue_dispatch(message_id: str) -> None:
-    """After commit. If the broker is down the row is still durable: recovery re-publishes it."""
+def _queue_message(message_id: str, send_request: SendRequest) -> tuple[str, bool]:
+    """Insert the message and register its dispatch in one unit of work, so the task leaves
+    only once the row is durable (if the broker is down then, the recovery sweep re-publishes
+    it); returns (status, created). An id that exists already (a retried idempotency key, or
+    a concurrent insert that won the race) creates and publishes nothing, as in
+    ``shared.messages.create_message``."""
     try:
-        send_task(tasknames.DISPATCH, message_id)
-    except Exception:
-        log.exception("could not publish dispatch for %s; the recovery sweep will", message_id)
+        with recoverable_unit_of_work() as work:
+            existing = work.session.get(Message, message_id)
+            if existing is not None:
+                return existing.status, False
+            insert_message(work.session, message_id, send_request, g.app_id)
+            work.task(tasknames.DISPATCH, message_id)
+            return "queued", True
+    except IntegrityError:  # rolled back, nothing published: the other insert's row stands
+        with session_scope() as session:
+            raced = session.get(Message, message_id)
+            if raced is None:  # the idempotency key was used with another id: impossible by
+                raise  # construction, so surface it rather than guess
+            return raced.status, False
 
 
 @api.get("/messages/<message_id>")
@@ -186,10 +196,10 @@ def replay():  # type: ignore[no-untyped-def]
 @require_api_key
 def seal(message_id: str):  # type: ignore[no-untyped-def]
     """Lock the messenger message so no more answers come (the outcome is a timeline event)."""
-    with session_scope() as session:
-        if _own_message(session, message_id) is None:
+    with uow.unit_of_work() as work:
+        if _own_message(work.session, message_id) is None:
             return jsonify(error="not_found", message=f"no message {message_id}"), 404
-    send_task(tasknames.SEAL, message_id, str(uuid.uuid4()))
+        work.task(tasknames.SEAL, message_id, str(uuid.uuid4()))
     return jsonify(id=message_id, status="sealing"), 202
 
 
@@ -200,11 +210,12 @@ def friendship(action: str):  # type: ignore[no-untyped-def]
     if action not in ("invite", "break-up"):
         return jsonify(error="not_found", message=f"no action {action}"), 404
     req = _parse(FriendRequest)
-    if action == "invite":
-        send_task(tasknames.FRIEND_INVITE, str(req.email), req.app_id, str(uuid.uuid4()),
-                  req.name, req.message, req.language)
+    if action == "invite":  # no row of ours changes: a task of its own, through the same seam
+        uow.publish_task(tasknames.FRIEND_INVITE, str(req.email), req.app_id,
+                         str(uuid.uuid4()), req.name, req.message, req.language)
     else:
-        send_task(tasknames.FRIEND_BREAK_UP, str(req.email), req.app_id, str(uuid.uuid4()))
+        uow.publish_task(tasknames.FRIEND_BREAK_UP, str(req.email), req.app_id,
+                         str(uuid.uuid4()))
     return jsonify(email=str(req.email), app_id=req.app_id, status="requested"), 202
 
 

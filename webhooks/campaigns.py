@@ -1,26 +1,24 @@
 """The producer API for campaigns: ``POST /v1/campaigns`` and ``GET /v1/campaigns/<id>``.
 
 One request carries the content once and up to 10,000 recipients; every row is inserted in
-one transaction (``shared.campaigns``) and the batches are published after the commit. A
-campaign whose batches could not be published is still durable: the recovery sweep sends
-its pending attempts one by one.
+one unit of work (``shared.campaigns.insert_campaign``) with the batches' tasks, which are
+published after its commit. A campaign whose batches could not be published is still
+durable: the recovery sweep sends its pending attempts one by one.
 """
 
 from __future__ import annotations
 
-import logging
-
 from flask import Blueprint, g, jsonify
+from sqlalchemy.exc import IntegrityError
 
 from shared import campaigns, tasknames
-from shared.client import send_task
 from shared.db import session_scope
 from shared.models import Campaign
 from shared.settings import get_settings
 from webhooks.api import BadRequest, _parse
 from webhooks.auth import require_api_key
+from webhooks.publishing import recoverable_unit_of_work
 
-log = logging.getLogger(__name__)
 campaigns_api = Blueprint("campaigns", __name__, url_prefix="/v1")
 
 
@@ -34,24 +32,34 @@ def _bad_request(exc: BadRequest):  # type: ignore[no-untyped-def]
 def create():  # type: ignore[no-untyped-def]
     req = _parse(campaigns.CampaignRequest)
     campaign_id = campaigns.new_campaign_id(req.idempotency_key, g.app_id)
-    with session_scope() as session:
-        created = campaigns.create_campaign(session, campaign_id, req, g.app_id)
-        total = created.campaign.total
-    if not created.created:
+    total, batches = _create(campaign_id, req)
+    if batches is None:
         return jsonify(id=campaign_id, messages=total, idempotent_replay=True), 200
-    batches = _publish(created.attempt_ids or [])
     return jsonify(id=campaign_id, messages=total, status="queued", batches=batches), 202
 
 
-def _publish(attempt_ids: list[str]) -> int:
-    """After commit; a broker failure leaves the rows for the recovery sweep."""
-    batches = list(campaigns.chunks(attempt_ids, get_settings().bulk_batch_size))
+def _create(campaign_id: str, req: campaigns.CampaignRequest) -> tuple[int, int | None]:
+    """Insert the campaign and register one ``send_bulk`` per batch in one unit of work, so
+    the batches leave only once the rows are durable (a broker failure then leaves them to
+    the recovery sweep); returns (messages, batches). ``batches`` is None when the campaign
+    existed already (a retry, or a concurrent identical request that won the race): nothing
+    is inserted or published, as in ``shared.campaigns.create_campaign``."""
     try:
-        for batch in batches:
-            send_task(tasknames.SEND_BULK, batch)
-    except Exception:
-        log.exception("could not publish a campaign's batches; the recovery sweep will")
-    return len(batches)
+        with recoverable_unit_of_work() as work:
+            created = campaigns.insert_campaign(work.session, campaign_id, req, g.app_id)
+            if created.attempt_ids is None:
+                return created.campaign.total, None
+            batches = list(campaigns.chunks(created.attempt_ids,
+                                            get_settings().bulk_batch_size))
+            for batch in batches:
+                work.task(tasknames.SEND_BULK, batch)
+            return created.campaign.total, len(batches)
+    except IntegrityError:  # rolled back, nothing published: the other request's rows stand
+        with session_scope() as session:
+            raced = session.get(Campaign, campaign_id)
+            if raced is None:
+                raise
+            return raced.total, None
 
 
 @campaigns_api.get("/campaigns/<campaign_id>")

@@ -1,20 +1,19 @@
 """The producer API for message flows: save versions, launch runs, read results and
 aggregates, make action links; and ``GET /l/<token>``, the public side of an action link.
 
-Runs are created here (status ``starting``) and started by a worker task, so a launch for
-many contacts answers at once and a lost broker message is re-published by the recovery sweep.
+Runs are created here (status ``starting``) and started by a worker task registered on the
+same unit of work (published after its commit), so a launch for many contacts answers at once
+and a lost broker message is re-published by the recovery sweep.
 """
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from flask import Blueprint, g, jsonify, request
 from pydantic import ValidationError
 
 from shared import tasknames
-from shared.client import send_task
 from shared.db import session_scope
 from shared.flows import links, runtime
 from shared.flows.definition import FlowDocumentError, load_definition
@@ -23,8 +22,8 @@ from shared.models import FlowRun
 from shared.schemas import error_list
 from webhooks.api import BadRequest, _parse
 from webhooks.auth import require_api_key
+from webhooks.publishing import recoverable_unit_of_work
 
-log = logging.getLogger(__name__)
 flows = Blueprint("flows", __name__)
 
 
@@ -89,20 +88,20 @@ def _summary(flow: Any) -> dict[str, Any]:
 def start_flow(name: str):  # type: ignore[no-untyped-def]
     """Launch for the listed contacts, or ``{"all": true}`` for every consenting contact."""
     req = _parse(FlowStartRequest)
-    with session_scope() as session:
-        flow = runtime.find_flow(session, g.app_id, name, req.version)
+    with recoverable_unit_of_work() as work:
+        flow = runtime.find_flow(work.session, g.app_id, name, req.version)
         if flow is None:
             return _not_found(f"flow {name}")
         definition = runtime.definition_of(flow)
         contacts = ([c.model_dump(mode="json", exclude_none=True) for c in req.contacts]
-                    if req.contacts else runtime.consenting_contacts(session, definition))
+                    if req.contacts else runtime.consenting_contacts(work.session, definition))
         _check_contacts(definition, contacts)
-        runs = [runtime.create_run(session, flow, contact, g.app_id, "api")
+        runs = [runtime.create_run(work.session, flow, contact, g.app_id, "api")
                 for contact in contacts]
+        for run in runs:
+            work.task(tasknames.START_FLOW_RUN, run.id)
         body = {"flow": {"name": flow.name, "version": flow.version},
                 "runs": [{"id": run.id, "contact": run.contact} for run in runs]}
-    for run in body["runs"]:
-        _publish_start(run["id"])
     return jsonify(body), 202
 
 
@@ -116,13 +115,6 @@ def _check_contacts(definition: Any, contacts: list[dict[str, Any]]) -> None:
             errors = [{**e, "field": f"contacts.{index}.{e['field']}"} for e in error_list(exc)]
             raise BadRequest({"error": "validation_error", "message": "a contact cannot be "
                               "reached on the flow's route", "errors": errors}, 422) from None
-
-
-def _publish_start(run_id: str) -> None:
-    try:
-        send_task(tasknames.START_FLOW_RUN, run_id)
-    except Exception:
-        log.exception("could not publish flow run %s; the recovery sweep will", run_id)
 
 
 @flows.get("/v1/flows/<name>/stats")
@@ -168,12 +160,11 @@ def show_run(run_id: str):  # type: ignore[no-untyped-def]
 def follow_link(token: str):  # type: ignore[no-untyped-def]
     """Public: whoever holds the link starts the flow made for its contact."""
     try:
-        with session_scope() as session:
-            run = links.follow(session, token)
-            run_id = run.id
+        with recoverable_unit_of_work() as work:
+            run_id = links.follow(work.session, token).id
+            work.task(tasknames.START_FLOW_RUN, run_id)
     except links.LinkRefused as exc:
         return _link_page(exc.message, exc.status)
-    _publish_start(run_id)
     return _link_page("Thanks! The conversation is on its way to you.", 200, run_id)
 
 

@@ -2,6 +2,8 @@
 
 Storing comes first and is the only work done inline, so the route answers fast and a crash
 after the answer loses nothing (the recovery sweep re-publishes stored, unprocessed rows).
+The handling task is registered on the unit of work that stores the row, so it leaves only
+once the row is committed.
 """
 
 from __future__ import annotations
@@ -18,10 +20,10 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from shared import metrics, tasknames
-from shared.client import send_task
 from shared.db import session_scope
 from shared.models import Callback
 from shared.providers.base import CallbackError, ProviderEvent
+from webhooks.publishing import recoverable_unit_of_work
 
 log = logging.getLogger(__name__)
 DEDUPE_KEY_LENGTH = Callback.dedupe_key.type.length  # type: ignore[attr-defined]
@@ -82,18 +84,14 @@ def record_callback(provider: str, params: Mapping[str, Any],
             return Outcome("duplicate", answer=stored[0], event=event)
         answer = decide(event) if decide else None
         callback_id = _store(Callback(status="received" if enqueue else "processed",
-                                      dedupe_key=dedupe_key, answer=answer, **common))
+                                      dedupe_key=dedupe_key, answer=answer, **common),
+                             enqueue=enqueue)
     except IntegrityError:
         stored = _stored_answer(dedupe_key)
         return Outcome("duplicate", answer=stored[0] if stored else None, event=event)
     except OperationalError:
         log.exception("could not store a %s callback", provider)
         return Outcome("unavailable", event=event)
-    if enqueue:
-        try:
-            send_task(tasknames.HANDLE_CALLBACK, callback_id)
-        except Exception:
-            log.exception("could not publish callback %s", callback_id)
     return Outcome("accepted", callback_id=callback_id, answer=answer, event=event)
 
 
@@ -157,8 +155,13 @@ def store_and_enqueue(provider: str, params: Mapping[str, str],
     return jsonify(status=outcome.kind), 200
 
 
-def _store(callback: Callback) -> int:
-    with session_scope() as session:
-        session.add(callback)
-        session.flush()
+def _store(callback: Callback, enqueue: bool = False) -> int:
+    """Insert the callback; with ``enqueue`` its handling task is registered on the same unit
+    of work, so it leaves only once the row is committed (if the broker fails then, the
+    recovery sweep re-publishes the received row)."""
+    with recoverable_unit_of_work() as work:
+        work.session.add(callback)
+        work.session.flush()
+        if enqueue:
+            work.task(tasknames.HANDLE_CALLBACK, callback.id)
         return callback.id

@@ -44,6 +44,21 @@ def published(temp_db: Path) -> Iterator[list[uow.FollowUps]]:
     uow.set_publisher(previous)
 
 
+def tasks(published: list[uow.FollowUps]) -> list[tuple[str, tuple]]:
+    """(name, args) of every task the publisher received, in order."""
+    return [(task.name, task.args) for followups in published for task in followups.tasks]
+
+
+@pytest.fixture(autouse=True)
+def _keep_the_publisher() -> Iterator[None]:
+    """The publisher is the process's: an app factory or CLI command that installs the
+    producer's in one test must not leave it to the next (which would then reach a broker)."""
+    previous = uow.set_publisher(None)
+    uow.set_publisher(previous)
+    yield
+    uow.set_publisher(previous)
+
+
 @pytest.fixture(scope="module")
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """``SWITCHBOARD_TEST_REDIS_URL`` if set, else an embedded redis-server on a private socket

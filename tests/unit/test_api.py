@@ -1,8 +1,8 @@
 """The HTTP surface (webhooks.app): producer API, Messaggio callbacks and health.
 
 Runs the real app against a temporary SQLite database migrated with Alembic. The broker is never
-touched: ``send_task`` is replaced in both modules that publish, and every test asserts exactly
-what would have been published.
+touched: the follow-ups published after each commit are recorded (the ``published`` fixture),
+and every test asserts exactly what would have been published.
 """
 
 from __future__ import annotations
@@ -14,12 +14,14 @@ import pytest
 from flask.testing import FlaskClient
 from sqlalchemy import func, select
 
-from shared import db, migrations, tasknames
+from shared import db, migrations, tasknames, uow
 from shared.db import session_scope
 from shared.messages import add_event
 from shared.models import Attempt, Callback, Event, Message
 from shared.providers import get_provider
 from shared.settings import get_settings
+from shared.uow import FollowUps
+from tests.unit.conftest import tasks
 from webhooks.app import create_app
 
 AUTH = {"Authorization": "Bearer k1"}
@@ -31,19 +33,6 @@ REPORT = {"msg_id": "aaaaaaaa-0000-0000-0000-000000000001",
           "type": "delivery", "status": "delivered"}
 
 
-class Recorder:
-    """Stands in for ``shared.client.send_task``: remembers (name, args, kwargs)."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = []
-        self.fail = False
-
-    def __call__(self, name: str, *args: Any, **kwargs: Any) -> None:
-        if self.fail:
-            raise ConnectionError("broker down")
-        self.calls.append((name, args, kwargs))
-
-
 def _clear_caches() -> None:
     if db.get_engine.cache_info().currsize:
         db.get_engine().dispose()  # close the SQLite file before forgetting the engine
@@ -53,16 +42,8 @@ def _clear_caches() -> None:
 
 
 @pytest.fixture
-def published(monkeypatch: pytest.MonkeyPatch) -> Recorder:
-    recorder = Recorder()
-    monkeypatch.setattr("webhooks.api.send_task", recorder)
-    monkeypatch.setattr("webhooks.inbound.send_task", recorder)
-    return recorder
-
-
-@pytest.fixture
 def client(tmp_path, monkeypatch: pytest.MonkeyPatch,
-           published: Recorder) -> Iterator[FlaskClient]:
+           published: list[FollowUps]) -> Iterator[FlaskClient]:
     monkeypatch.setenv("SWITCHBOARD_DATA_DIR", str(tmp_path))
     monkeypatch.setenv("SWITCHBOARD_API_KEYS", "k1,k2")
     monkeypatch.setenv("SWITCHBOARD_MESSAGGIO_CALLBACK_TOKEN", "tok")
@@ -105,14 +86,15 @@ def send_body(**overrides: Any) -> dict[str, Any]:
         pytest.param({"Authorization": "k1"}, id="no-scheme"),
     ],
 )
-def test_post_without_a_valid_key_is_401_json(client: FlaskClient, published: Recorder,
+def test_post_without_a_valid_key_is_401_json(client: FlaskClient,
+                                             published: list[FollowUps],
                                              headers: dict[str, str]) -> None:
     resp = client.post("/v1/messages", json=send_body(), headers=headers)
     assert resp.status_code == 401
     assert resp.is_json
     assert resp.get_json()["error"] == "unauthorized"
     assert resp.headers["WWW-Authenticate"].startswith("Bearer")
-    assert published.calls == []
+    assert published == []
     assert count(Message) == 0
 
 
@@ -134,7 +116,7 @@ def test_every_configured_key_is_accepted(client: FlaskClient, key: str) -> None
 # --------------------------------------------------------------------------------------
 
 def test_valid_request_is_queued_and_dispatched_once(client: FlaskClient,
-                                                     published: Recorder) -> None:
+                                                     published: list[FollowUps]) -> None:
     resp = client.post("/v1/messages", json=send_body(metadata={"order": 7}), headers=AUTH)
     assert resp.status_code == 202
     body = resp.get_json()
@@ -142,7 +124,7 @@ def test_valid_request_is_queued_and_dispatched_once(client: FlaskClient,
     assert body["status"] == "queued"
     message_id = body["id"]
 
-    assert published.calls == [(tasknames.DISPATCH, (message_id,), {})]
+    assert tasks(published) == [(tasknames.DISPATCH, (message_id,))]
     with session_scope() as session:
         message = session.get(Message, message_id)
         assert message is not None
@@ -152,21 +134,22 @@ def test_valid_request_is_queued_and_dispatched_once(client: FlaskClient,
         assert message.request["metadata"] == {"order": 7}
 
 
-def test_invalid_phone_is_422_naming_to_phone(client: FlaskClient, published: Recorder) -> None:
+def test_invalid_phone_is_422_naming_to_phone(client: FlaskClient,
+                                              published: list[FollowUps]) -> None:
     resp = client.post("/v1/messages", json=send_body(to={"phone": "12345"}), headers=AUTH)
     assert resp.status_code == 422
     body = resp.get_json()
     assert body["error"] == "validation_error"
     assert "to.phone" in [err["field"] for err in body["errors"]]
-    assert published.calls == []
+    assert published == []
     assert count(Message) == 0
 
 
-def test_unknown_field_is_422(client: FlaskClient, published: Recorder) -> None:
+def test_unknown_field_is_422(client: FlaskClient, published: list[FollowUps]) -> None:
     resp = client.post("/v1/messages", json=send_body(priority="high"), headers=AUTH)
     assert resp.status_code == 422
     assert {"field": "priority", "message": "unknown field"} in resp.get_json()["errors"]
-    assert published.calls == []
+    assert published == []
 
 
 @pytest.mark.parametrize(
@@ -178,19 +161,19 @@ def test_unknown_field_is_422(client: FlaskClient, published: Recorder) -> None:
         pytest.param("", "application/json", id="empty"),
     ],
 )
-def test_non_json_body_is_400(client: FlaskClient, published: Recorder, data: str,
+def test_non_json_body_is_400(client: FlaskClient, published: list[FollowUps], data: str,
                               content_type: str) -> None:
     resp = client.post("/v1/messages", data=data, content_type=content_type, headers=AUTH)
     assert resp.status_code == 400
     body = resp.get_json()
     assert body["error"] == "invalid_json"
     assert body["errors"][0]["field"] == "body"
-    assert published.calls == []
+    assert published == []
     assert count(Message) == 0
 
 
 def test_same_idempotency_key_returns_the_first_id_and_sends_nothing_new(
-    client: FlaskClient, published: Recorder,
+    client: FlaskClient, published: list[FollowUps],
 ) -> None:
     first = client.post("/v1/messages", json=send_body(idempotency_key="order-42"), headers=AUTH)
     assert first.status_code == 202
@@ -202,32 +185,35 @@ def test_same_idempotency_key_returns_the_first_id_and_sends_nothing_new(
     assert again.get_json()["id"] == message_id
     assert again.get_json()["status"] == "queued"
 
-    assert published.calls == [(tasknames.DISPATCH, (message_id,), {})]
+    assert tasks(published) == [(tasknames.DISPATCH, (message_id,))]
     assert count(Message) == 1
     assert count(Event, Event.type == "queued") == 1
 
 
 def test_different_idempotency_keys_make_different_messages(client: FlaskClient,
-                                                            published: Recorder) -> None:
+                                                            published: list[FollowUps]) -> None:
     a = client.post("/v1/messages", json=send_body(idempotency_key="a"), headers=AUTH)
     b = client.post("/v1/messages", json=send_body(idempotency_key="b"), headers=AUTH)
     assert a.status_code == b.status_code == 202
     assert a.get_json()["id"] != b.get_json()["id"]
-    assert len(published.calls) == 2
+    assert len(tasks(published)) == 2
 
 
 def test_requests_without_a_key_are_never_deduplicated(client: FlaskClient,
-                                                       published: Recorder) -> None:
+                                                       published: list[FollowUps]) -> None:
     a = client.post("/v1/messages", json=send_body(), headers=AUTH)
     b = client.post("/v1/messages", json=send_body(), headers=AUTH)
     assert a.get_json()["id"] != b.get_json()["id"]
     assert count(Message) == 2
-    assert len(published.calls) == 2
+    assert len(tasks(published)) == 2
 
 
 def test_broker_down_still_answers_202_with_the_row_stored(client: FlaskClient,
-                                                           published: Recorder) -> None:
-    published.fail = True
+                                                           published: list[FollowUps]) -> None:
+    def broker_down(_followups: FollowUps) -> None:
+        raise ConnectionError("broker down")
+
+    uow.set_publisher(broker_down)  # the published fixture puts the previous one back
     resp = client.post("/v1/messages", json=send_body(), headers=AUTH)
     assert resp.status_code == 202
     assert count(Message, Message.id == resp.get_json()["id"]) == 1
@@ -283,7 +269,8 @@ def test_get_unknown_id_is_404_json(client: FlaskClient) -> None:
 
 @pytest.mark.parametrize("method", ["GET", "POST"])
 @pytest.mark.parametrize("token", ["wrong", "to", "tokk", "TOK"])
-def test_wrong_token_is_404_and_stores_nothing(client: FlaskClient, published: Recorder,
+def test_wrong_token_is_404_and_stores_nothing(client: FlaskClient,
+                                               published: list[FollowUps],
                                                method: str, token: str) -> None:
     url = f"/callbacks/messaggio/{token}"
     if method == "GET":
@@ -293,7 +280,7 @@ def test_wrong_token_is_404_and_stores_nothing(client: FlaskClient, published: R
     assert resp.status_code == 404
     assert resp.is_json
     assert count(Callback) == 0
-    assert published.calls == []
+    assert published == []
 
 
 def _only_callback() -> Callback:
@@ -304,7 +291,7 @@ def _only_callback() -> Callback:
 
 
 def test_delivery_report_is_stored_and_published(client: FlaskClient,
-                                                 published: Recorder) -> None:
+                                                 published: list[FollowUps]) -> None:
     resp = client.post(CALLBACK, data=REPORT)
     assert resp.status_code == 200
     assert resp.get_json() == {"status": "accepted"}
@@ -315,11 +302,11 @@ def test_delivery_report_is_stored_and_published(client: FlaskClient,
     assert row.method == "POST"
     assert row.params == REPORT
     assert row.dedupe_key
-    assert published.calls == [(tasknames.HANDLE_CALLBACK, (row.id,), {})]
+    assert tasks(published) == [(tasknames.HANDLE_CALLBACK, (row.id,))]
 
 
 def test_duplicate_delivery_report_is_stored_once(client: FlaskClient,
-                                                  published: Recorder) -> None:
+                                                  published: list[FollowUps]) -> None:
     assert client.post(CALLBACK, data=REPORT).status_code == 200
     again = client.post(CALLBACK, data=REPORT)
     assert again.status_code == 200
@@ -328,10 +315,10 @@ def test_duplicate_delivery_report_is_stored_once(client: FlaskClient,
     assert client.get(CALLBACK, query_string=REPORT).status_code == 200
 
     row = _only_callback()
-    assert published.calls == [(tasknames.HANDLE_CALLBACK, (row.id,), {})]
+    assert tasks(published) == [(tasknames.HANDLE_CALLBACK, (row.id,))]
 
 
-def test_delivery_report_by_get(client: FlaskClient, published: Recorder) -> None:
+def test_delivery_report_by_get(client: FlaskClient, published: list[FollowUps]) -> None:
     resp = client.get(CALLBACK, query_string=REPORT)
     assert resp.status_code == 200
     assert resp.get_json() == {"status": "accepted"}
@@ -339,16 +326,16 @@ def test_delivery_report_by_get(client: FlaskClient, published: Recorder) -> Non
     assert row.method == "GET"
     assert row.status == "received"
     assert row.params == REPORT
-    assert published.calls == [(tasknames.HANDLE_CALLBACK, (row.id,), {})]
+    assert tasks(published) == [(tasknames.HANDLE_CALLBACK, (row.id,))]
 
 
 def test_different_reports_for_one_message_are_all_stored(client: FlaskClient,
-                                                          published: Recorder) -> None:
+                                                          published: list[FollowUps]) -> None:
     assert client.get(CALLBACK, query_string=REPORT).status_code == 200
     seen = {**REPORT, "type": "seen", "status": "seen"}
     assert client.get(CALLBACK, query_string=seen).status_code == 200
     assert count(Callback) == 2
-    assert [name for name, _, _ in published.calls] == [tasknames.HANDLE_CALLBACK] * 2
+    assert [name for name, _ in tasks(published)] == [tasknames.HANDLE_CALLBACK] * 2
 
 
 MALFORMED = {"type": "delivery", "status": "delivered"}  # neither msg_id nor p_transaction_id
@@ -365,7 +352,8 @@ def _assert_invalid_row(method: str) -> Callback:
 
 
 @pytest.mark.parametrize("method", ["GET", "POST"])
-def test_malformed_report_is_400_and_kept_for_audit(client: FlaskClient, published: Recorder,
+def test_malformed_report_is_400_and_kept_for_audit(client: FlaskClient,
+                                                    published: list[FollowUps],
                                                     method: str) -> None:
     if method == "GET":
         resp = client.get(CALLBACK, query_string=MALFORMED)
@@ -377,7 +365,7 @@ def test_malformed_report_is_400_and_kept_for_audit(client: FlaskClient, publish
     assert body["field"] == "msg_id"
     assert body["message"]
     _assert_invalid_row(method)
-    assert published.calls == []
+    assert published == []
 
 
 def test_malformed_posted_report_keeps_its_raw_body(client: FlaskClient) -> None:
@@ -389,12 +377,13 @@ def test_malformed_posted_report_keeps_its_raw_body(client: FlaskClient) -> None
     assert row.body == raw
 
 
-def test_unknown_report_type_is_400_naming_type(client: FlaskClient, published: Recorder) -> None:
+def test_unknown_report_type_is_400_naming_type(client: FlaskClient,
+                                                published: list[FollowUps]) -> None:
     resp = client.get(CALLBACK, query_string={**REPORT, "type": "bogus"})
     assert resp.status_code == 400
     assert resp.get_json()["field"] == "type"
     assert _only_callback().status == "invalid"
-    assert published.calls == []
+    assert published == []
 
 
 def test_repeated_malformed_reports_are_all_kept(client: FlaskClient) -> None:

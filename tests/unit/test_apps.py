@@ -1,7 +1,7 @@
 """Producer apps end to end on a temporary SQLite database: the real ``switchboard apps`` CLI
 creates them, their keys authenticate the real Flask app, and every read, the event feed and
-event replay are scoped to the calling app. The broker is never touched (``send_task`` is
-replaced by a recorder).
+event replay are scoped to the calling app. The broker is never touched (the ``published``
+fixture records the follow-ups instead).
 """
 
 from __future__ import annotations
@@ -24,21 +24,13 @@ from shared.messages import PUBLIC_EVENTS, add_event
 from shared.models import DEFAULT_APP, App, Delivery, Event, Message
 from shared.providers import get_provider
 from shared.settings import get_settings
+from shared.uow import FollowUps
+from tests.unit.conftest import tasks
 from webhooks.app import create_app
 
 BOOTSTRAP_KEY = "bootstrap-key-1"
 SHOP_CALLBACK = "https://shop.example/hooks"
 PHONE = "+32 470 12 34 56"
-
-
-class Recorder:
-    """Stands in for ``webhooks.api.send_task``: remembers (name, args)."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, tuple[Any, ...]]] = []
-
-    def __call__(self, name: str, *args: Any, **kwargs: Any) -> None:
-        self.calls.append((name, args))
 
 
 def _clear_caches() -> None:
@@ -50,15 +42,8 @@ def _clear_caches() -> None:
 
 
 @pytest.fixture
-def published(monkeypatch: pytest.MonkeyPatch) -> Recorder:
-    recorder = Recorder()
-    monkeypatch.setattr("webhooks.api.send_task", recorder)
-    return recorder
-
-
-@pytest.fixture
 def client(tmp_path, monkeypatch: pytest.MonkeyPatch,
-           published: Recorder) -> Iterator[FlaskClient]:
+           published: list[FollowUps]) -> Iterator[FlaskClient]:
     monkeypatch.setenv("SWITCHBOARD_DATA_DIR", str(tmp_path))
     monkeypatch.setenv("SWITCHBOARD_API_KEYS", BOOTSTRAP_KEY)
     for name in ("SWITCHBOARD_DATABASE_URL", "SWITCHBOARD_DEFAULT_CALLBACK_URL",
@@ -147,14 +132,14 @@ def other(client: FlaskClient, capsys: pytest.CaptureFixture[str]) -> dict[str, 
 # --------------------------------------------------------------------------------------
 
 def test_created_app_key_authenticates_and_message_belongs_to_the_app(
-        client: FlaskClient, published: Recorder, shop: dict[str, str]) -> None:
+        client: FlaskClient, published: list[FollowUps], shop: dict[str, str]) -> None:
     assert shop["name"] == "shop"
     assert shop["api_key"] != shop["secret"]
     resp = client.post("/v1/messages", json=send_body(), headers=auth(shop["api_key"]))
     assert resp.status_code == 202, resp.get_json()
     message_id = resp.get_json()["id"]
     assert resp.get_json()["status"] == "queued"
-    assert published.calls == [(tasknames.DISPATCH, (message_id,))]
+    assert tasks(published) == [(tasknames.DISPATCH, (message_id,))]
     with session_scope() as session:
         message = session.get(Message, message_id)
         assert message is not None

@@ -1,5 +1,6 @@
-"""``switchboard flows ...`` against a real (temporary) database; run starts are published
-through ``send_task``, recorded here instead of a broker."""
+"""``switchboard flows ...`` against a real (temporary) database; run starts are registered on
+the unit of work that creates the runs and published after its commit, recorded here (the
+``published`` fixture) instead of a broker."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from shared import cli, client
+from shared import cli
+from shared.uow import FollowUps
+from tests.unit.conftest import tasks
 
 FLOW = """
 name: survey
@@ -24,20 +27,13 @@ steps:
 """
 
 
-@pytest.fixture()
-def published(temp_db: Path, monkeypatch: pytest.MonkeyPatch) -> list[tuple]:
-    calls: list[tuple] = []
-    monkeypatch.setattr(client, "send_task", lambda name, *args, **kw: calls.append((name, args)))
-    return calls
-
-
 def _write(tmp: Path, name: str, text: str) -> str:
     path = tmp / name
     path.write_text(text)
     return str(path)
 
 
-def test_load_list_show_start_and_stats(temp_db: Path, published: list[tuple],
+def test_load_list_show_start_and_stats(temp_db: Path, published: list[FollowUps],
                                         capsys: pytest.CaptureFixture[str]) -> None:
     path = _write(temp_db, "survey.yaml", FLOW)
     assert cli.main(["flows", "load", path]) == 0
@@ -50,7 +46,7 @@ def test_load_list_show_start_and_stats(temp_db: Path, published: list[tuple],
     assert shown["version"] == 1 and shown["definition"]["steps"][0]["id"] == "q1"
     assert cli.main(["flows", "start", "survey", "--to", "+32470123456"]) == 0
     run_id = capsys.readouterr().out.strip()
-    assert published == [("switchboard.start_flow_run", (run_id,))]
+    assert tasks(published) == [("switchboard.start_flow_run", (run_id,))]
     assert cli.main(["flows", "stats", "survey"]) == 0
     out = capsys.readouterr().out
     assert "survey v2: started 0" in out and "Yes: 0, No: 0" in out
@@ -65,7 +61,7 @@ def test_invalid_definition_names_the_step(temp_db: Path,
     assert "steps.q1.buttons.y.next" in err and "Traceback" not in err
 
 
-def test_unreadable_document_and_unreachable_contact(temp_db: Path, published: list[tuple],
+def test_unreadable_document_and_unreachable_contact(temp_db: Path, published: list[FollowUps],
                                                      capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["flows", "load", _write(temp_db, "x.json", "{not json")]) == 2
     assert "not valid JSON" in capsys.readouterr().err

@@ -267,11 +267,10 @@ def _render(collector: metrics.StateCollector) -> Iterator[str]:
 # --- the endpoint ------------------------------------------------------------------------------
 
 @pytest.fixture()
-def client(temp_db: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FlaskClient]:
+def client(published: list, monkeypatch: pytest.MonkeyPatch) -> Iterator[FlaskClient]:
     monkeypatch.setenv("SWITCHBOARD_MESSAGGIO_CALLBACK_TOKEN", "tok")
     monkeypatch.delenv("SWITCHBOARD_MESSAGGIO_CALLBACK_IPS", raising=False)
     monkeypatch.delenv(metrics.ENV_DIR, raising=False)
-    monkeypatch.setattr("webhooks.inbound.send_task", lambda *_, **__: None)
     get_settings.cache_clear()
     get_provider.cache_clear()
     metrics._broker_client.cache_clear()
