@@ -60,6 +60,23 @@ class CallbackStatus(StrEnum):
     ORPHAN = "orphan"
 
 
+class DeliveryStatus(StrEnum):
+    """A webhook delivery to a producer: waiting (or retrying), done, or given up."""
+
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+
+
+class RunStatus(StrEnum):
+    """A message flow's run: created, asking its steps, and how it ended."""
+
+    STARTING = "starting"
+    RUNNING = "running"
+    FINISHED = "finished"
+    FAILED = "failed"
+
+
 A = AttemptStatus
 ATTEMPT_RANK = {A.PENDING: 0, A.SENDING: 1, A.SUBMITTED: 2, A.DELIVERED: 3, A.SEEN: 4}
 ATTEMPT_ENDED_BADLY = frozenset({A.FAILED, A.UNDELIVERED, A.EXPIRED})

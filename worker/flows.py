@@ -12,6 +12,7 @@ from sqlalchemy import select
 from shared.db import session_scope
 from shared.flows import runtime
 from shared.flows.native import to_flow_xml
+from shared.lifecycle import RunStatus
 from shared.models import FlowRun
 from shared.providers import get_provider
 from shared.providers.base import PermanentError
@@ -35,7 +36,7 @@ def start_native(run_id: str) -> str:
     JSON-RPC id, so a retried task cannot start the flow twice."""
     with session_scope() as session:
         run = session.get(FlowRun, run_id)
-        if run is None or run.status != "running" or run.provider_run_id:
+        if run is None or run.status != RunStatus.RUNNING or run.provider_run_id:
             return "skipped"
         xml = to_flow_xml(runtime.definition_of(run.flow))
         to = run.contact.get("to") or {}
@@ -61,15 +62,15 @@ def native_tag(run_id: str) -> str:
 def _fail_native(run_id: str, exc: PermanentError) -> None:
     with unit_of_work() as work:
         run = work.session.get(FlowRun, run_id)
-        if run is not None and run.status == "running":
-            run.steps = [*run.steps, {"step_id": run.current_step, "outcome": "failed",
+        if run is not None and run.status == RunStatus.RUNNING:
+            run.steps = [*run.steps, {"step_id": run.current_step, "outcome": RunStatus.FAILED,
                                       "reason": exc.reason, "detail": exc.detail}]
-            runtime.finish(work.session, run, "failed", work.followups)
+            runtime.finish(work.session, run, RunStatus.FAILED, work.followups)
 
 
 def reindex_steps() -> list[tuple[str, datetime]]:
     """Every running step deadline, for the Redis index rebuild at beat start."""
     with session_scope() as session:
         rows = session.execute(select(FlowRun.id, FlowRun.deadline_at).where(
-            FlowRun.status == "running", FlowRun.deadline_at.is_not(None))).all()
+            FlowRun.status == RunStatus.RUNNING, FlowRun.deadline_at.is_not(None))).all()
     return [(runtime.STEP_DEADLINE_PREFIX + r.id, r.deadline_at) for r in rows]

@@ -16,6 +16,7 @@ import requests
 from sqlalchemy import select, update
 
 from shared import tasknames, uow
+from shared.lifecycle import DeliveryStatus
 from shared.apps import delivery_target
 from shared.db import session_scope
 from shared.messages import event_body
@@ -40,7 +41,7 @@ def deliver(delivery_id: int) -> str | None:
     """Try one delivery once; returns its new status."""
     with session_scope() as session:
         delivery = session.get(Delivery, delivery_id)
-        if delivery is None or delivery.status != "pending":
+        if delivery is None or delivery.status != DeliveryStatus.PENDING:
             return None
         event = session.get(Event, delivery.event_id)
         assert event is not None  # deliveries reference their event
@@ -74,17 +75,17 @@ def _record(delivery_id: int, tries: int, code: int | None, error: str | None,
     now = utcnow()
     values: dict = {"attempts": tries, "last_status_code": code, "last_error": error}
     if final:
-        values.update(status="failed", next_attempt_at=None)
+        values.update(status=DeliveryStatus.FAILED, next_attempt_at=None)
     elif code is not None and 200 <= code < 300:
-        values.update(status="delivered", delivered_at=now, next_attempt_at=None)
+        values.update(status=DeliveryStatus.DELIVERED, delivered_at=now, next_attempt_at=None)
     elif code is not None and 400 <= code < 500 and code not in (408, 429) or (delay := next_delay(tries)) is None:
-        values.update(status="failed", next_attempt_at=None)
+        values.update(status=DeliveryStatus.FAILED, next_attempt_at=None)
     else:
         values.update(next_attempt_at=now + timedelta(seconds=delay))
     with session_scope() as session:
         session.execute(update(Delivery).where(Delivery.id == delivery_id,
-                                               Delivery.status == "pending").values(**values))
-    return values.get("status", "pending")
+                                               Delivery.status == DeliveryStatus.PENDING).values(**values))
+    return values.get("status", DeliveryStatus.PENDING)
 
 
 def sweep_deliveries(batch: int = 500) -> int:
@@ -92,7 +93,7 @@ def sweep_deliveries(batch: int = 500) -> int:
     now = utcnow()
     with session_scope() as session:
         due = session.execute(select(Delivery.id, Delivery.next_attempt_at).where(
-            Delivery.status == "pending", Delivery.next_attempt_at <= now)
+            Delivery.status == DeliveryStatus.PENDING, Delivery.next_attempt_at <= now)
             .order_by(Delivery.next_attempt_at).limit(batch)).all()
         leased = [row.id for row in due if session.execute(
             update(Delivery).where(Delivery.id == row.id,

@@ -29,6 +29,7 @@ from shared import conversations
 from shared.apps import delivery_target
 from shared.lifecycle import (
     AttemptStatus,
+    DeliveryStatus,
     MessageStatus,
     apply_attempt,
     apply_message,
@@ -302,6 +303,6 @@ def _status_events(session: Session, moved: list[Any], app_id: str, now: datetim
         insert(Event).returning(Event.id, sort_by_parameter_order=True), rows).all()
     session.execute(insert(Delivery), [
         {"event_id": event_id, "message_id": m.id, "url": url, "next_attempt_at": now,
-         "status": "pending", "attempts": 0, "created_at": now}
+         "status": DeliveryStatus.PENDING, "attempts": 0, "created_at": now}
         for event_id, m, url in zip(event_ids, moved, urls, strict=True) if url])
 

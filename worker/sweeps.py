@@ -13,17 +13,20 @@ from datetime import timedelta
 
 import redis
 from redis.exceptions import LockError
-from sqlalchemy import func, or_, select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
 from shared import feed, tasknames
 from shared.db import session_scope
 from shared.flows.runtime import STEP_DEADLINE_PREFIX
+from shared.lifecycle import AttemptStatus, CallbackStatus, MessageStatus, RunStatus
 from shared.models import Attempt, Callback, FlowRun, Message, utcnow
 from shared.settings import get_settings
 from shared.uow import FollowUps, Task, publish
 from worker import deadlines, expiry
 from worker.redis_conn import get_redis
+
+UNSETTLED = (AttemptStatus.SENDING, AttemptStatus.SUBMITTED)  # may have left: a deadline runs
 
 log = logging.getLogger(__name__)
 _SWEEP_LOCK = "switchboard:lock:sweep-deadlines"
@@ -91,7 +94,7 @@ def reindex_deadlines() -> int:
     with session_scope() as session:
         rows = session.execute(select(Attempt.id, Attempt.deadline_at).where(
             Attempt.deadline_at.is_not(None),
-            Attempt.status.in_(["sending", "submitted"]))).all()
+            Attempt.status.in_(UNSETTLED))).all()
     from worker import flows
 
     steps = flows.reindex_steps()
@@ -106,20 +109,20 @@ def recover() -> dict[str, int]:
     now = utcnow()
     with session_scope() as session:
         queued = session.scalars(select(Message.id).where(
-            Message.status == "queued", Message.updated_at < stale,
+            Message.status == MessageStatus.QUEUED, Message.updated_at < stale,
             ~Message.attempts.any()).limit(1000)).all()
         pending = session.scalars(select(Attempt.id).where(
-            Attempt.status == "pending",
+            Attempt.status == AttemptStatus.PENDING,
             func.coalesce(Attempt.not_before, Attempt.updated_at) < stale).limit(1000)).all()
         callbacks = session.scalars(select(Callback.id).where(
-            Callback.status == "received", Callback.received_at < stale).limit(1000)).all()
+            Callback.status == CallbackStatus.RECEIVED, Callback.received_at < stale).limit(1000)).all()
         due = session.execute(select(Attempt.id, Attempt.deadline_at).where(
             Attempt.deadline_at <= now,
-            or_(Attempt.status == "sending", Attempt.status == "submitted")).limit(5000)).all()
+            Attempt.status.in_(UNSETTLED)).limit(5000)).all()
         due_steps = session.execute(select(FlowRun.id, FlowRun.deadline_at).where(
-            FlowRun.deadline_at <= now, FlowRun.status == "running").limit(5000)).all()
+            FlowRun.deadline_at <= now, FlowRun.status == RunStatus.RUNNING).limit(5000)).all()
         runs = session.scalars(select(FlowRun.id).where(
-            FlowRun.status == "starting", FlowRun.updated_at < stale).limit(1000)).all()
+            FlowRun.status == RunStatus.STARTING, FlowRun.updated_at < stale).limit(1000)).all()
     client = get_redis()
     deadlines.index(client, [(r.id, r.deadline_at) for r in due]
                     + [(STEP_DEADLINE_PREFIX + r.id, r.deadline_at) for r in due_steps])
