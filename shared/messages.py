@@ -15,7 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from shared.apps import delivery_target
-from shared.models import DEFAULT_APP, Delivery, Event, Message, utcnow
+from shared.models import DEFAULT_APP, Attempt, Delivery, Event, Message, utcnow
 from shared.schemas import SendRequest
 
 _IDEMPOTENCY_NAMESPACE = uuid.UUID("6f1c3a52-6c0e-4b0e-9a57-5b1f0b2a9c11")
@@ -162,9 +162,6 @@ def _conversation_of(session: Session, message: Message) -> dict[str, Any] | Non
 
 def message_view(session: Session, message: Message) -> dict[str, Any]:
     """The whole story of one message: status, each attempt, and the event timeline."""
-    events = session.scalars(
-        select(Event).where(Event.message_id == message.id).order_by(Event.seq)
-    ).all()
     return {
         "id": message.id,
         "status": message.status,
@@ -177,39 +174,52 @@ def message_view(session: Session, message: Message) -> dict[str, Any]:
         "metadata": message.request.get("metadata", {}),
         "created_at": _iso(message.created_at),
         "updated_at": _iso(message.updated_at),
-        "attempts": [
-            {
-                "id": a.id,
-                "hop": a.hop,
-                "channel": a.channel,
-                "provider": a.provider,
-                "status": a.status,
-                "provider_message_id": a.provider_message_id,
-                "error": (
-                    {"code": a.error_code, "reason": a.error_reason, "detail": a.error_detail}
-                    if a.error_reason else None
-                ),
-                "request": a.request_summary,
-                "response": ({"code": a.response_code, "text": a.response_text}
-                             if a.response_code or a.response_text else None),
-                "retries": a.retries,
-                "deadline_at": _iso(a.deadline_at),
-                "submitted_at": _iso(a.submitted_at),
-                "delivered_at": _iso(a.delivered_at),
-                "seen_at": _iso(a.seen_at),
-            }
-            for a in message.attempts
-        ],
-        "deliveries": [
-            {"event_id": d.event_id, "url": d.url, "status": d.status, "attempts": d.attempts,
-             "last_status_code": d.last_status_code, "last_error": d.last_error,
-             "next_attempt_at": _iso(d.next_attempt_at), "delivered_at": _iso(d.delivered_at)}
-            for d in session.scalars(select(Delivery).where(
-                Delivery.message_id == message.id).order_by(Delivery.id))
-        ],
-        "events": [
-            {"seq": e.seq, "at": _iso(e.created_at), "type": e.type,
-             "attempt_id": e.attempt_id, "detail": e.payload}
-            for e in events
-        ],
+        "attempts": [_attempt_view(a) for a in message.attempts],
+        "deliveries": _deliveries_of(session, message),
+        "events": _timeline_of(session, message),
     }
+
+
+def _attempt_view(a: Attempt) -> dict[str, Any]:
+    """One channel try as producers see it: what we sent, what the provider answered and
+    reported, and when; error and response only when there is one, so a clean try reads
+    clean."""
+    return {
+        "id": a.id,
+        "hop": a.hop,
+        "channel": a.channel,
+        "provider": a.provider,
+        "status": a.status,
+        "provider_message_id": a.provider_message_id,
+        "error": ({"code": a.error_code, "reason": a.error_reason, "detail": a.error_detail}
+                  if a.error_reason else None),
+        "request": a.request_summary,
+        "response": ({"code": a.response_code, "text": a.response_text}
+                     if a.response_code or a.response_text else None),
+        "retries": a.retries,
+        "deadline_at": _iso(a.deadline_at),
+        "submitted_at": _iso(a.submitted_at),
+        "delivered_at": _iso(a.delivered_at),
+        "seen_at": _iso(a.seen_at),
+    }
+
+
+def _deliveries_of(session: Session, message: Message) -> list[dict[str, Any]]:
+    """The message's webhook deliveries to the producer, oldest first: whether each event
+    reached the callback URL, and if not, why and when it is tried again."""
+    return [
+        {"event_id": d.event_id, "url": d.url, "status": d.status, "attempts": d.attempts,
+         "last_status_code": d.last_status_code, "last_error": d.last_error,
+         "next_attempt_at": _iso(d.next_attempt_at), "delivered_at": _iso(d.delivered_at)}
+        for d in session.scalars(select(Delivery).where(
+            Delivery.message_id == message.id).order_by(Delivery.id))
+    ]
+
+
+def _timeline_of(session: Session, message: Message) -> list[dict[str, Any]]:
+    """Every event of the message in sequence order, public or not: the whole story, where
+    the feed and webhooks carry only the public ones."""
+    events = session.scalars(
+        select(Event).where(Event.message_id == message.id).order_by(Event.seq)).all()
+    return [{"seq": e.seq, "at": _iso(e.created_at), "type": e.type,
+             "attempt_id": e.attempt_id, "detail": e.payload} for e in events]

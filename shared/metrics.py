@@ -113,17 +113,9 @@ def _instruments() -> _Instruments:
         Counter,
         Histogram,
         disable_created_metrics,
-        values,
     )
 
-    if os.environ.get(ENV_DIR):
-        Path(os.environ[ENV_DIR]).mkdir(parents=True, exist_ok=True)
-        if values.ValueClass is values.MutexValue:
-            # Imported before the directory was set (Celery's command line loads Flower's
-            # plugin, which imports prometheus_client): choose the storage again, as its
-            # module allows, before the first metric of ours exists.
-            values.ValueClass = values.get_value_class()
-
+    _prepare_storage()
     disable_created_metrics()  # no *_created series: noise for every scraper we know
     reg = CollectorRegistry(auto_describe=True)
     return _Instruments(
@@ -150,6 +142,22 @@ def _instruments() -> _Instruments:
                                     "state changes; half_open counts each probe let through.",
                                     ["provider", "state"], registry=reg),
     )
+
+
+def _prepare_storage() -> None:
+    """With ``ENV_DIR`` set, every process's counts go to files there, so a scrape of any one
+    process sums the host: the directory must exist, and prometheus_client must store values
+    in it even if it was imported before the directory was set."""
+    from prometheus_client import values
+
+    if not os.environ.get(ENV_DIR):
+        return
+    Path(os.environ[ENV_DIR]).mkdir(parents=True, exist_ok=True)
+    if values.ValueClass is values.MutexValue:
+        # Imported before the directory was set (Celery's command line loads Flower's
+        # plugin, which imports prometheus_client): choose the storage again, as its
+        # module allows, before the first metric of ours exists.
+        values.ValueClass = values.get_value_class()
 
 
 def _never_raises(func: Callable[P, None]) -> Callable[P, None]:

@@ -62,10 +62,8 @@ def record_callback(provider: str, params: Mapping[str, Any],
     """Validate, persist (deduplicated) and enqueue one callback. ``decide`` computes the
     answer a provider needs inline (e.g. accepting a friendship) before the row is stored.
     ``keep_invalid`` stores refused callbacks too (status ``invalid``) for the audit trail."""
-    body = request.get_data(as_text=True)[:100_000].replace("\x00", "\ufffd")
     unstorable = _unstorable(params)  # refused, and stored without params (body is kept)
-    common = {"provider": provider, "method": request.method, "remote_addr":
-              request.remote_addr, "params": {} if unstorable else dict(params), "body": body}
+    common = _as_received(provider, {} if unstorable else dict(params))
     try:
         if unstorable is not None:
             raise unstorable
@@ -74,6 +72,22 @@ def record_callback(provider: str, params: Mapping[str, Any],
         if keep_invalid:
             _store(Callback(status="invalid", error=str(exc), **common))
         return Outcome("invalid", error=exc)
+    return _store_once(provider, event, common, decide, enqueue)
+
+
+def _as_received(provider: str, params: dict[str, Any]) -> dict[str, Any]:
+    """The row fields every outcome shares: the request as it came, for the audit trail
+    (the body cut to 100 kB, its NULs replaced: PostgreSQL text cannot hold them)."""
+    body = request.get_data(as_text=True)[:100_000].replace("\x00", "\ufffd")
+    return {"provider": provider, "method": request.method,
+            "remote_addr": request.remote_addr, "params": params, "body": body}
+
+
+def _store_once(provider: str, event: ProviderEvent, common: dict[str, Any],
+                decide: Callable[[ProviderEvent], Any] | None, enqueue: bool) -> Outcome:
+    """Store a parsed callback unless its dedupe key is taken (then it is a ``duplicate``,
+    answered as it was the first time), and register its handling when ``enqueue``; a
+    database that cannot take the row makes it ``unavailable`` (the provider retries)."""
     try:
         dedupe_key = _fitting(event.dedupe_key)
         # Only a callback answered inline looks first (its answer must not be decided twice);
@@ -83,9 +97,9 @@ def record_callback(provider: str, params: Mapping[str, Any],
         if stored is not None:
             return Outcome("duplicate", answer=stored[0], event=event)
         answer = decide(event) if decide else None
-        callback_id = _store(Callback(status="received" if enqueue else "processed",
-                                      dedupe_key=dedupe_key, answer=answer, **common),
-                             enqueue=enqueue)
+        status = "received" if enqueue else "processed"
+        callback_id = _store(Callback(status=status, dedupe_key=dedupe_key, answer=answer,
+                                      **common), enqueue=enqueue)
     except IntegrityError:
         stored = _stored_answer(dedupe_key)
         return Outcome("duplicate", answer=stored[0] if stored else None, event=event)
