@@ -26,6 +26,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from shared.apps import delivery_target
+from shared.lifecycle import AttemptStatus, MessageStatus
 from shared.models import DEFAULT_APP, Attempt, Campaign, Delivery, Event, Message, utcnow
 from shared.providers import provider_name
 from shared.schemas import (
@@ -186,7 +187,7 @@ def _message_rows(session: Session, campaign_id: str, request: CampaignRequest, 
         data = request.message_request(content, recipient)
         rows.append({
             "id": message_id_for(campaign_id, request, recipient.phone, app_id),
-            "app_id": app_id, "status": "queued", "recipient": recipient.phone,
+            "app_id": app_id, "status": MessageStatus.QUEUED, "recipient": recipient.phone,
             "route": list(request.route), "hop": 0, "request": data,
             "idempotency_key": data["idempotency_key"], "callback_url": callback_url,
             "event_seq": 1, "campaign_id": campaign_id, "created_at": now, "updated_at": now})
@@ -222,7 +223,8 @@ def _insert_rows(session: Session, rows: list[dict[str, Any]], request: Campaign
         session.execute(insert(Event), events)
     channel = route[0]
     attempts = [{"id": str(uuid.uuid4()), "message_id": r["id"], "hop": 0, "channel": channel,
-                 "provider": provider_name(channel), "status": "pending", "retries": 0,
+                 "provider": provider_name(channel), "status": AttemptStatus.PENDING,
+                 "retries": 0,
                  "created_at": now, "updated_at": now} for r in rows]
     session.execute(insert(Attempt), attempts)
     return [a["id"] for a in attempts]

@@ -13,6 +13,8 @@ from typing import Any
 
 import requests
 
+from shared.lifecycle import MESSAGE_FINAL, MessageStatus
+
 DEMO_MESSAGES: list[tuple[str, dict[str, Any]]] = [
     ("delivered and seen on Viber", {"to": {"phone": "+32470120000"}}),
     ("answered on Viber", {"to": {"phone": "+32470120003"},
@@ -44,9 +46,9 @@ def _summary(view: dict[str, Any]) -> str:
 
 def _settled(view: dict[str, Any]) -> bool:
     """Nothing more will happen: seen, final, or delivered by SMS (which reports no 'seen')."""
-    if view["status"] in ("seen", "failed", "expired"):
+    if view["status"] in (MessageStatus.SEEN, *MESSAGE_FINAL):
         return True
-    return view["status"] == "delivered" and view["attempts"][-1]["channel"] == "sms"
+    return view["status"] == MessageStatus.DELIVERED and view["attempts"][-1]["channel"] == "sms"
 
 
 def run_demo(api: str, api_key: str, watch_seconds: float = 100.0) -> int:

@@ -15,6 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from shared.apps import delivery_target
+from shared.lifecycle import MessageStatus
 from shared.models import DEFAULT_APP, Attempt, Delivery, Event, Message, utcnow
 from shared.schemas import SendRequest
 
@@ -56,7 +57,7 @@ def insert_message(session: Session, message_id: str, request: SendRequest,
     message = Message(
         id=message_id,
         app_id=app_id,
-        status="queued",
+        status=MessageStatus.QUEUED,
         recipient=request.recipient(),
         route=list(request.route),
         hop=0,

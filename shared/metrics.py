@@ -45,6 +45,7 @@ from sqlalchemy import distinct, func, select
 
 from shared import tasknames
 from shared.db import session_scope
+from shared.lifecycle import AttemptStatus, MessageStatus
 from shared.models import Attempt, Message, utcnow
 from shared.settings import get_settings
 
@@ -60,7 +61,8 @@ ENV_DIR = "PROMETHEUS_MULTIPROC_DIR"
 # The Prometheus text format every scraper reads (prometheus_client >= 0.22 defaults to 1.0.0).
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 CIRCUIT_VALUES = {"closed": 0, "half_open": 1, "open": 2}
-STUCK_STATUSES = ("queued", "pending", "sending", "submitted")
+STUCK_STATUSES = (MessageStatus.QUEUED, AttemptStatus.PENDING, AttemptStatus.SENDING,
+                  AttemptStatus.SUBMITTED)
 # A provider call is bounded by its read timeout (10 s by default).
 CALL_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 # Reports come within seconds on Viber, minutes to a day for SMS.
@@ -274,16 +276,17 @@ def stuck_counts(now: datetime, grace_seconds: float) -> dict[str, int]:
     with session_scope() as session:
         rows = session.execute(
             select(Attempt.status, func.count(distinct(Attempt.message_id)))
-            .where(Attempt.status.in_(["sending", "submitted"]), Attempt.deadline_at < limit)
+            .where(Attempt.status.in_([AttemptStatus.SENDING, AttemptStatus.SUBMITTED]),
+                   Attempt.deadline_at < limit)
             .group_by(Attempt.status)).all()
         counts.update({status: count for status, count in rows})
-        counts["pending"] = session.execute(
+        counts[AttemptStatus.PENDING] = session.execute(
             select(func.count(distinct(Attempt.message_id))).where(
-                Attempt.status == "pending",
+                Attempt.status == AttemptStatus.PENDING,
                 func.coalesce(Attempt.not_before, Attempt.updated_at) < limit)).scalar_one()
-        counts["queued"] = session.execute(
+        counts[MessageStatus.QUEUED] = session.execute(
             select(func.count()).select_from(Message).where(
-                Message.status == "queued", Message.updated_at < limit,
+                Message.status == MessageStatus.QUEUED, Message.updated_at < limit,
                 ~Message.attempts.any())).scalar_one()
     return counts
 

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from shared import feed, tasknames, uow
 from shared.db import session_scope
+from shared.lifecycle import MessageStatus
 from shared.messages import (
     event_body,
     insert_message,
@@ -110,7 +111,7 @@ def create():  # type: ignore[no-untyped-def]
     status, created = _queue_message(message_id, send_request)
     if not created:
         return jsonify(id=message_id, status=status, idempotent_replay=True), 200
-    return jsonify(id=message_id, status="queued"), 202
+    return jsonify(id=message_id, status=MessageStatus.QUEUED), 202
 
 
 def _queue_message(message_id: str, send_request: SendRequest) -> tuple[str, bool]:
@@ -126,7 +127,7 @@ def _queue_message(message_id: str, send_request: SendRequest) -> tuple[str, boo
                 return existing.status, False
             insert_message(work.session, message_id, send_request, g.app_id)
             work.task(tasknames.DISPATCH, message_id)
-            return "queued", True
+            return MessageStatus.QUEUED, True
     except IntegrityError:  # rolled back, nothing published: the other insert's row stands
         with session_scope() as session:
             raced = session.get(Message, message_id)

@@ -21,6 +21,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 
 from shared import metrics, tasknames
 from shared.db import session_scope
+from shared.lifecycle import CallbackStatus
 from shared.models import Callback
 from shared.providers.base import CallbackError, ProviderEvent
 from webhooks.publishing import recoverable_unit_of_work
@@ -70,7 +71,7 @@ def record_callback(provider: str, params: Mapping[str, Any],
         event = parse(params)
     except CallbackError as exc:
         if keep_invalid:
-            _store(Callback(status="invalid", error=str(exc), **common))
+            _store(Callback(status=CallbackStatus.INVALID, error=str(exc), **common))
         return Outcome("invalid", error=exc)
     return _store_once(provider, event, common, decide, enqueue)
 
@@ -97,7 +98,7 @@ def _store_once(provider: str, event: ProviderEvent, common: dict[str, Any],
         if stored is not None:
             return Outcome("duplicate", answer=stored[0], event=event)
         answer = decide(event) if decide else None
-        status = "received" if enqueue else "processed"
+        status = CallbackStatus.RECEIVED if enqueue else CallbackStatus.PROCESSED
         callback_id = _store(Callback(status=status, dedupe_key=dedupe_key, answer=answer,
                                       **common), enqueue=enqueue)
     except IntegrityError:

@@ -24,6 +24,7 @@ from shared import tasknames
 from shared.flows.definition import FlowDefinition
 from shared.flows.render import match_answer_id, match_reply, render_reask, render_text
 from shared.flows.requests import contact_key
+from shared.lifecycle import MESSAGE_FINAL
 from shared.messages import add_app_event, insert_message
 from shared.models import Contact, Flow, FlowRun, utcnow
 from shared.schemas import SendRequest
@@ -309,7 +310,7 @@ def expire_step(session: Session, run_id: str, now: datetime, work: Work) -> boo
 
 def on_message_final(session: Session, message_id: str, status: str, work: Work) -> None:
     """A step's message ended undelivered on every channel: follow ``on_failed``."""
-    if status not in ("failed", "expired"):
+    if status not in MESSAGE_FINAL:
         return
     run = _claim(session, message_id)
     if run is None:
