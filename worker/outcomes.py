@@ -207,8 +207,8 @@ def submitted(batch: Batch, result: SendResult | None, window: float,
     with unit_of_work() as work:
         moved = _set(work.session, batch, AttemptStatus.SENDING, status=target,
                      submitted_at=now, deadline_at=due,
-                     **response(ambiguous if ambiguous is not None else result),
-                     **_coalesced(ambiguous))
+                     **response(ambiguous if ambiguous is not None else result))
+        _record_ambiguity(work.session, batch, ambiguous)
         _record_provider_ids(work.session, pmids)
         if result is not None and result.conversation and len(batch.items) == 1:
             _remember_conversation(work.session, batch, result)
@@ -224,11 +224,16 @@ def _pmid(ids: dict[str, str], item: Item) -> str | None:
     return next(iter(ids.values()), None) if len(ids) == 1 else None
 
 
-def _coalesced(ambiguous: AmbiguousError | None) -> dict[str, Any]:
-    if ambiguous is None:
-        return {}
-    return {"error_reason": func.coalesce(Attempt.error_reason, ambiguous.reason),
-            "error_detail": func.coalesce(Attempt.error_detail, ambiguous.detail)}
+def _record_ambiguity(session: Session, batch: Batch, ambiguous: AmbiguousError | None,
+                      ) -> None:
+    """Why the answer was unclear, on every attempt of the batch, whatever its status now: a
+    report may have moved it on while the call was still waiting."""
+    if ambiguous is not None:
+        session.execute(
+            update(Attempt).where(Attempt.id.in_(batch.attempt_ids)).values(
+                error_reason=func.coalesce(Attempt.error_reason, ambiguous.reason),
+                error_detail=func.coalesce(Attempt.error_detail, ambiguous.detail))
+            .execution_options(synchronize_session=False))
 
 
 def _record_provider_ids(session: Session, pmids: dict[str, str | None]) -> None:

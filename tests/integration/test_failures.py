@@ -139,6 +139,8 @@ def test_an_account_refusal_opens_the_circuit_instead_of_failing_each_message(
         wait_for(lambda: _messaggio_circuit(stack).get("reason") == "auth_error", 30, 0.1,
                  "the circuit to open with the account's refusal as its reason")
         assert _messaggio_circuit(stack)["circuit"] in ("open", "half_open")
+        scraped = requests.get(f"{stack.api_url}/metrics", timeout=CLIENT_TIMEOUT).text
+        assert 'switchboard_circuit_state{provider="messaggio",reason="auth_error"}' in scraped
         for message_id in sent:
             view = stack.get_message(message_id)
             assert view is not None and view["status"] == "queued", view

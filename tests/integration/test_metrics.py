@@ -67,7 +67,8 @@ def test_counts_move_as_messages_flow(stack: Stack) -> None:
     for queue in ("send", "events", "sweep", "notify"):
         assert ("switchboard_queue_depth", frozenset({("queue", queue)})) in after
     assert value(after, "switchboard_messages_stuck", status="submitted") == 0
-    assert ("switchboard_circuit_state", frozenset({("provider", "messaggio")})) in after
+    assert ("switchboard_circuit_state",
+            frozenset({("provider", "messaggio"), ("reason", "")})) in after
 
 
 def test_late_report_is_counted(stack: Stack) -> None:
@@ -113,7 +114,8 @@ def test_breaker_opens_holds_sends_and_closes(stack: Stack) -> None:
         first = _send(stack, "+32470120000")
         wait_for(lambda: _circuit(stack) in ("open", "half_open"), 30, 0.1,
                  "the circuit to open after 3 failed calls")
-        assert value(scrape(stack), "switchboard_circuit_state", provider="messaggio") >= 1
+        assert value(scrape(stack), "switchboard_circuit_state", provider="messaggio",
+                     reason="") >= 1
         held = [first, _send(stack, "+32470120000"), _send(stack, "+32470120000")]
         probes, calls = _probes(stack), _requests_seen(stack)
         wait_for(lambda: _probes(stack) >= probes + 2, 30, 0.2, "two more probes")
@@ -131,7 +133,7 @@ def test_breaker_opens_holds_sends_and_closes(stack: Stack) -> None:
         assert not [a for a in view["attempts"] if a["status"] == "failed"], view["attempts"]
     wait_for(lambda: _circuit(stack) == "closed", 20, 0.1, "the circuit to close")
     after = scrape(stack)
-    assert value(after, "switchboard_circuit_state", provider="messaggio") == 0
+    assert value(after, "switchboard_circuit_state", provider="messaggio", reason="") == 0
     for state in ("open", "closed"):
         assert value(after, "switchboard_circuit_transitions_total", provider="messaggio",
                      state=state) > value(before, "switchboard_circuit_transitions_total",

@@ -18,6 +18,7 @@ from shared.messages import create_message, new_message_id
 from shared.models import Attempt, Event, Message, utcnow
 from shared.providers.base import (
     AccountRefusal,
+    AmbiguousError,
     OutboundMessage,
     SendContext,
     SendResult,
@@ -166,3 +167,24 @@ def test_an_account_refusal_opens_the_circuit_and_does_not_fail_the_message(
         types = work.session.scalars(select(Event.type).where(
             Event.message_id == message_id)).all()
     assert "held" in types and "attempt_failed" not in types
+
+
+class ReportOvertakes(FakeProvider):
+    """The provider delivers (and reports) while our call waits, then the call times out."""
+
+    def send(self, outbound: OutboundMessage) -> SendResult:
+        self.sent.append(outbound)
+        with unit_of_work() as work:
+            attempt = work.session.get(Attempt, outbound.attempt_id)
+            attempt.status = "delivered"
+        raise AmbiguousError("timeout_after_send", "read timed out")
+
+
+def test_an_ambiguous_answer_overtaken_by_its_report_keeps_the_report_and_says_why(
+        recorded: list[FollowUps], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(engine, "get_provider", lambda name: ReportOvertakes())
+    monkeypatch.setattr(breaker, "admit", lambda name: None)
+    _, attempt_id = _message(["sms"])
+    engine.send_attempt(attempt_id)
+    attempt = _row(Attempt, attempt_id)
+    assert (attempt.status, attempt.error_reason) == ("delivered", "timeout_after_send")

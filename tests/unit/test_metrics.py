@@ -232,13 +232,15 @@ def test_stuck_messages_are_counted_by_status(temp_db: Path) -> None:
 def test_state_collector(temp_db: Path, redis_url: str) -> None:
     client = redis.Redis.from_url(redis_url)
     collector = metrics.StateCollector(
-        circuit_states=lambda: {"messaggio": "open", "rogerthat": "closed",
-                                "other": "half_open"},
+        circuit_states=lambda: {"messaggio": ("open", "balance_exhausted"),
+                                "rogerthat": ("closed", None), "other": ("half_open", None)},
         broker=lambda: client)
     scraped = samples("".join(_render(collector)))
-    assert value(scraped, "switchboard_circuit_state", provider="messaggio") == 2
-    assert value(scraped, "switchboard_circuit_state", provider="other") == 1
-    assert ("switchboard_circuit_state", frozenset({("provider", "rogerthat")})) in scraped
+    assert value(scraped, "switchboard_circuit_state", provider="messaggio",
+                 reason="balance_exhausted") == 2
+    assert value(scraped, "switchboard_circuit_state", provider="other", reason="") == 1
+    assert ("switchboard_circuit_state",
+            frozenset({("provider", "rogerthat"), ("reason", "")})) in scraped
     for queue in ("send", "events", "sweep", "notify"):
         assert ("switchboard_queue_depth", frozenset({("queue", queue)})) in scraped
     for status in metrics.STUCK_STATUSES:
