@@ -1,7 +1,10 @@
 """The engine's decisions when a provider cannot be used (worker/engine.py): an open circuit
 holds a hop with its deadline running, so the route still moves on; an account-wide refusal
-opens the circuit instead of failing the message. No Redis, worker or HTTP: the provider,
-the circuit and the publisher are replaced, and deadlines fire by calling the engine."""
+opens the circuit instead of failing the message; "claimed" is not "may have reached the
+provider": an error of ours before the request leaves returns the attempt to ``pending``
+with a retry, instead of leaving it ``sending`` until its deadline (24 h by default). No
+Redis, worker or HTTP: the provider, the circuit and the publisher are replaced, and
+deadlines fire by calling the engine."""
 
 from __future__ import annotations
 
@@ -11,11 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 from sqlalchemy import select
 
 from shared import tasknames, uow
 from shared.messages import create_message, new_message_id
-from shared.models import Attempt, Event, Message, utcnow
+from shared.models import Attempt, Event, Message
 from shared.providers.base import (
     AccountRefusal,
     AmbiguousError,
@@ -57,6 +61,7 @@ class FakeProvider:
 @pytest.fixture()
 def recorded(temp_db: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[list[FollowUps]]:
     monkeypatch.setattr(engine, "_wait_for_slot", lambda batch: None)
+    monkeypatch.setattr(breaker, "admit", lambda provider: None)  # closed unless a test opens it
     monkeypatch.setattr(breaker, "record", lambda provider, ok: None)
     seen: list[FollowUps] = []
     previous = uow.set_publisher(seen.append)
@@ -188,3 +193,57 @@ def test_an_ambiguous_answer_overtaken_by_its_report_keeps_the_report_and_says_w
     engine.send_attempt(attempt_id)
     attempt = _row(Attempt, attempt_id)
     assert (attempt.status, attempt.error_reason) == ("delivered", "timeout_after_send")
+
+
+# --- claimed is not sent ------------------------------------------------------------------
+
+def _pending_sms() -> str:
+    request = SendRequest.model_validate(
+        {"to": {"phone": "+32470123456"}, "route": ["sms"], "text": "Hi"})
+    message_id = new_message_id(None)
+    with unit_of_work() as work:
+        create_message(work.session, message_id, request)
+    attempt_id = engine.dispatch(message_id)
+    assert attempt_id is not None
+    return attempt_id
+
+
+def _attempt(attempt_id: str) -> Attempt:
+    with unit_of_work() as work:
+        attempt = work.session.get(Attempt, attempt_id)
+        assert attempt is not None
+        return attempt
+
+
+def test_redis_failing_before_the_call_returns_the_attempt_to_pending(
+        recorded: list[FollowUps], monkeypatch: pytest.MonkeyPatch) -> None:
+    gateway = FakeProvider()
+    monkeypatch.setattr(engine, "get_provider", lambda name: gateway)
+    attempt_id = _pending_sms()
+
+    def redis_down(followups: FollowUps) -> None:
+        raise redis.ConnectionError("Connection refused")
+    uow.set_publisher(redis_down)
+    with pytest.raises(engine.RetryLater):
+        engine.send_attempt(attempt_id)
+    attempt = _attempt(attempt_id)
+    assert gateway.sent == []
+    assert (attempt.status, attempt.retries, attempt.error_reason) == ("pending", 1, "not_sent")
+    assert attempt.deadline_at is None and attempt.not_before is not None
+
+    uow.set_publisher(recorded.append)  # Redis is back: the retry sends it, once
+    engine.send_attempt(attempt_id)
+    assert len(gateway.sent) == 1
+    assert _attempt(attempt_id).status == "submitted"
+
+
+def test_an_error_once_the_request_may_have_left_waits_for_report_or_deadline(
+        recorded: list[FollowUps], monkeypatch: pytest.MonkeyPatch) -> None:
+    gateway = FakeProvider(fail=RuntimeError("the adapter broke mid-call"))
+    monkeypatch.setattr(engine, "get_provider", lambda name: gateway)
+    attempt_id = _pending_sms()
+    with pytest.raises(RuntimeError):
+        engine.send_attempt(attempt_id)
+    attempt = _attempt(attempt_id)
+    assert len(gateway.sent) == 1
+    assert attempt.status == "sending" and attempt.deadline_at is not None  # never resent
