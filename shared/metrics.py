@@ -61,6 +61,7 @@ ENV_DIR = "PROMETHEUS_MULTIPROC_DIR"
 # The Prometheus text format every scraper reads (prometheus_client >= 0.22 defaults to 1.0.0).
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 CIRCUIT_VALUES = {"closed": 0, "half_open": 1, "open": 2}
+CircuitState = tuple[str, "str | None"]  # (state, the reason an account refusal opened it)
 STUCK_STATUSES = (MessageStatus.QUEUED, AttemptStatus.PENDING, AttemptStatus.SENDING,
                   AttemptStatus.SUBMITTED)
 # A provider call is bounded by its read timeout (10 s by default).
@@ -295,7 +296,7 @@ class StateCollector:
     """Gauges read at scrape time: queue depth, stuck messages, circuit states. A source that
     does not answer leaves its metric out of that scrape instead of failing it."""
 
-    def __init__(self, circuit_states: Callable[[], Mapping[str, str]] | None = None,
+    def __init__(self, circuit_states: Callable[[], Mapping[str, CircuitState]] | None = None,
                  broker: Callable[[], redis.Redis | None] = _broker_client) -> None:
         self._circuit_states = circuit_states
         self._broker = broker
@@ -337,10 +338,12 @@ class StateCollector:
         if self._circuit_states is None:
             return
         family = GaugeMetricFamily("switchboard_circuit_state", "Circuit breaker state per "
-                                   "provider: 0 closed, 1 half-open, 2 open.", labels=["provider"])
-        for provider, state in sorted(self._circuit_states().items()):
+                                   "provider: 0 closed, 1 half-open, 2 open; reason: why an "
+                                   "account-wide refusal opened it.",
+                                   labels=["provider", "reason"])
+        for provider, (state, reason) in sorted(self._circuit_states().items()):
             if state in CIRCUIT_VALUES:
-                family.add_metric([provider], CIRCUIT_VALUES[state])
+                family.add_metric([provider, reason or ""], CIRCUIT_VALUES[state])
         yield family
 
 
@@ -390,7 +393,7 @@ def _file_backed() -> bool:
     return values.ValueClass is not values.MutexValue
 
 
-def exposition(circuit_states: Callable[[], Mapping[str, str]] | None = None,
+def exposition(circuit_states: Callable[[], Mapping[str, CircuitState]] | None = None,
                ) -> tuple[bytes, str]:
     """The ``/metrics`` body: every process's counts on this host plus the state gauges."""
     from prometheus_client import CollectorRegistry, generate_latest
