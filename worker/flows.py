@@ -14,7 +14,8 @@ from shared.flows import runtime
 from shared.flows.native import to_flow_xml
 from shared.lifecycle import RunStatus
 from shared.models import FlowRun
-from shared.providers import get_provider
+from shared.flows.handlers import DEFAULT_MESSENGER_APP
+from shared.providers import provider_for
 from shared.providers.base import PermanentError
 from shared.uow import unit_of_work
 
@@ -40,9 +41,9 @@ def start_native(run_id: str) -> str:
             return "skipped"
         xml = to_flow_xml(runtime.definition_of(run.flow))
         to = run.contact.get("to") or {}
-        email, app_id = str(to.get("email") or ""), to.get("app_id") or "rogerthat"
+        email, app_id = str(to.get("email") or ""), to.get("app_id") or DEFAULT_MESSENGER_APP
     try:
-        provider_run_id = get_provider("rogerthat").start_local_flow(  # type: ignore[attr-defined]
+        provider_run_id = provider_for("native_flows").start_local_flow(  # type: ignore[attr-defined]
             xml, email, app_id, rpc_id=run_id, tag=native_tag(run_id))
     except PermanentError as exc:
         _fail_native(run_id, exc)

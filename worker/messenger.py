@@ -12,7 +12,7 @@ from shared import contacts
 from shared.db import session_scope
 from shared.messages import add_app_event, add_event
 from shared.models import Attempt
-from shared.providers import get_provider
+from shared.providers import channel_for, provider_for
 from shared.providers.base import PermanentError
 
 
@@ -20,13 +20,13 @@ def seal(message_id: str, rpc_id: str) -> str:
     """Lock the messenger message of ``message_id`` (after the producer has its answer)."""
     with session_scope() as session:
         key = session.scalars(select(Attempt.provider_message_id).where(
-            Attempt.message_id == message_id, Attempt.channel == "rogerthat",
+            Attempt.message_id == message_id, Attempt.channel == channel_for("seal"),
             Attempt.provider_message_id.is_not(None))).first()
     if key is None:
         _note(message_id, "seal_failed", reason="no messenger message to seal")
         return "nothing_to_seal"
     try:
-        get_provider("rogerthat").seal(key, rpc_id=rpc_id)  # type: ignore[attr-defined]
+        provider_for("seal").seal(key, rpc_id=rpc_id)  # type: ignore[attr-defined]
     except PermanentError as exc:
         _note(message_id, "seal_failed", reason=exc.reason, detail=exc.detail)
         return exc.reason
@@ -36,16 +36,17 @@ def seal(message_id: str, rpc_id: str) -> str:
 
 def _note(message_id: str, type_: str, **payload: object) -> None:
     with session_scope() as session:
-        add_event(session, message_id, type_, channel="rogerthat", **payload)
+        add_event(session, message_id, type_, channel=channel_for("seal"), **payload)
 
 
 def invite(email: str, app_id: str, rpc_id: str, name: str | None = None,
            message: str | None = None, language: str | None = None) -> str:
     """Ask someone to become the service's friend; the answer comes as friend.invite_result."""
     with session_scope() as session:
-        contacts.record(session, "rogerthat", email, app_id, "invited", name=name)
+        contacts.record(session, channel_for("friendships"), email, app_id, "invited",
+                        name=name)
     try:
-        get_provider("rogerthat").invite(  # type: ignore[attr-defined]
+        provider_for("friendships").invite(  # type: ignore[attr-defined]
             email, app_id, name=name, message=message, language=language, rpc_id=rpc_id)
     except PermanentError as exc:
         if exc.reason == "already_friend":
@@ -57,15 +58,16 @@ def invite(email: str, app_id: str, rpc_id: str, name: str | None = None,
 
 
 def break_up(email: str, app_id: str, rpc_id: str) -> str:
-    get_provider("rogerthat").break_up(email, app_id, rpc_id=rpc_id)  # type: ignore[attr-defined]
+    provider_for("friendships").break_up(email, app_id, rpc_id=rpc_id)  # type: ignore[attr-defined]
     _contact(email, app_id, "not_friend", "break_up")
     return "broken_up"
 
 
 def _contact(email: str, app_id: str, status: str | None, change: str, **extra: object) -> None:
+    channel = channel_for("friendships")
     with session_scope() as session:
         if status is not None:
-            contacts.record(session, "rogerthat", email, app_id, status)
-        add_app_event(session, "contact", {"channel": "rogerthat", "change": change,
+            contacts.record(session, channel, email, app_id, status)
+        add_app_event(session, "contact", {"channel": channel, "change": change,
                                            "email": email, "app_id": app_id,
                                            "status": status, **extra})

@@ -21,6 +21,22 @@ _ADAPTERS: dict[str, str] = {
 }
 
 
+# Operations only one provider offers, and the channel it serves them on: the worker asks for
+# the operation, never for the provider by name.
+CHANNEL_FOR_OPERATION: dict[str, str] = {
+    "seal": "rogerthat", "friendships": "rogerthat", "native_flows": "rogerthat"}
+
+
+def channel_for(operation: str) -> str:
+    """The channel whose provider offers ``operation`` (e.g. ``friendships``)."""
+    return CHANNEL_FOR_OPERATION[operation]
+
+
+def provider_for(operation: str) -> Provider:
+    """The adapter that offers ``operation``."""
+    return get_provider(provider_name(channel_for(operation)))
+
+
 def provider_name(channel: str) -> str:
     try:
         return PROVIDER_FOR_CHANNEL[channel]
