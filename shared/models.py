@@ -38,6 +38,9 @@ class App(Base):
     signing_secret: Mapped[str] = mapped_column(String(100))
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     secret_rotated_at: Mapped[datetime | None] = mapped_column(DateTime)
+    # After a rotation the old secret keeps signing beside the new one until then.
+    previous_signing_secret: Mapped[str | None] = mapped_column(String(100))
+    previous_secret_until: Mapped[datetime | None] = mapped_column(DateTime)
 
 
 class Message(Base):
@@ -52,6 +55,7 @@ class Message(Base):
     hop: Mapped[int] = mapped_column(Integer, default=0)
     request: Mapped[dict[str, Any]] = mapped_column(JSON)
     idempotency_key: Mapped[str | None] = mapped_column(String(200))
+    request_hash: Mapped[str | None] = mapped_column(String(64))  # the body the key came with
     callback_url: Mapped[str | None] = mapped_column(String(2048))
     event_seq: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     campaign_id: Mapped[str | None] = mapped_column(String(36), index=True)  # shared.campaigns
@@ -149,6 +153,17 @@ class Contact(Base):
 
     __table_args__ = (UniqueConstraint("channel", "address", "app_id", name="uq_contacts"),)
 
+
+
+class AppContact(Base):
+    """An app that messaged or invited a contact: a friendship is the messenger service's,
+    but each app lists only the contacts it reached."""
+
+    __tablename__ = "app_contacts"
+
+    app_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    contact_id: Mapped[int] = mapped_column(ForeignKey("contacts.id"), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 
 class Delivery(Base):
     """One outbound event notification to a producer's URL, retried on a schedule.
@@ -314,6 +329,7 @@ class Campaign(Base):
     idempotency_key: Mapped[str | None] = mapped_column(String(200))
     route: Mapped[list[str]] = mapped_column(JSON)
     request: Mapped[dict[str, Any]] = mapped_column(JSON)  # the content, without recipients
+    request_hash: Mapped[str | None] = mapped_column(String(64))  # the body the key came with
     total: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 
