@@ -70,9 +70,10 @@ class Settings(BaseSettings):
         default=None, description="regional base URL; None: the local simulator")
     contactatonce_api_key: SecretStr = SecretStr("sandbox-cao-key")
     contactatonce_advertiser_id: str = "sandbox-advertiser"
-    contactatonce_inbound_key: SecretStr = Field(
-        default=SecretStr("sandbox-cao-inbound-key"),
-        description="the Basic credentials the provider presents on its calls to us")
+    contactatonce_inbound_key: SecretStr | None = Field(
+        default=None,
+        description="the Basic credentials the provider presents on its calls to us; "
+                    "unset or empty: the API key (the provider's documented callbacks carry it)")
     contactatonce_timeout_seconds: float = 10.0
     contactatonce_rate_per_second: float = 20.0
     contactatonce_simulator_port: int = 8027
@@ -147,6 +148,14 @@ class Settings(BaseSettings):
     @property
     def effective_contactatonce_url(self) -> str:
         return self.contactatonce_url or f"http://127.0.0.1:{self.contactatonce_simulator_port}/"
+
+    @property
+    def effective_contactatonce_inbound_key(self) -> SecretStr:
+        """The key the in-app provider's callbacks must present: its documented samples send
+        ``Authorization: Basic {YOUR_API_KEY}``, the key we call it with, so that is the default;
+        a separate inbound key is only for an account set up to present another one."""
+        key = self.contactatonce_inbound_key
+        return key if key is not None and key.get_secret_value() else self.contactatonce_api_key
 
     @property
     def api_key_list(self) -> list[str]:

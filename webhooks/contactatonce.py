@@ -1,11 +1,14 @@
 """Callbacks from the in-app provider: ``POST /callbacks/contactatonce/messages`` (an agent's
 ReceiveMessage) and ``POST /callbacks/contactatonce/status`` (MessageStatus receipts).
 
-The provider presents ``Authorization: Basic <key>`` (our ``SWITCHBOARD_CONTACTATONCE_INBOUND_KEY``),
-checked in constant time before anything is read. Answers use the provider's own shape,
-``{"Status": 0, "FailureDescription": null}``; a refusal is ``Status: 1`` with a 4xx and the
-field named. Refused calls store nothing; accepted ones are stored, deduped by the provider's
-MessageId (a retry is answered like the first), and handled by a worker.
+The provider presents ``Authorization: Basic <key>``: its documented samples carry our API key,
+so the key is ``SWITCHBOARD_CONTACTATONCE_INBOUND_KEY`` when set, else
+``SWITCHBOARD_CONTACTATONCE_API_KEY``; it is checked in constant time before anything is read
+(raw, or base64 of ``key:``, ``:key`` or ``user:key``; see ``verify_basic_key``). Answers
+use the provider's own shape, ``{"Status": 0, "FailureDescription": null}``; a refusal is
+``Status: 1`` with a 4xx and the field named. Refused calls store nothing; accepted ones are
+stored, deduped by the provider's MessageId (a retry is answered like the first), and handled
+by a worker.
 """
 
 from __future__ import annotations

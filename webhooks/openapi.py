@@ -359,7 +359,8 @@ SECURITY_SCHEMES = {
     "serviceKey": {"type": "apiKey", "in": "header", "name": "X-Nuntiuz-Service-Key",
                    "description": "SWITCHBOARD_ROGERTHAT_SERVICE_KEY"},
     "contactAtOnceBasic": {"type": "http", "scheme": "basic",
-                           "description": "SWITCHBOARD_CONTACTATONCE_INBOUND_KEY"},
+                           "description": "the in-app API key (SWITCHBOARD_CONTACTATONCE_API_KEY), "
+                                          "or SWITCHBOARD_CONTACTATONCE_INBOUND_KEY when set"},
 }
 
 

@@ -18,7 +18,16 @@ stateless apart from its configuration and is safe to share.
   The two reads (``GetConversations``, ``GetTranscript``) are harmless to repeat, so there the
   "may have arrived" cases are retryable.
 * CAO calls us back with delivery/read receipts (``MessageStatus``) and agent messages
-  (``ReceiveMessage``), presenting Basic credentials we configured with them.
+  (``ReceiveMessage``). The document's samples of both carry ``Authorization: Basic
+  {YOUR_API_KEY}``, the same key we call with, so the inbound key defaults to the API key
+  (``Settings.effective_contactatonce_inbound_key``); how the key is encoded is not shown
+  beyond that sample, so ``verify_basic_key`` accepts it raw and as base64 of ``key``,
+  ``key:``, ``:key`` or ``user:key``.
+* Receipts name our message twice: CAO's ``MessageId`` for it and our ``ExternalMessageId``
+  (the attempt id, required in the receipt). The worker matches the first, then the second.
+  The ``MessageId`` we put in ``SendMessage`` is an agent's message, never one of ours (see
+  ``send_message_body``), so it is not an id any of our attempts is known by; the document
+  says a receipt's ``MessageId`` is unique to the message it reports.
 """
 
 from __future__ import annotations
@@ -151,15 +160,23 @@ def start_body(msg: OutboundMessage, advertiser_id: str) -> dict[str, Any]:
 
 
 def send_message_body(msg: OutboundMessage) -> dict[str, Any]:
-    """The ``SendMessage`` body. ``MessageId`` is required although it names a CAO id: the
-    latest agent message we know (``reply_to``), else our own ExternalMessageId."""
+    """The ``SendMessage`` body, in the doc's field order.
+
+    ``MessageId`` is required, and the document defines it as the "Unique ID assigned to the
+    Message by ContactAtOnce": it is CAO's to assign, so we only ever put a CAO id there. The
+    one we can name is the agents' latest message in this conversation (``reply_to``, from
+    their ReceiveMessage). Before any agent has written there is none, and the field goes as
+    an empty string: present, as the table requires, and claiming no id. Our attempt id
+    already travels in ``ExternalMessageId``, the publisher's field; putting it in
+    ``MessageId`` too would name a message CAO never assigned.
+    """
     content = msg.content
     visit_id = content.get("visit_id")
     if isinstance(visit_id, int) and not isinstance(visit_id, bool):
         visit_id = str(visit_id)
     return {
         "VisitId": _wire_visit_id(_required({"visit_id": visit_id}, "visit_id")),
-        "MessageId": _optional(content, "reply_to") or msg.attempt_id,
+        "MessageId": _optional(content, "reply_to") or "",
         "ExternalMessageId": msg.attempt_id,
         "Message": msg.text,
         "SessionId": _required(content, "session_id"),
@@ -490,15 +507,22 @@ def normalise_transcript(data: Mapping[str, Any]) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------
 
 def _credential_candidates(credentials: str) -> list[str]:
-    """What a Basic credential may carry the key as: itself, base64(key), base64(user:key)."""
+    """What a Basic credential may carry the key as.
+
+    The document's samples show ``Basic {YOUR_API_KEY}``: the key itself. Clients that build
+    Basic auth the usual way send base64 of ``user:password``, with the key as the user and no
+    password (``key:``), or as the password with any or no user (``user:key``, ``:key``), so
+    those are read too; ``key:something`` is not (the password would be ignored).
+    """
     candidates = [credentials]
     try:
         decoded = base64.b64decode(credentials, validate=True).decode("utf-8")
     except (binascii.Error, ValueError):
         return candidates
     candidates.append(decoded)
-    if ":" in decoded:
-        candidates.append(decoded.partition(":")[2])
+    user, colon, password = decoded.partition(":")
+    if colon:
+        candidates.append(password if password else user)
     return candidates
 
 
@@ -550,7 +574,7 @@ class ContactAtOnceService:
             url=settings.effective_contactatonce_url,
             api_key=settings.contactatonce_api_key.get_secret_value(),
             advertiser_id=settings.contactatonce_advertiser_id,
-            inbound_key=settings.contactatonce_inbound_key.get_secret_value(),
+            inbound_key=settings.effective_contactatonce_inbound_key.get_secret_value(),
             timeout=settings.contactatonce_timeout_seconds,
         )
 

@@ -43,7 +43,6 @@ SIGNING_SECRET = "integration-signing-secret"
 ROGERTHAT_API_KEY = "integration-rogerthat-key"
 ROGERTHAT_SERVICE_KEY = "integration-service-key"
 CAO_API_KEY = "integration-cao-key"
-CAO_INBOUND_KEY = "integration-cao-inbound-key"
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, interval: float = 0.05,
@@ -205,7 +204,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         api_key=ROGERTHAT_API_KEY, service_key=ROGERTHAT_SERVICE_KEY, callback_delay=0.05)).start()
     stack.messenger = messenger
     inapp = ContactAtOnceSimServer(ContactAtOnceSimConfig(
-        api_key=CAO_API_KEY, inbound_key=CAO_INBOUND_KEY, callback_delay=0.05)).start()
+        api_key=CAO_API_KEY, callback_delay=0.05)).start()  # callbacks carry the API key
     stack.inapp = inapp
     stack.env = {
         **os.environ,
@@ -223,7 +222,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         "SWITCHBOARD_ROGERTHAT_TIMEOUT_SECONDS": str(CLIENT_TIMEOUT),
         "SWITCHBOARD_CONTACTATONCE_URL": inapp.url,
         "SWITCHBOARD_CONTACTATONCE_API_KEY": CAO_API_KEY,
-        "SWITCHBOARD_CONTACTATONCE_INBOUND_KEY": CAO_INBOUND_KEY,
+        "SWITCHBOARD_CONTACTATONCE_INBOUND_KEY": "",  # empty: the API key, as documented
         "SWITCHBOARD_CONTACTATONCE_TIMEOUT_SECONDS": str(CLIENT_TIMEOUT),
         "SWITCHBOARD_MESSAGGIO_RATE_PER_SECOND": "500",
         "SWITCHBOARD_BULK_BATCH_SIZE": "20",  # test_bulk: a 50-phone campaign is 3 requests

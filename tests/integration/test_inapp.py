@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 from shared import client
 from shared.db import session_scope
 from shared.models import Callback
-from tests.integration.conftest import API_KEY, CAO_INBOUND_KEY, Stack, wait_for
+from tests.integration.conftest import API_KEY, CAO_API_KEY, Stack, wait_for
 
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
 
@@ -63,6 +63,7 @@ def test_conversation_start_follow_up_agent_reply_and_transcript(stack: Stack) -
     sends = [r for r in stack.inapp.state.requests() if r["path"].endswith("/SendMessage")
              and str(r["body"]["VisitId"]) == visit_id]
     assert [str(r["body"]["VisitId"]) for r in sends] == [visit_id]
+    assert sends[0]["body"]["MessageId"] == inbound[0]["data"]["provider_message_id"]  # CAO's
     assert stack.inapp.state.visit(visit_id) is not None
 
     transcript = client.conversation(visit_id, api_url=stack.api_url, api_key=API_KEY)
@@ -98,7 +99,7 @@ def test_read_receipt_moves_the_message_to_seen_and_never_back(stack: Stack) -> 
 
 def test_bad_and_unauthenticated_callbacks_store_nothing(stack: Stack) -> None:
     url = f"{stack.api_url}/callbacks/contactatonce/messages"
-    good_auth = {"Authorization": f"Basic {CAO_INBOUND_KEY}"}
+    good_auth = {"Authorization": f"Basic {CAO_API_KEY}"}
     before = _callbacks()
     body = {"VisitId": "1", "SessionId": "s", "ConsumerId": "c", "MessageId": "77",
             "Message": "hi", "AgentName": "A"}
@@ -137,7 +138,7 @@ def test_duplicate_agent_message_is_one_event(stack: Stack) -> None:
     for variant in (body, {**body, "VisitId": str(visit_id),
                            "MessageId": str(agent_message_id)}):
         answer = requests.post(url, json=variant, timeout=5,
-                               headers={"Authorization": f"Basic {CAO_INBOUND_KEY}"})
+                               headers={"Authorization": f"Basic {CAO_API_KEY}"})
         assert answer.status_code == 200
         assert answer.json() == {"Status": 0, "FailureDescription": None}
     events = wait_for(lambda: [e for e in _feed(stack, "inbound_message")
@@ -148,3 +149,44 @@ def test_duplicate_agent_message_is_one_event(stack: Stack) -> None:
     assert len([m for m in transcript["messages"]
                 if m["provider_message_id"] == str(agent_message_id)]) == 1
     assert len(events) == 1
+
+
+def _sim_message_id(stack: Stack, visit_id: str, attempt_id: str) -> str:
+    """The simulator's MessageId for our message (ExternalMessageId = our attempt id)."""
+    assert stack.inapp is not None
+    visit = stack.inapp.state.visit(visit_id) or {"messages": []}
+    (found,) = [m for m in visit["messages"] if m["external_message_id"] == attempt_id]
+    return str(found["message_id"])
+
+
+def test_follow_ups_name_the_providers_message_and_receipts_reach_their_own_attempt(
+        stack: Stack) -> None:
+    """Before any agent wrote, SendMessage's MessageId names nothing (our attempt id is not
+    CAO's to receive there; the simulator refuses a MessageId that is not the visit's); after
+    an agent wrote, it names that message. Each receipt, matched by CAO's MessageId or our
+    ExternalMessageId, lands on its own attempt."""
+    assert stack.inapp is not None
+    consumer = f"u{uuid.uuid4().hex[:8]}-read"
+    views = [stack.wait_status(_send(stack, consumer, "Is the red one still there?"), {"seen"})]
+    visit_id = views[0]["conversation"]["visit_id"]
+    views.append(stack.wait_status(_send(stack, consumer, "And the blue one?"), {"seen"}))
+    agent = requests.post(f"{stack.inapp.base_url}/_sim/agent-reply", timeout=5, json={
+        "visit_id": int(visit_id), "message": "Both are here."})
+    agent.raise_for_status()
+    agent_id = str(agent.json()["message_id"])
+    wait_for(lambda: [e for e in _feed(stack, "inbound_message")
+                      if e["data"]["provider_message_id"] == agent_id], 30, 0.2,
+             "the agent's message in the event feed")
+    views.append(stack.wait_status(_send(stack, consumer, "Great, see you at 4"), {"seen"}))
+
+    sends = [r["body"] for r in stack.inapp.state.requests()
+             if r["path"].endswith("/SendMessage") and str(r["body"]["VisitId"]) == visit_id]
+    attempts = [view["attempts"][0] for view in views]
+    assert [(b["MessageId"], b["ExternalMessageId"]) for b in sends] == [
+        ("", attempts[1]["id"]), (agent_id, attempts[2]["id"])]
+    assert all(r["http_status"] == 200 and r["response"]["Status"] == 0
+               for r in stack.inapp.state.requests() if r["body"] in sends)
+    for attempt in attempts:
+        assert attempt["status"] == "seen"
+        assert attempt["provider_message_id"] == _sim_message_id(stack, visit_id, attempt["id"])
+    assert len({a["provider_message_id"] for a in attempts} | {agent_id}) == 4

@@ -41,6 +41,7 @@ from shared.providers.contactatonce import (
 )
 from shared.providers.sandbox.contactatonce import ContactAtOnceSimConfig, ContactAtOnceSimServer
 from shared.schemas import SendRequest
+from shared.settings import Settings
 
 API_KEY, INBOUND_KEY = "cao-key-123", "inbound-key-456"
 START = "/api/v1.0/AsyncConversation/Start"
@@ -169,9 +170,9 @@ def test_start_omits_absent_optionals_and_defaults_the_advertiser():
 
 @pytest.mark.parametrize(("content", "message_id", "visit_id"), [
     ({"visit_id": "12272283", "reply_to": "998877"}, "998877", 12272283),
-    ({"visit_id": "12272283"}, "att-1", 12272283),
-    ({"visit_id": 5125890558, "reply_to": None}, "att-1", 5125890558),
-    ({"visit_id": "V-77"}, "att-1", "V-77"),
+    ({"visit_id": "12272283"}, "", 12272283),
+    ({"visit_id": 5125890558, "reply_to": None}, "", 5125890558),
+    ({"visit_id": "V-77", "reply_to": ""}, "", "V-77"),
 ])
 def test_send_message_body(content, message_id, visit_id):
     summary = service("http://cao.test/").summarize(message(**content))
@@ -292,6 +293,38 @@ def test_start_against_the_simulator(sim):
     assert logged["path"] == START
     assert logged["headers"]["Authorization"] == f"Basic {API_KEY}"
     assert logged["headers"]["Accept"] == "version=2;"
+
+
+def test_follow_ups_name_only_the_providers_message_ids(sim):
+    """MessageId is CAO's field: before any agent wrote it names nothing (our attempt id
+    stays in ExternalMessageId), after that the agent's message; the simulator, which refuses
+    a MessageId that is not one of the visit's, takes both."""
+    adapter = service(sim.url)
+    visit_id = adapter.send(message()).conversation["visit_id"]
+    adapter.send(message("And a trade-in?", attempt_id="att-2", visit_id=visit_id))
+    agent_id = sim.state.add_agent_message(int(visit_id), "Yes, bring it by")
+    adapter.send(message("Saturday?", attempt_id="att-3", visit_id=visit_id,
+                         reply_to=str(agent_id)))
+    sends = [r["body"] for r in sim.state.requests() if r["path"] == SEND]
+    assert [(b["MessageId"], b["ExternalMessageId"]) for b in sends] == [
+        ("", "att-2"), (str(agent_id), "att-3")]
+    consumer = [m for m in sim.state.visit(visit_id)["messages"]
+                if m["speaker_role"] == "Consumer"]
+    assert [(m["external_message_id"], m["reply_to"]) for m in consumer[1:]] == [
+        ("att-2", None), ("att-3", str(agent_id))]
+
+
+def test_a_message_id_from_another_conversation_is_refused(sim):
+    adapter = service(sim.url)
+    visit_id = adapter.send(message()).conversation["visit_id"]
+    other = adapter.send(message(consumer_id="c-2", attempt_id="att-x")).conversation
+    stranger = sim.state.add_agent_message(int(other["visit_id"]), "Hello from elsewhere")
+    with pytest.raises(PermanentError) as info:
+        adapter.send(message("Hi", attempt_id="att-2", visit_id=visit_id,
+                             reply_to=str(stranger)))
+    assert (info.value.reason, info.value.code) == ("provider_refused", "1")
+    assert str(stranger) in info.value.detail
+    assert len(sim.state.visit(visit_id)["messages"]) == 1
 
 
 def test_send_message_falls_back_to_our_session_id(sim):
@@ -721,6 +754,7 @@ def _b64(text: str) -> str:
     (f"Basic {_b64(INBOUND_KEY)}", True),
     (f"Basic {_b64('cao:' + INBOUND_KEY)}", True),
     (f"Basic {_b64(':' + INBOUND_KEY)}", True),
+    (f"Basic {_b64(INBOUND_KEY + ':')}", True),
     (f"Basic {_b64('anyone:' + INBOUND_KEY)}", True),
     (f"Basic {_b64(INBOUND_KEY + ':x')}", False),
     (f"Bearer {INBOUND_KEY}", False),
@@ -745,9 +779,27 @@ def test_from_settings():
     settings = SimpleNamespace(
         effective_contactatonce_url="https://api.contactatonce.co.uk/",
         contactatonce_api_key=SecretStr("k"), contactatonce_advertiser_id="adv",
-        contactatonce_inbound_key=SecretStr("in"), contactatonce_timeout_seconds=4.0)
+        effective_contactatonce_inbound_key=SecretStr("in"), contactatonce_timeout_seconds=4.0)
     adapter = ContactAtOnceService.from_settings(settings)  # type: ignore[arg-type]
     assert (adapter.url, adapter.api_key, adapter.advertiser_id, adapter.inbound_key,
             adapter.timeout) == ("https://api.contactatonce.co.uk/", "k", "adv", "in", 4.0)
     assert (adapter.name, adapter.channels) == ("contactatonce", ("inapp",))
     assert adapter.summarize(message())["url"] == "https://api.contactatonce.co.uk" + START
+
+
+@pytest.mark.parametrize(("env", "expected"), [
+    ({}, API_KEY),  # the document's callbacks carry the API key
+    ({"SWITCHBOARD_CONTACTATONCE_INBOUND_KEY": ""}, API_KEY),
+    ({"SWITCHBOARD_CONTACTATONCE_INBOUND_KEY": INBOUND_KEY}, INBOUND_KEY),
+])
+def test_inbound_key_defaults_to_the_api_key(monkeypatch, env, expected):
+    monkeypatch.delenv("SWITCHBOARD_CONTACTATONCE_INBOUND_KEY", raising=False)
+    monkeypatch.setenv("SWITCHBOARD_CONTACTATONCE_API_KEY", API_KEY)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    adapter = ContactAtOnceService.from_settings(Settings())
+    assert adapter.inbound_key == expected
+    assert adapter.verify_inbound_key(f"Basic {expected}")
+    assert adapter.verify_inbound_key(f"Basic {_b64(expected + ':')}")
+    other = INBOUND_KEY if expected == API_KEY else API_KEY
+    assert not adapter.verify_inbound_key(f"Basic {other}")

@@ -86,8 +86,7 @@ def receiver() -> Iterator[Receiver]:
 
 @pytest.fixture
 def sim(receiver: Receiver) -> Iterator[ContactAtOnceSimServer]:
-    config = ContactAtOnceSimConfig(api_key=API_KEY, inbound_key=INBOUND_KEY,
-                                    callback_base_url=receiver.base_url + "/",
+    config = ContactAtOnceSimConfig(api_key=API_KEY, callback_base_url=receiver.base_url + "/",
                                     callback_delay=0.02)
     with ContactAtOnceSimServer(config) as server:
         yield server
@@ -166,7 +165,8 @@ def test_body_must_be_a_json_object(sim, body):
     ({"VisitId": None}, "VisitId is required"),
     ({"VisitId": "12x"}, "VisitId must be an integer"),
     ({"VisitId": True}, "VisitId must be an integer"),
-    ({"MessageId": ""}, "MessageId is required"),
+    ({"MessageId": None}, "MessageId is required"),
+    ({"MessageId": 5.5}, "MessageId must be a string"),
     ({"ExternalMessageId": None}, "ExternalMessageId is required"),
     ({"Message": ""}, "Message is required"),
     ({"SessionId": None}, "SessionId is required"),
@@ -207,15 +207,49 @@ def test_start_assigns_numeric_visit_ids_and_records_everything(sim):
 
 def test_send_message_into_a_visit(sim):
     visit_id = start(sim)
-    body = {"VisitId": str(visit_id), "MessageId": "77", "ExternalMessageId": "ext-2",
+    first_id = sim.state.visit(visit_id)["messages"][0]["message_id"]
+    body = {"VisitId": str(visit_id), "MessageId": str(first_id), "ExternalMessageId": "ext-2",
             "Message": "Any 3 bedroom apartments?", "SessionId": "abc1234"}
     resp = call(sim, "POST", f"{API}/SendMessage", body)
     assert resp.json() == {"VisitId": visit_id, "ConsumerId": "c-1", "SessionId": None,
                            "Status": 0, "FailureDescription": ""}
     messages = sim.state.visit(visit_id)["messages"]
     assert [m["external_message_id"] for m in messages] == ["ext-1", "ext-2"]
-    assert messages[1]["reply_to"] == "77"
+    assert messages[1]["reply_to"] == str(first_id)
     assert messages[1]["message_id"] == messages[0]["message_id"] + 1
+
+
+def _send_body(visit_id: int, message_id: Any, external: str = "ext-2") -> dict[str, Any]:
+    return {"VisitId": visit_id, "MessageId": message_id, "ExternalMessageId": external,
+            "Message": "Any news?", "SessionId": "abc1234"}
+
+
+def test_send_message_names_an_agent_message_or_none(sim, receiver):
+    visit_id = start(sim, "c-1-silent")
+    agent_id = sim.state.add_agent_message(visit_id, "Which model?")
+    for message_id, external in (("", "ext-2"), (agent_id, "ext-3"), (f" {agent_id} ", "ext-4")):
+        resp = call(sim, "POST", f"{API}/SendMessage", _send_body(visit_id, message_id, external))
+        assert (resp.status_code, resp.json()["Status"]) == (200, 0), resp.text
+    consumer = [m for m in sim.state.visit(visit_id)["messages"]
+                if m["speaker_role"] == "Consumer"]
+    assert [m["reply_to"] for m in consumer[1:]] == [None, str(agent_id), str(agent_id)]
+
+
+@pytest.mark.parametrize("foreign", ["other-visit", "ours", 99999999])
+def test_send_message_with_a_message_id_not_of_the_visit_is_refused(sim, receiver, foreign):
+    """The document's failure shape (Status 1 and a description), like an unknown VisitId;
+    nothing is stored and no receipt goes out. "ours" is what the adapter used to send: its
+    own ExternalMessageId in CAO's field."""
+    visit_id = start(sim, "c-1-silent")
+    other = start(sim, "c-2-silent", ExternalMessageId="ext-9")
+    message_id = {"other-visit": sim.state.visit(other)["messages"][0]["message_id"],
+                  "ours": "ext-1"}.get(foreign, foreign)
+    resp = call(sim, "POST", f"{API}/SendMessage", _send_body(visit_id, message_id))
+    assert resp.status_code == 200
+    assert resp.json() == {"Status": 1, "FailureDescription":
+                           f"MessageId {message_id} is not a message of VisitId {visit_id}"}
+    assert len(sim.state.visit(visit_id)["messages"]) == 1
+    assert sim.state.dispatcher.pending() == 0
 
 
 def test_send_message_to_unknown_visit_is_status_1(sim):
@@ -280,7 +314,7 @@ def test_default_scenario_posts_one_delivered_receipt(sim, receiver):
     assert receipt["body"] == {"VisitId": str(visit_id), "SessionId": "abc1234",
                                "ConsumerId": "c-1", "ExternalMessageId": "ext-1",
                                "MessageId": str(message_id), "MessageStatus": "1"}
-    assert receipt["headers"]["Authorization"] == f"Basic {INBOUND_KEY}"
+    assert receipt["headers"]["Authorization"] == f"Basic {API_KEY}"  # as the doc shows
     assert receipt["headers"]["Accept"] == "version=2;"
     assert receipt["headers"]["Content-Type"].startswith("application/json")
     assert sim.state.wait_until(lambda s: len(s.delivered("status")) == 1)
@@ -305,7 +339,7 @@ def test_agent_scenario_replies_after_the_receipts(sim, receiver):
                      "MediaURL": "", "AgentName": "Sam Simulator",
                      "AgentImageURL": "https://media.contactatonce.invalid/agents/sam.png"}
     assert len(reply["DateTime"]) == 19 and reply["DateTime"][10] == "T"
-    assert calls[2]["headers"]["Authorization"] == f"Basic {INBOUND_KEY}"
+    assert calls[2]["headers"]["Authorization"] == f"Basic {API_KEY}"
     assert agent["speaker_role"] == "Agent"
     conversations = call(sim, "GET", f"{API}/GetConversations/c-1-agent").json()
     assert conversations["Conversations"][0]["AgentName"] == "Sam Simulator"
@@ -335,6 +369,21 @@ def test_failed_callbacks_are_retried(sim, receiver):
     assert sim.state.wait_until(lambda s: len(s.callbacks()) == 3)
     assert [c["outcome"] for c in sim.state.callbacks()] == ["retry", "retry", "delivered"]
     assert [c["attempt"] for c in sim.state.callbacks()] == [1, 2, 3]
+
+
+def test_a_separate_inbound_key_replaces_the_api_key_on_callbacks(receiver):
+    config = ContactAtOnceSimConfig(api_key=API_KEY, inbound_key=INBOUND_KEY,
+                                    callback_base_url=receiver.base_url, callback_delay=0.0)
+    with ContactAtOnceSimServer(config) as server:
+        start(server)
+        (receipt,) = receiver.wait_for(1, STATUS_PATH)
+        assert receipt["headers"]["Authorization"] == f"Basic {INBOUND_KEY}"
+        assert sim_post(server, "config", {"inbound_key": None}).status_code == 200
+        start(server, ExternalMessageId="ext-2")
+        receipts = receiver.wait_for(2, STATUS_PATH)
+        assert receipts[1]["headers"]["Authorization"] == f"Basic {API_KEY}"
+    with pytest.raises(TypeError, match="inbound_key"):
+        ContactAtOnceSimConfig(inbound_key=5)  # type: ignore[arg-type]
 
 
 def test_callbacks_without_a_base_url_are_recorded_only():
@@ -434,9 +483,27 @@ def test_helpers():
     assert us_time(1434326400) == "6/15/2015 12:00 AM"
 
 
+@pytest.mark.parametrize(("inbound", "presented"), [(None, "cli-key"), ("", "cli-key"),
+                                                  ("cli-inbound", "cli-inbound")])
+def test_cli_callback_key_follows_the_settings(monkeypatch, inbound, presented):
+    """Without an inbound key the simulator's callbacks present the API key, as documented."""
+    from shared.providers.sandbox.contactatonce import _parse_args
+    from shared.settings import get_settings
+
+    monkeypatch.setenv("SWITCHBOARD_CONTACTATONCE_API_KEY", "cli-key")
+    monkeypatch.delenv("SWITCHBOARD_CONTACTATONCE_INBOUND_KEY", raising=False)
+    if inbound is not None:
+        monkeypatch.setenv("SWITCHBOARD_CONTACTATONCE_INBOUND_KEY", inbound)
+    get_settings.cache_clear()
+    try:
+        assert _parse_args([]).inbound_key == presented
+    finally:
+        get_settings.cache_clear()
+
+
 def test_cli_serves_until_sigterm(receiver: Receiver) -> None:
-    env = {**os.environ, "SWITCHBOARD_CONTACTATONCE_API_KEY": "cli-key",
-           "SWITCHBOARD_CONTACTATONCE_INBOUND_KEY": "cli-inbound"}
+    env = {k: v for k, v in os.environ.items() if k != "SWITCHBOARD_CONTACTATONCE_INBOUND_KEY"}
+    env["SWITCHBOARD_CONTACTATONCE_API_KEY"] = "cli-key"
     proc = subprocess.Popen(
         [sys.executable, "-m", "shared.providers.sandbox.contactatonce", "--port", "0",
          "--callback-base-url", receiver.base_url, "--callback-delay", "0"],
@@ -449,7 +516,7 @@ def test_cli_serves_until_sigterm(receiver: Receiver) -> None:
                              headers={"Authorization": "Basic cli-key"}, timeout=5)
         assert resp.json()["Status"] == 0
         (receipt,) = receiver.wait_for(1)
-        assert receipt["headers"]["Authorization"] == "Basic cli-inbound"
+        assert receipt["headers"]["Authorization"] == "Basic cli-key"  # the doc's callbacks
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=5) == 0
     finally:

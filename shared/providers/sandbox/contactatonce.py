@@ -17,7 +17,12 @@ Provider endpoints (the path after ``/api/`` is matched case-insensitively, like
   with a fresh numeric VisitId.
 * ``POST /api/v1.0/AsyncConversation/SendMessage``: required VisitId (int or digit string),
   MessageId, ExternalMessageId, Message, SessionId. An unknown VisitId is HTTP 200 with
-  ``Status: 1``. The answer's ``SessionId`` is null, as in the doc's sample.
+  ``Status: 1``. ``MessageId`` is CAO's ("Unique ID assigned to the Message by
+  ContactAtOnce"): a non-empty one must be the id of a message of that visit (an agent's or
+  the consumer's), else HTTP 200 with ``Status: 1`` naming it, and nothing is stored. The key
+  must be there; an empty string is accepted (our reading: the field is present and names no
+  message, what a publisher can send before any agent has written). The answer's
+  ``SessionId`` is null, as in the doc's sample.
 * ``GET /api/v1.0/AsyncConversation/GetConversations/{ConsumerId}``: the consumer's visits
   (numbers as strings, dates like ``6/15/2015 4:13 PM``, as in the sample); none is an empty list.
 * ``GET /api/v1.0/AsyncConversation/GetTranscript/{VisitId}``: ``Messages`` (TimeStamp,
@@ -33,7 +38,9 @@ Message ids are numeric and fresh per message; a repeated ExternalMessageId is a
 
 Callbacks go to ``{callback_base_url}/callbacks/contactatonce/status`` (``MessageStatus``
 receipts) and ``.../messages`` (``ReceiveMessage``, the agent's messages), JSON with every number
-as a string (as in the doc's samples), headers ``Authorization: Basic <inbound_key>`` and
+as a string (as in the doc's samples), headers ``Authorization: Basic <api_key>`` (the
+document's callback samples carry ``Basic {YOUR_API_KEY}``, the key itself; ``inbound_key``
+replaces it for an account set up to present another credential) and
 ``Accept: version=2;``, from one background thread in due order. A 2xx answer is delivered;
 anything else (or no connection) is retried up to ``callback_retries`` times, the n-th retry
 ``max(callback_delay, 0.05) * 2**(n-1)`` seconds later. Without a ``callback_base_url`` callbacks
@@ -108,7 +115,7 @@ _DIGITS = re.compile(r"[0-9]+")
 START_REQUIRED = ("AdvertiserId", "ConsumerId", "SessionId", "ExternalMessageId", "Message")
 START_OPTIONAL = ("Device", "OSVersion", "ConsumerFirstName", "ConsumerLastName",
                   "ConsumerPhoneNumber", "ListingDetails")
-SEND_REQUIRED = ("MessageId", "ExternalMessageId", "Message", "SessionId")
+SEND_REQUIRED = ("ExternalMessageId", "Message", "SessionId")
 
 
 # --------------------------------------------------------------------------- configuration
@@ -119,7 +126,7 @@ class ContactAtOnceSimConfig:
     """Knobs of one simulated publisher account, replaced whole on change."""
 
     api_key: str = "sandbox-cao-key"
-    inbound_key: str = "sandbox-cao-inbound-key"
+    inbound_key: str | None = None  # what callbacks present; None: the API key, as documented
     callback_base_url: str | None = None
     callback_delay: float = 0.1
     callback_retries: int = 3
@@ -130,12 +137,13 @@ class ContactAtOnceSimConfig:
 
     def __post_init__(self) -> None:
         """Reject nonsense early, so a bad /_sim/config call fails loudly."""
-        for name in ("api_key", "inbound_key", "advertiser_name", "agent_name",
-                     "agent_image_url"):
+        for name in ("api_key", "advertiser_name", "agent_name", "agent_image_url"):
             if not isinstance(getattr(self, name), str):
                 raise TypeError(f"{name} must be a string")
         if not self.api_key:
             raise ValueError("api_key must not be empty")
+        if self.inbound_key is not None and not isinstance(self.inbound_key, str):
+            raise TypeError("inbound_key must be a string or null")
         if self.callback_base_url is not None and not isinstance(self.callback_base_url, str):
             raise TypeError("callback_base_url must be a string or null")
         if self.callback_base_url:
@@ -143,6 +151,11 @@ class ContactAtOnceSimConfig:
         for name in ("callback_delay", "callback_timeout"):
             setattr(self, name, _non_negative(name, getattr(self, name)))
         self.callback_retries = int(_non_negative("callback_retries", self.callback_retries))
+
+    @property
+    def callback_key(self) -> str:
+        """The key callbacks present: the API key unless a separate one is configured."""
+        return self.inbound_key or self.api_key
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -207,6 +220,19 @@ def _text(body: Mapping[str, Any], name: str, *, required: bool) -> str | None:
     if required and not value.strip():
         raise SimError(f"{name} is required")
     return value
+
+
+def _message_id(body: Mapping[str, Any]) -> str:
+    """SendMessage's ``MessageId`` as a stripped string ("" allowed, see the module
+    docstring); SimError when the key is missing, null or not a string or integer."""
+    value = body.get("MessageId")
+    if value is None:
+        raise SimError("MessageId is required")
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    if not isinstance(value, str):
+        raise SimError("MessageId must be a string")
+    return value.strip()
 
 
 def _visit_id(value: Any) -> int:
@@ -300,8 +326,10 @@ class ContactAtOnceSimState:
                     "SessionId": visit["session_id"], "Status": 0, "FailureDescription": ""}
 
     def send_message(self, body: Mapping[str, Any]) -> dict[str, Any]:
-        """``SendMessage``: a consumer message into an existing visit."""
+        """``SendMessage``: a consumer message into an existing visit, naming (``MessageId``)
+        one of that visit's messages or none."""
         visit_id = _visit_id(body.get("VisitId"))
+        reply_to = _message_id(body)
         fields = {name: _text(body, name, required=True) for name in SEND_REQUIRED}
         with self.lock:
             visit = self._visits.get(visit_id)
@@ -309,8 +337,11 @@ class ContactAtOnceSimState:
                 raise SimError(f"VisitId {visit_id} not found", 200)
             if scenario(visit["consumer_id"]) == "refuse":
                 raise SimError(f"Consumer {visit['consumer_id']} may not message", 200)
+            if reply_to and reply_to not in {str(m["message_id"]) for m in visit["messages"]}:
+                raise SimError(f"MessageId {reply_to} is not a message of VisitId {visit_id}",
+                               200)
             message = self._add_consumer_message(visit, fields)
-            message["reply_to"] = fields["MessageId"]
+            message["reply_to"] = reply_to or None
             self._schedule_scenario(visit, message)
             self._touch()
             return {"VisitId": visit_id, "ConsumerId": visit["consumer_id"], "SessionId": None,
@@ -617,7 +648,7 @@ class CallbackDispatcher(DeliveryThread[_Job]):
                                  "response": None, "error": None, "at": time.time()}
         if url is None:
             return {**entry, "outcome": "unsent"}
-        headers = {"Authorization": f"Basic {cfg.inbound_key}", "Accept": ACCEPT,
+        headers = {"Authorization": f"Basic {cfg.callback_key}", "Accept": ACCEPT,
                    "Content-Type": "application/json; charset=utf-8"}
         try:
             resp = self._session.post(url, data=json.dumps(job.params).encode("utf-8"),
@@ -877,7 +908,9 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="where our webhooks listen, e.g. http://127.0.0.1:8000")
     parser.add_argument("--api-key", default=settings.contactatonce_api_key.get_secret_value())
     parser.add_argument("--inbound-key",
-                        default=settings.contactatonce_inbound_key.get_secret_value())
+                        default=settings.effective_contactatonce_inbound_key.get_secret_value(),
+                        help="the key callbacks present (default: the in-app inbound key "
+                             "setting, which defaults to the API key)")
     parser.add_argument("--callback-delay", type=float, default=0.1)
     return parser.parse_args(argv)
 
