@@ -182,9 +182,14 @@ ROUTES = {
 
 @pytest.mark.parametrize("mode", ["raise", "401", "500", "200"])
 @pytest.mark.parametrize("route", sorted(ROUTES))
-def test_provider_failures_quoting_the_request_leak_nothing(client: Any, mode: str,
-                                                           route: str) -> None:
+def test_provider_failures_quoting_the_request_leak_nothing(
+        client: Any, mode: str, route: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each case reaches its provider: the circuit an earlier case's 401 (an account-wide
+    refusal) or 500s opened would hold this one before its call, with nothing to quote."""
+    from worker import breaker
     from worker.tasks.send import dispatch
+
+    monkeypatch.setattr(breaker, "admit", lambda provider: None)
 
     for name in ("messaggio", "rogerthat", "contactatonce"):
         get_provider(name).session = EchoingSession(mode)  # type: ignore[attr-defined]
