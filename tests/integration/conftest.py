@@ -61,12 +61,14 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, interval: floa
 def reset_process_caches() -> None:
     """Forget every per-process client and setting this process cached: earlier tests in the
     same run (unit tests with their own Redis and database) must not leak into the stack."""
-    from shared import metrics
+    from shared import circuits, client, metrics, uow
     from shared.providers import get_provider
-    from shared import circuits
     from worker import redis_conn
 
     get_settings.cache_clear()
+    # The seam this process publishes through: an earlier module may have imported
+    # worker.app, whose publisher is bound to that module's (now stopped) broker.
+    uow.set_publisher(client.publish_followups)
     db.reset()
     get_provider.cache_clear()
     redis_conn.reset()
