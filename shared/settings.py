@@ -37,6 +37,10 @@ class Settings(BaseSettings):
         description="signs flow action links (/l/<token>); empty: a key kept in data_dir")
     callback_signing_secret: SecretStr = Field(
         default=SecretStr(""), description="HMAC key of Switchboard-Signature on status webhooks")
+    trusted_proxies: int = Field(
+        default=0, ge=0,
+        description="reverse-proxy hops in front of the web app whose X-Forwarded-For is "
+                    "trusted (the callback IP allowlist then reads the client's address)")
 
     # --- Messaggio-style Viber+SMS gateway ---------------------------------------------
     messaggio_url: str | None = None  # None: the local simulator

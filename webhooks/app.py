@@ -7,9 +7,11 @@ import logging
 from flask import Flask, Response, jsonify
 from sqlalchemy import text
 from werkzeug.exceptions import HTTPException
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from shared import circuits, client, logredact, metrics, uow
 from shared.db import get_engine
+from shared.settings import get_settings
 
 log = logging.getLogger(__name__)
 
@@ -21,6 +23,7 @@ def create_app() -> Flask:
     app.url_map.merge_slashes = False  # "//" is a JSON 404, not an HTML redirect
     logredact.install(app.logger, logging.getLogger("gunicorn.error"))
     _install_publisher()
+    _trust_proxies(app)
 
     from webhooks.api import api
     from webhooks.campaigns import campaigns_api
@@ -46,6 +49,16 @@ def create_app() -> Flask:
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(Exception, _unexpected_error)
     return app
+
+
+def _trust_proxies(app: Flask) -> None:
+    """Behind ``SWITCHBOARD_TRUSTED_PROXIES`` reverse proxies, ``request.remote_addr`` is the
+    client's address from their ``X-Forwarded-For`` (the callback IP allowlist reads it),
+    not the nearest proxy's. Only that many hops, counted from ours, are believed: the
+    entries a client adds itself sit further left and are never read. Zero trusts none."""
+    hops = get_settings().trusted_proxies
+    if hops:
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops)  # type: ignore[method-assign]
 
 
 def _install_publisher() -> None:
