@@ -25,7 +25,13 @@ import requests
 from werkzeug.serving import make_server
 from werkzeug.wrappers import Request
 
-from shared.providers.sandbox.messaggio import SimulatorConfig, SimulatorServer
+from shared.providers.sandbox.messaggio import (
+    STATUS_EXTENDED,
+    SimulatorConfig,
+    SimulatorServer,
+    expiry_delay,
+    report_plan,
+)
 
 USER, SECRET, SENDER = "sandbox", "sandbox-secret", "Switchboard"
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
@@ -249,6 +255,118 @@ def test_scenario_0001_viber_user_not_found(sim: SimulatorServer, receiver: Rece
         }
     ]
     assert sim.state.dispatcher.pending() == 0  # nothing else will follow
+
+
+UNDELIVERED_AT_ONCE = [r for r in STATUS_EXTENDED if r != "VIBER_EXPIRED"]
+
+
+def test_every_status_extended_value_of_the_table_has_its_phone(
+    sim: SimulatorServer, receiver: Receiver
+) -> None:
+    """Phones ...0101 to ...0112 get the table's values in its order; all but the expiry
+    come at once."""
+    assert len(STATUS_EXTENDED) == 12 and STATUS_EXTENDED[3] == "VIBER_EXPIRED"
+    phones = [f"790300{n:04d}" for n in range(101, 113) if n != 104]
+    _, _, ids = send(sim, phones, sending_method="viber", p_transaction_id="x-1")
+    receiver.wait_for(lambda calls: len(calls) == len(UNDELIVERED_AT_ONCE))
+    got = {phone: receiver.reports_for(ids[phone]) for phone in phones}
+    assert got == {
+        phone: [{"msg_id": ids[phone], "p_transaction_id": "x-1", "type": "delivery",
+                 "status": "undelivered", "status_extended": reason}]
+        for phone, reason in zip(phones, UNDELIVERED_AT_ONCE, strict=True)
+    }
+
+
+def test_expiry_comes_when_the_dlr_timeout_passes_in_whole_minutes() -> None:
+    assert expiry_delay(60, 60) == expiry_delay(90, 60) == expiry_delay(119, 60) == 60
+    assert expiry_delay(120, 60) == 120 and expiry_delay(90, 0.5) == 0.5
+    assert expiry_delay(None, 60) == 14 * 86400  # absent: the gateway's 14 days
+    buffered = {"phone": "79030000006", "channel": "viber", "dlr_timeout": 90}
+    assert report_plan(buffered, 0.2, 60) == [
+        (0.2, {"type": "delivery", "status": "buffered"}),
+        (60, {"type": "delivery", "status": "undelivered", "status_extended": "VIBER_EXPIRED"}),
+    ]
+    soon = report_plan({**buffered, "phone": "79030000104", "dlr_timeout": 60}, 0.2, 0.001)
+    assert [due for due, _ in soon] == [0.001]  # one minute, 1 ms long
+
+
+def test_an_expired_viber_message_is_reported_after_its_other_reports(receiver: Receiver) -> None:
+    config = SimulatorConfig(dlr_url=receiver.url, report_delay=0.02, minute_seconds=0.05)
+    with SimulatorServer(config) as server:
+        _, _, ids = send(server, ["79030000006", "79030000104"], sending_method="viber",
+                         dlr_timeout="119")
+        receiver.wait_for(lambda calls: len(calls) == 3)
+    assert [(r["status"], r.get("status_extended")) for r in
+            receiver.reports_for(ids["79030000006"])] == [
+        ("buffered", None), ("undelivered", "VIBER_EXPIRED")]
+    assert [r.get("status_extended") for r in receiver.reports_for(ids["79030000104"])] == [
+        "VIBER_EXPIRED"]
+
+
+def test_the_accounts_sms_fallback_sends_expiry_txt_and_reports_it(receiver: Receiver) -> None:
+    """The option the manager switches on: an undelivered Viber message (any reason, expiry
+    included) goes out by SMS from the gateway itself, reported under the same ids."""
+    config = SimulatorConfig(dlr_url=receiver.url, report_delay=0.02, minute_seconds=0.05,
+                             sms_fallback=True)
+    phones = ["79030000001", "79030000004", "79030000104", "79031234567"]
+    with SimulatorServer(config) as server:
+        _, _, ids = send(server, phones, sending_method="viber", p_transaction_id="f-1",
+                         expiry_txt="Order ready (SMS)", dlr_timeout="60")
+        receiver.wait_for(lambda calls: len(calls) == 8)  # 3 undelivered + 3 SMS + 2 delivered
+        messages, stats = server.state.messages(), server.state.stats()
+    sms = [(m["phone"], m["msg_id"], m["txt"], m["by_gateway"]) for m in messages
+           if m["channel"] == "sms"]
+    assert sorted(sms) == [(p, ids[p], "Order ready (SMS)", True) for p in phones[:3]]
+    assert stats["gateway_sms"] == 3 and stats["by_channel"] == {"viber": 4, "sms": 3}
+    assert stats["requests"] == stats["accepted"] == 1  # nobody asked for these SMS
+    for phone, status in (("79030000001", "0"), ("79030000004", "-1"), ("79030000104", "0")):
+        viber, by_sms = receiver.reports_for(ids[phone])
+        assert viber["status"] == "undelivered"
+        assert by_sms == {"msg_id": ids[phone], "p_transaction_id": "f-1", "status": status}
+    assert len(receiver.reports_for(ids["79031234567"])) == 2  # delivered, seen: no SMS
+
+
+def test_the_accounts_sms_fallback_sends_txt_without_expiry_txt(receiver: Receiver) -> None:
+    config = SimulatorConfig(dlr_url=receiver.url, report_delay=0.02, sms_fallback=True)
+    with SimulatorServer(config) as server:
+        send(server, ["79030000001"], "Your order is ready", sending_method="viber")
+        receiver.wait_for(lambda calls: len(calls) == 2)
+        (sms,) = [m for m in server.state.messages() if m["channel"] == "sms"]
+    assert sms["txt"] == "Your order is ready" and sms["expiry_txt"] is None
+
+
+def test_reports_without_p_transaction_id(receiver: Receiver) -> None:
+    config = SimulatorConfig(dlr_url=receiver.url, report_delay=0.02, echo_transaction_id=False)
+    with SimulatorServer(config) as server:
+        _, _, ids = send(server, ["79031234567"], sending_method="viber", p_transaction_id="e-1")
+        receiver.wait_for(lambda calls: len(calls) == 2)
+    msg_id = ids["79031234567"]
+    assert receiver.reports_for(msg_id) == [
+        {"msg_id": msg_id, "type": "delivery", "status": "delivered"},
+        {"msg_id": msg_id, "type": "seen"},
+    ]
+
+
+def test_a_report_can_arrive_before_the_sends_answer(receiver: Receiver) -> None:
+    config = SimulatorConfig(dlr_url=receiver.url, report_delay=0.02, report_before_answer=True)
+    with SimulatorServer(config) as server:
+        _, _, ids = send(server, ["79031234567", "79030000002"], sending_method="viber",
+                         p_transaction_id="r-1")
+        with receiver.cond:  # already there when the answer came: no waiting
+            first = [c["form"] for c in receiver.calls]
+        report = next(r for r in server.state.reports() if r["msg_id"] == ids["79031234567"])
+        answered = {m["phone"]: m["answered_at"] for m in server.state.messages()}
+    assert first[0] == {"msg_id": ids["79031234567"], "p_transaction_id": "r-1",
+                        "type": "delivery", "status": "delivered"}
+    assert report["at"] < answered["79031234567"]  # 0002 gets no report: not waited for
+
+
+@pytest.mark.parametrize("field", ["sms_fallback", "echo_transaction_id",
+                                   "report_before_answer"])
+def test_switches_must_be_booleans(sim: SimulatorServer, field: str) -> None:
+    resp = requests.post(sim.url + "_sim/config", json={field: "yes"}, timeout=5)
+    assert resp.status_code == 400 and field in resp.json()["error"]
+    assert requests.post(sim.url + "_sim/config", json={field: True}, timeout=5).ok
 
 
 def test_sms_gets_standard_numeric_reports(sim: SimulatorServer, receiver: Receiver) -> None:

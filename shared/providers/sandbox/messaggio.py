@@ -32,6 +32,18 @@ Wire format (summary; the guide is authoritative):
   retried up to ``report_retries`` times, the n-th retry ``max(report_delay, 0.05) * n`` seconds
   after the failure. Like the real gateway, the simulator does NOT dedupe: every accepted request
   gets fresh msg_ids, whatever its ``p_transaction_id``.
+* Expiry: a Viber message that is not delivered gets ``status_extended=VIBER_EXPIRED`` when its
+  ``dlr_timeout`` passes, rounded down to whole minutes (RU doc), 14 days when absent; a minute
+  lasts ``minute_seconds`` (60, tests shrink it).
+* The account's SMS fallback (``sms_fallback``, the option the gateway's manager switches on):
+  an ``undelivered`` Viber report (``VIBER_EXPIRED`` included, whatever the reason) makes the
+  gateway send the SMS itself when that report falls due: ``expiry_txt``, else ``txt``, to the
+  same phone, recorded as an ``sms`` message with ``by_gateway: true``. The documents do not say
+  which ids its reports carry (providers.md §2.9); here they are the Viber message's ``msg_id``
+  and ``p_transaction_id``, with the standard numeric ``status`` of the phone's SMS scenario.
+* ``echo_transaction_id: false``: reports carry no ``p_transaction_id`` (``msg_id`` alone).
+  ``report_before_answer``: the send's answer waits until the first report of each accepted
+  message has been delivered (at most ``report_timeout``), so the report arrives first.
 
 Scenarios, chosen by the LAST 4 DIGITS of each phone. Report ``i`` (0-based) of a message is
 due ``report_delay * (i + 1)`` seconds after acceptance, plus the extra shown:
@@ -47,7 +59,11 @@ other  type=delivery status=delivered, then type=seen                status=0
 0004   type=delivery status=undelivered                              status=-1
        status_extended=VIBER_BLOCKED_BY_USER
 0005   delivered, 3 s late (report_delay + 3 s): a late delivery     status=0
-0006   interim type=delivery status=buffered, then nothing           status=0
+0006   interim type=delivery status=buffered, then VIBER_EXPIRED     status=0
+       when the dlr_timeout passes
+01NN   type=delivery status=undelivered with the NN-th value of      status=0
+       ``STATUS_EXTENDED`` (0101 .. 0112), the document's table;
+       0104 VIBER_EXPIRED comes when the dlr_timeout passes
 ====== ============================================================ ==================
 
 Injected faults (``fail_rate`` chance per send request, kind drawn from ``fail_kinds`` by a
@@ -64,7 +80,7 @@ per delivery attempt with its HTTP result), ``GET images``, ``GET|POST config`` 
 fields into the config), ``POST reset`` (clears records, counters and pending reports; keeps
 config and images), ``POST report`` ``{"msg_id", "params", "delay"?}`` pushes any report.
 Stats: ``requests == accepted + rejected`` count send requests; ``messages`` and ``by_channel``
-count accepted messages (one per phone).
+count accepted messages (one per phone) and the gateway's own SMS (also ``gateway_sms``).
 
 Run it: ``python -m shared.providers.sandbox.messaggio --port 8025 --dlr-url URL``.
 """
@@ -139,6 +155,10 @@ class SimulatorConfig:
     seed: int | None = None
     report_retries: int = 5
     report_timeout: float = 5.0
+    sms_fallback: bool = False  # the account option: the gateway sends the SMS itself
+    minute_seconds: float = 60.0  # how long a minute of dlr_timeout lasts here
+    echo_transaction_id: bool = True  # False: reports carry msg_id alone
+    report_before_answer: bool = False  # the send's answer waits for its first reports
 
     def __post_init__(self) -> None:
         """Normalise and reject nonsense early, so a bad /_sim/config call fails loudly."""
@@ -149,8 +169,12 @@ class SimulatorConfig:
         self.dlr_method = str(self.dlr_method).upper()  # type: ignore[assignment]
         if self.dlr_method not in ("POST", "GET"):
             raise ValueError("dlr_method must be POST or GET")
-        for name in ("report_delay", "latency", "fail_rate", "slow_seconds", "report_timeout"):
+        for name in ("report_delay", "latency", "fail_rate", "slow_seconds", "report_timeout",
+                     "minute_seconds"):
             setattr(self, name, _non_negative(name, getattr(self, name)))
+        for name in ("sms_fallback", "echo_transaction_id", "report_before_answer"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"{name} must be true or false")
         if self.fail_rate > 1:
             raise ValueError("fail_rate must be within 0..1")
         self.report_retries = int(_non_negative("report_retries", self.report_retries))
@@ -202,7 +226,19 @@ def compute_upload_sign(login: str, data: bytes, secret: str) -> str:
 
 # --------------------------------------------------------------------------- scenarios
 
-ReportStep = tuple[float, dict[str, str]]  # (extra delay in seconds, report fields)
+# (extra delay in seconds, or AT_EXPIRY: when the message's dlr_timeout passes; report fields)
+ReportStep = tuple[float | None, dict[str, str]]
+AT_EXPIRY = None
+DEFAULT_DLR_TIMEOUT = 14 * 86400  # an absent dlr_timeout (providers.md §2.3, the RU doc)
+
+# Every status_extended value of the documents' table (providers.md §2.5), in its order:
+# phone ...01NN gets the NN-th.
+STATUS_EXTENDED: tuple[str, ...] = (
+    "VIBER_BLOCKED_BY_USER", "VIBER_USER_NOT_FOUND", "VIBER_NO_DEVICE", "VIBER_EXPIRED",
+    "VIBER_UNKNOWN_ERROR", "INVALID_SESSION", "PHONE_BLACKLISTED", "SPAM_DETECTED",
+    "FROM_NOT_ALLOWED", "BAD_WORDS_FOUND", "PHONE_INCORRECT", "OPERATOR_NOT_ALLOWED",
+)
+EXPIRED = "VIBER_EXPIRED"
 
 _DELIVERED = {"type": "delivery", "status": "delivered"}
 _SEEN = {"type": "seen"}
@@ -212,13 +248,20 @@ def _undelivered(reason: str) -> dict[str, str]:
     return {"type": "delivery", "status": "undelivered", "status_extended": reason}
 
 
+def _undelivered_step(reason: str) -> ReportStep:
+    """An undelivered report: at once, but an expiry only when the dlr_timeout passes."""
+    return (AT_EXPIRY if reason == EXPIRED else 0.0), _undelivered(reason)
+
+
 _VIBER_SCENARIOS: dict[str, list[ReportStep]] = {
     "0001": [(0.0, _undelivered("VIBER_USER_NOT_FOUND"))],
     "0002": [],
     "0003": [(0.0, _DELIVERED), (0.0, _SEEN), (0.0, {"type": "reply", "text": "Yes, confirmed"})],
     "0004": [(0.0, _undelivered("VIBER_BLOCKED_BY_USER"))],
     "0005": [(LATE_DELIVERY_EXTRA, _DELIVERED)],
-    "0006": [(0.0, {"type": "delivery", "status": "buffered"})],
+    "0006": [(0.0, {"type": "delivery", "status": "buffered"}), _undelivered_step(EXPIRED)],
+    **{f"01{n:02d}": [_undelivered_step(reason)]
+       for n, reason in enumerate(STATUS_EXTENDED, start=1)},
 }
 _VIBER_DEFAULT: list[ReportStep] = [(0.0, _DELIVERED), (0.0, _SEEN)]
 _SMS_SCENARIOS: dict[str, list[ReportStep]] = {"0004": [(0.0, {"status": "-1"})]}
@@ -232,6 +275,36 @@ def scenario_reports(phone: str, channel: str) -> list[ReportStep]:
     else:
         steps = _SMS_SCENARIOS.get(phone[-4:], _SMS_DEFAULT)
     return [(extra, dict(fields)) for extra, fields in steps]
+
+
+def expiry_delay(dlr_timeout: int | None, minute_seconds: float) -> float:
+    """Seconds after acceptance at which a Viber message expires: its ``dlr_timeout`` rounded
+    down to whole minutes (90 s expires with 60 s), each minute ``minute_seconds`` long."""
+    seconds = DEFAULT_DLR_TIMEOUT if dlr_timeout is None else dlr_timeout
+    return (seconds // 60) * minute_seconds
+
+
+def report_plan(record: Mapping[str, Any], report_delay: float,
+                minute_seconds: float) -> list[tuple[float, dict[str, str]]]:
+    """(seconds after acceptance, fields) of each report of one message, in order: report
+    ``i`` is due ``report_delay * (i + 1)`` plus its extra; an expiry when the dlr_timeout
+    passes, never before the report ahead of it."""
+    plan: list[tuple[float, dict[str, str]]] = []
+    for index, (extra, fields) in enumerate(scenario_reports(record["phone"],
+                                                             record["channel"])):
+        if extra is AT_EXPIRY:
+            due = expiry_delay(record["dlr_timeout"], minute_seconds)
+            due = max(due, plan[-1][0] if plan else 0.0)
+        else:
+            due = report_delay * (index + 1) + extra
+        plan.append((due, fields))
+    return plan
+
+
+def falls_back(fields: Mapping[str, str]) -> bool:
+    """Whether this report says the Viber message was not delivered (expiry included):
+    what makes the account's SMS fallback send the SMS."""
+    return fields.get("type") == "delivery" and fields.get("status") == "undelivered"
 
 
 # --------------------------------------------------------------------------- send parsing
@@ -378,6 +451,7 @@ def _zero_stats() -> dict[str, Any]:
         "reports_failed": 0,
         "reports_abandoned": 0,
         "reports_unsent": 0,
+        "gateway_sms": 0,
         "uploads": 0,
         "uploads_rejected": 0,
     }
@@ -475,19 +549,65 @@ class SimulatorState:
             self._stats["accepted"] += 1
             self._stats["messages"] += len(records)
             self._stats["by_channel"][req.channel] += len(records)
-            generation, delay = self.generation, self.config.report_delay
+            generation, config = self.generation, self.config
             self._touch()
         if req.dlr:
             for record in records:
-                self._schedule_scenario(record, delay, generation)
+                self._schedule_scenario(record, config, generation)
         return records
 
-    def _schedule_scenario(self, record: dict[str, Any], delay: float, generation: int) -> None:
-        """Queue the scenario's reports for one message, each ``delay`` after the previous."""
-        steps = scenario_reports(record["phone"], record["channel"])
-        for index, (extra, fields) in enumerate(steps):
-            params = _report_params(record["msg_id"], record["p_transaction_id"], fields)
-            self.dispatcher.schedule(params, delay * (index + 1) + extra, generation)
+    def _schedule_scenario(self, record: dict[str, Any], config: SimulatorConfig,
+                           generation: int) -> None:
+        """Queue the scenario's reports for one message (``report_plan``). A Viber
+        "undelivered" carries the message along, for the account's SMS fallback."""
+        for due, fields in report_plan(record, config.report_delay, config.minute_seconds):
+            params = _report_params(record["msg_id"], record["p_transaction_id"], fields,
+                                    echo=config.echo_transaction_id)
+            fallback = dict(record) if record["channel"] == "viber" and falls_back(fields) \
+                else None
+            self.dispatcher.schedule(params, due, generation, fallback_of=fallback)
+
+    def send_gateway_sms(self, viber: Mapping[str, Any], generation: int) -> None:
+        """The account's SMS fallback, when a Viber "undelivered" falls due and the option is
+        on: the gateway itself sends ``expiry_txt`` (else ``txt``) by SMS to the same phone,
+        under the Viber message's ids, and reports it like any SMS. Nothing without a text
+        (an image-only message)."""
+        with self.lock:
+            config = self.config
+            text = viber["expiry_txt"] or viber["txt"]
+            if not config.sms_fallback or generation != self.generation or not text:
+                return
+            record = {**_message_record_fields(viber), "channel": "sms", "txt": text,
+                      "received_at": time.time(), "by_gateway": True}
+            self._messages.append(record)
+            self._stats["messages"] += 1
+            self._stats["by_channel"]["sms"] += 1
+            self._stats["gateway_sms"] += 1
+            self._touch()
+        self._schedule_scenario(record, config, generation)
+
+    def mark_answered(self, records: Sequence[dict[str, Any]]) -> None:
+        """Note when the send's answer left (``answered_at``), e.g. to see a report come first."""
+        with self.lock:
+            answered = time.time()
+            for record in records:
+                record["answered_at"] = answered
+            self._touch()
+
+    def wait_for_first_reports(self, records: Sequence[Mapping[str, Any]],
+                               timeout: float) -> bool:
+        """Block until each of ``records`` had its first report delivered (recorded with an
+        outcome other than unsent), or ``timeout`` passes. Messages whose first report is an
+        expiry, or that get none, are not waited for."""
+        expected = {r["msg_id"] for r in records
+                    if (steps := scenario_reports(r["phone"], r["channel"]))
+                    and steps[0][0] is not AT_EXPIRY}
+
+        def delivered(state: SimulatorState) -> bool:
+            seen = {r["msg_id"] for r in state._reports if r["outcome"] != "unsent"}
+            return expected <= seen
+
+        return self.wait_until(delivered, timeout)
 
     def add_image(self, login: str, data: bytes, kind: str) -> str:
         """Store an uploaded image's metadata and issue its 64-char id."""
@@ -552,6 +672,12 @@ class SimulatorState:
             self._touch()
 
 
+def _message_record_fields(viber: Mapping[str, Any]) -> dict[str, Any]:
+    """The Viber message's record without its Viber-only content: what its SMS shares."""
+    return {**viber, "image_id": None, "button_text": None, "button_link": None,
+            "expiry_txt": None, "dlr_timeout": None, "answered_at": None}
+
+
 def _message_record(req: SendRequest, phone: str, now: float) -> dict[str, Any]:
     """What the control API shows for one accepted message."""
     return {
@@ -571,13 +697,18 @@ def _message_record(req: SendRequest, phone: str, now: float) -> dict[str, Any]:
         "delay": req.delay,
         "charset": req.charset,
         "received_at": now,
+        "answered_at": None,
+        "by_gateway": False,
     }
 
 
 def _report_params(
-    msg_id: str, p_transaction_id: str | None, fields: Mapping[str, str]
+    msg_id: str, p_transaction_id: str | None, fields: Mapping[str, str], echo: bool = True
 ) -> dict[str, str]:
-    """Every report carries msg_id and p_transaction_id (empty when none was sent)."""
+    """Every report carries msg_id and p_transaction_id (empty when none was sent), unless
+    the account does not echo it (``echo_transaction_id: false``): msg_id alone."""
+    if not echo:
+        return {"msg_id": msg_id, **fields}
     return {"msg_id": msg_id, "p_transaction_id": p_transaction_id or "", **fields}
 
 
@@ -590,6 +721,7 @@ class _Job:
     attempt: int
     generation: int
     params: dict[str, str]
+    fallback_of: dict[str, Any] | None = None  # a Viber message the account may send by SMS
 
 
 class ReportDispatcher(DeliveryThread[_Job]):
@@ -606,10 +738,13 @@ class ReportDispatcher(DeliveryThread[_Job]):
         self._session = requests.Session()
         self._session.trust_env = False  # reports go where dlr_url says, never via env proxies
 
-    def schedule(self, params: dict[str, str], delay: float, generation: int) -> int:
-        """Queue a new report ``delay`` seconds from now; returns its report_id."""
+    def schedule(self, params: dict[str, str], delay: float, generation: int,
+                 fallback_of: dict[str, Any] | None = None) -> int:
+        """Queue a new report ``delay`` seconds from now; returns its report_id. When it
+        falls due, ``fallback_of`` (an undelivered Viber message) goes to the account's SMS
+        fallback first."""
         report_id = next(self._report_ids)
-        self.push(_Job(report_id, 1, generation, params), delay)
+        self.push(_Job(report_id, 1, generation, params, fallback_of), delay)
         return report_id
 
     def stop(self, timeout: float = 5.0) -> None:
@@ -625,6 +760,8 @@ class ReportDispatcher(DeliveryThread[_Job]):
         cfg = self._state.config
         if job.generation != self._state.generation:
             return
+        if job.attempt == 1 and job.fallback_of is not None:
+            self._state.send_gateway_sms(job.fallback_of, job.generation)
         entry = {
             "report_id": job.report_id,
             "attempt": job.attempt,
@@ -762,6 +899,9 @@ def _process_send(state: SimulatorState, values: MultiDict[str, str]) -> Respons
         state.count_rejected()
         return xml_response(err.code, err.tech_message)
     records = state.accept(req)
+    if req.dlr and state.config.report_before_answer:
+        state.wait_for_first_reports(records, state.config.report_timeout)
+    state.mark_answered(records)
     msg_ids = [(r["phone"], r["msg_id"]) for r in records] if req.dlr else []
     return xml_response(0, "OK", msg_ids)
 
@@ -856,7 +996,8 @@ def _push_report(state: SimulatorState) -> Response | tuple[Response, int]:
         return jsonify({"error": "params must be an object"}), 400
     message = state.find_message(str(body["msg_id"]))
     ptid = message["p_transaction_id"] if message else None
-    params = _report_params(str(body["msg_id"]), ptid, {k: str(v) for k, v in extra.items()})
+    params = _report_params(str(body["msg_id"]), ptid, {k: str(v) for k, v in extra.items()},
+                            echo=state.config.echo_transaction_id)
     try:
         delay = _non_negative("delay", body.get("delay", 0))
     except (TypeError, ValueError) as exc:
