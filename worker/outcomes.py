@@ -204,10 +204,11 @@ def submitted(batch: Batch, result: SendResult | None, window: float,
     ids = dict(result.provider_message_ids) if result is not None else {}
     pmids = {item.attempt_id: _pmid(ids, item) for item in batch.items}
     target = apply_attempt(AttemptStatus.SENDING, "submitted").status
+    answer = ambiguous if ambiguous is not None else result
     with unit_of_work() as work:
         moved = _set(work.session, batch, AttemptStatus.SENDING, status=target,
-                     submitted_at=now, deadline_at=due,
-                     **response(ambiguous if ambiguous is not None else result))
+                     submitted_at=now, deadline_at=due, **response(answer))
+        _record_overtaken_answer(work.session, batch, moved, answer, now)
         _record_ambiguity(work.session, batch, ambiguous)
         _record_provider_ids(work.session, pmids)
         if result is not None and result.conversation and len(batch.items) == 1:
@@ -222,6 +223,19 @@ def _pmid(ids: dict[str, str], item: Item) -> str | None:
     if item.key is not None and item.key in ids:
         return ids[item.key]
     return next(iter(ids.values()), None) if len(ids) == 1 else None
+
+
+def _record_overtaken_answer(session: Session, batch: Batch, moved: list[str],
+                             answer: object, now: datetime) -> None:
+    """The provider's answer and when it came, also on the attempts a report moved on while
+    the call was waiting (the compare-and-set above skipped them): their timeline keeps
+    what the provider said to the send."""
+    overtaken = sorted(set(batch.attempt_ids) - set(moved))
+    if overtaken:
+        session.execute(
+            update(Attempt).where(Attempt.id.in_(overtaken)).values(
+                submitted_at=func.coalesce(Attempt.submitted_at, now), **response(answer))
+            .execution_options(synchronize_session=False))
 
 
 def _record_ambiguity(session: Session, batch: Batch, ambiguous: AmbiguousError | None,

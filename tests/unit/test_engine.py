@@ -19,7 +19,7 @@ from sqlalchemy import select
 
 from shared import tasknames, uow
 from shared.messages import create_message, new_message_id
-from shared.models import Attempt, Event, Message
+from shared.models import Attempt, Callback, Event, Message
 from shared.providers.base import (
     AccountRefusal,
     AmbiguousError,
@@ -29,7 +29,7 @@ from shared.providers.base import (
 )
 from shared.schemas import SendRequest
 from shared.uow import FollowUps, unit_of_work
-from worker import breaker, engine, expiry
+from worker import breaker, engine, expiry, reports
 
 
 class FakeProvider:
@@ -193,6 +193,49 @@ def test_an_ambiguous_answer_overtaken_by_its_report_keeps_the_report_and_says_w
     engine.send_attempt(attempt_id)
     attempt = _row(Attempt, attempt_id)
     assert (attempt.status, attempt.error_reason) == ("delivered", "timeout_after_send")
+
+
+class ReportBeforeAnswer(FakeProvider):
+    """The gateway reports the message (matched by our attempt id: we do not know its
+    ``msg_id`` yet) before it answers the send: the report is handled while the attempt is
+    still ``sending``, then the answer comes."""
+
+    def send(self, outbound: OutboundMessage) -> SendResult:
+        self.sent.append(outbound)
+        with unit_of_work() as work:
+            callback = Callback(provider="messaggio", method="POST", params={
+                "msg_id": "p-1", "p_transaction_id": outbound.attempt_id,
+                "type": "delivery", "status": "delivered"})
+            work.session.add(callback)
+            work.session.flush()
+            callback_id = callback.id
+        assert _row(Attempt, outbound.attempt_id).status == "sending"
+        reports.handle_callback(callback_id)
+        return SendResult(provider_message_ids={"32470123456": "p-1"}, detail="OK")
+
+
+def test_a_report_before_the_answer_is_applied_and_the_answer_still_recorded(
+        recorded: list[FollowUps], monkeypatch: pytest.MonkeyPatch) -> None:
+    provider = ReportBeforeAnswer()
+    monkeypatch.setattr(engine, "get_provider", lambda name: provider)
+    message_id, attempt_id = _message(["viber", "sms"])
+    engine.send_attempt(attempt_id)
+    attempt = _row(Attempt, attempt_id)
+    assert len(provider.sent) == 1
+    assert (attempt.status, attempt.provider_message_id) == ("delivered", "p-1")
+    assert attempt.deadline_at is None  # delivered: no fallback will fire
+    assert (attempt.response_code, attempt.response_text) == ("0", "OK")
+    assert attempt.submitted_at is not None and attempt.delivered_at is not None
+    assert _row(Message, message_id).status == "delivered"
+    assert _attempts(message_id) == [("viber", "delivered")]
+    with unit_of_work() as work:
+        events = work.session.scalars(select(Event).where(
+            Event.message_id == message_id).order_by(Event.seq)).all()
+        report = next(e for e in events if e.type == "report")
+        submitted = next(e for e in events if e.type == "submitted")
+        assert report.payload["applied"] is True and report.seq < submitted.seq
+    sends = [t for f in recorded for t in f.tasks if t.name == tasknames.SEND_ATTEMPT]
+    assert sends == []  # no fallback
 
 
 # --- claimed is not sent ------------------------------------------------------------------
