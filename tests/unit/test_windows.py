@@ -26,7 +26,8 @@ def _settings(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 def _request(**fields: Any) -> SendRequest:
     values: dict[str, Any] = {"to": {"phone": "+32470123456", "email": "ann@example.com"},
-                              "route": ["viber", "rogerthat", "sms"], "text": "Hi"}
+                              "route": ["viber", "rogerthat", "sms"], "text": "Hi",
+                              "allow_dismiss": True}
     values.update(fields)
     return SendRequest.model_validate(values)
 
