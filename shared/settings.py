@@ -52,6 +52,10 @@ class Settings(BaseSettings):
     messaggio_callback_ips: str = Field(default="", description="comma-separated allowlist; empty: any")
     messaggio_rate_per_second: float = 10.0
     messaggio_timeout_seconds: float = 10.0
+    # "off": Switchboard sends a route's SMS hop itself (keep the account's SMS fallback off);
+    # "on": the account sends the SMS itself after an undelivered Viber message, so the route
+    # does not, and the gateway's SMS reports are applied to that hop.
+    messaggio_gateway_fallback: Literal["off", "on"] = "off"
     simulator_port: int = 8025
 
     # --- Rogerthat-style messenger (JSON-RPC) ------------------------------------------

@@ -78,12 +78,21 @@ def _unmatched(callback: Callback) -> RetryLater | None:
 
 
 def _find_attempt(session: Session, provider: str, event: ProviderEvent) -> Attempt | None:
+    """The report's attempt: by the provider's id first, else by our attempt id (a report
+    may come before the send's answer gave us the provider's id, or carry only one of
+    them). A report that names another channel than the attempt it matched is about that
+    message's hop on its channel (a hop the provider sent itself, under the first one's
+    ids); until that hop's attempt exists, it matches nothing yet."""
     attempt = None
     if event.provider_message_id:
         attempt = session.scalars(select(Attempt).where(
             Attempt.provider_message_id == event.provider_message_id)).first()
     if attempt is None and event.attempt_ref:
         attempt = session.get(Attempt, event.attempt_ref)
+    if attempt is not None and event.channel not in (None, attempt.channel):
+        attempt = session.scalars(select(Attempt).where(
+            Attempt.message_id == attempt.message_id, Attempt.channel == event.channel)
+        ).first()
     if attempt is not None and attempt.provider != provider:
         return None
     return attempt

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Collection
+from datetime import timedelta
+from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
@@ -18,8 +20,11 @@ from shared import handlers, metrics, tasknames
 from shared.lifecycle import AttemptStatus, apply_attempt, apply_message, route_outcome
 from shared.messages import add_event
 from shared.models import Attempt, Message, utcnow
-from shared.providers import provider_name
+from shared.providers import get_provider, provider_name
+from shared.providers.base import CarriesFallback, EndedHop
+from shared.schemas import SendRequest
 from shared.uow import UnitOfWork
+from shared.windows import deadline_window
 
 CAS_TRIES = 10  # a row that keeps changing under us this often is a bug, not contention
 
@@ -46,11 +51,13 @@ def move_message(session: Session, message_id: str, event: str, **values: object
     raise RuntimeError(f"message {message_id} kept changing under us")
 
 
-def new_attempt(session: Session, message: Message, hop: int) -> str:
-    """Add the pending attempt for ``hop`` of the message's route."""
+def new_attempt(session: Session, message: Message, hop: int, **values: Any) -> str:
+    """Add the attempt for ``hop`` of the message's route: ``pending`` unless ``values``
+    say otherwise."""
     channel = message.route[hop]
     attempt = Attempt(id=str(uuid.uuid4()), message_id=message.id, hop=hop, channel=channel,
-                      provider=provider_name(channel), status=AttemptStatus.PENDING)
+                      provider=provider_name(channel),
+                      **{"status": AttemptStatus.PENDING, **values})
     session.add(attempt)
     return attempt.id
 
@@ -77,11 +84,56 @@ def _fall_back(work: UnitOfWork, message: Message, hop: int, next_hop: int, chan
     if session.execute(update(Message).where(Message.id == message.id, Message.hop == hop)
                        .values(hop=next_hop, updated_at=utcnow())).rowcount != 1:
         return  # someone else already moved the route on
+    carried = _carried_by_provider(session, message, hop, next_hop)
+    if carried is not None:
+        _sent_by_provider(work, message, next_hop, channel, reason, carried)
+        return
     attempt_id = new_attempt(session, message, next_hop)
     add_event(session, message.id, "fallback", attempt_id, from_channel=channel,
               to_channel=message.route[next_hop], reason=reason)
     metrics.fallback(channel, message.route[next_hop], reason)
     work.task(tasknames.SEND_ATTEMPT, attempt_id)
+
+
+def _carried_by_provider(session: Session, message: Message, hop: int,
+                         next_hop: int) -> dict[str, Any] | None:
+    """What the ended hop's provider sends on the next hop by itself (an account-side
+    fallback), or None when that hop is ours to send. Only the same provider can carry its
+    own route on, and only one that offers ``CarriesFallback``."""
+    ended = session.execute(select(
+        Attempt.channel, Attempt.provider, Attempt.status, Attempt.error_reason,
+        Attempt.provider_message_id).where(Attempt.message_id == message.id,
+                                           Attempt.hop == hop)).first()
+    next_channel = message.route[next_hop]
+    if ended is None or provider_name(next_channel) != ended.provider:
+        return None
+    provider = get_provider(ended.provider)
+    if not isinstance(provider, CarriesFallback):
+        return None
+    return provider.carried_hop(
+        EndedHop(ended.channel, ended.status, ended.error_reason, ended.provider_message_id),
+        SendRequest.model_validate(message.request), next_channel)
+
+
+def _sent_by_provider(work: UnitOfWork, message: Message, next_hop: int, channel: str,
+                      reason: str | None, summary: dict[str, Any]) -> None:
+    """The provider sends the next hop itself: its attempt starts ``submitted`` (nothing of
+    ours is sent) with the hop's own window, and its reports and deadline settle it like
+    any hop we sent."""
+    session, next_channel = work.session, message.route[next_hop]
+    now = utcnow()
+    due = now + timedelta(seconds=deadline_window(
+        next_channel, SendRequest.model_validate(message.request)))
+    attempt_id = new_attempt(
+        session, message, next_hop, status=apply_attempt(AttemptStatus.PENDING, "submitted")
+        .status, submitted_at=now, deadline_at=due, request_summary=summary)
+    add_event(session, message.id, "fallback", attempt_id, from_channel=channel,
+              to_channel=next_channel, reason=reason, by_provider=True)
+    metrics.fallback(channel, next_channel, reason)
+    add_event(session, message.id, "submitted", attempt_id, channel=next_channel,
+              provider=provider_name(next_channel), provider_message_id=None,
+              by_provider=True)
+    work.index(attempt_id, due)
 
 
 def cancel_later_hops(session: Session, attempt: Attempt) -> None:

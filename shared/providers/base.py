@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 from pydantic import SecretStr
 
@@ -161,6 +161,10 @@ class ProviderEvent:
     # Structured extras: e.g. {"button_id": ..., "dismissed": ...} on a reply, or the contact
     # ({"email", "app_id", "change"}) on a friendship callback.
     data: Mapping[str, Any] = field(default_factory=dict)
+    # The channel the report is about, when its format says so; None: the matched attempt's.
+    # A provider that sent a later hop itself (the gateway's own SMS) reports it under the
+    # first hop's ids, and this names the hop it belongs to.
+    channel: str | None = None
 
 
 def require_channel(channels: tuple[str, ...], channel: str) -> None:
@@ -207,6 +211,30 @@ class Recipient:
 
     address: str  # e.g. the messenger e-mail, or the phone digits without "+"
     scope: str  # e.g. the messenger app id; "" where the provider has no such notion
+
+
+@dataclass(frozen=True)
+class EndedHop:
+    """A hop that ended badly, as the route's next step sees it: what its provider needs to
+    say whether it carries the route on by itself."""
+
+    channel: str
+    status: str  # undelivered | expired | failed
+    reason: str | None
+    provider_message_id: str | None  # set: the provider accepted the request
+
+
+@runtime_checkable
+class CarriesFallback(Protocol):
+    """An optional capability: a provider account that sends a route's next hop itself (the
+    gateway's account-side SMS after an undelivered Viber message). The route asks it before
+    sending that hop, so the person does not get it twice."""
+
+    def carried_hop(self, ended: EndedHop, request: SendRequest,
+                    channel: str) -> dict[str, Any] | None:
+        """None: the hop on ``channel`` after ``ended`` is ours to send. Otherwise the
+        provider sends it itself, and this is what it sends, for the timeline."""
+        ...
 
 
 class Provider(Protocol):

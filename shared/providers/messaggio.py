@@ -9,6 +9,14 @@ The gateway has no idempotency (§2.7): sending the same request twice sends two
 a failure is only ``RetryableError`` when the request surely did not take effect (no
 connection was made, code -4, 429/502/503/504), and ``AmbiguousError`` when it may have
 arrived (read timeout, connection dropped after sending, HTTP 500, an unreadable reply).
+
+The account's own SMS fallback (§2.3: an option the gateway's manager switches on; it sends
+``expiry_txt``, else ``txt``, by SMS after a Viber message is not delivered) and Switchboard's
+route must not both send the SMS. ``SWITCHBOARD_MESSAGGIO_GATEWAY_FALLBACK`` says which one
+does: ``off`` (the default) is ours, with the account option kept off; ``on`` is the
+gateway's, so ``carried_hop`` tells the route not to send the SMS hop after a Viber message
+the gateway accepted, and the gateway's standard (numeric) reports on that message are
+marked as the SMS hop's (``ProviderEvent.channel``).
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ import json
 import re
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import requests
@@ -27,6 +36,7 @@ from shared.providers.base import (
     REDACTED,
     AmbiguousError,
     CallbackError,
+    EndedHop,
     EventKind,
     ImageCache,
     KeyValueCache,
@@ -48,6 +58,7 @@ from shared.providers.http import (
     short,
     timeouts,
 )
+from shared.windows import provider_window
 
 if TYPE_CHECKING:
     from shared.schemas import SendRequest
@@ -76,6 +87,11 @@ _NUMERIC_STATUS: dict[int, tuple[EventKind, str | None]] = {
     -11: ("undelivered", "route_not_found"),
     -12: ("undelivered", "http_req_error"),
 }
+
+# How a Viber hop that the gateway accepted can end for the gateway to send its own SMS:
+# undelivered (any status_extended) or expired (its dlr_timeout, which ours equals). One
+# that it refused ("failed") never reached it.
+_GATEWAY_FALLBACK_ENDS = frozenset({"undelivered", "expired"})
 
 # After any of these the subscriber can never get this Viber message: fall back at once.
 PERMANENT_VIBER_REASONS: frozenset[str] = frozenset({
@@ -261,6 +277,7 @@ def parse_callback(params: Mapping[str, str]) -> ProviderEvent:
         kind=kind, dedupe_key=_dedupe_key(ref, kind_type, status, text),
         provider_message_id=msg_id, attempt_ref=attempt_ref, reason=reason, text=text,
         status=status, raw=dict(params),
+        channel="viber" if kind_type is not None else None,  # only Viber reports have a type
     )
 
 
@@ -278,7 +295,7 @@ class MessaggioGateway:
     def __init__(
         self, url: str, media_url: str, user: str, secret: str, sender: str,
         timeout: float = 10.0, session: requests.Session | None = None, *,
-        default_dlr_timeout: int = DEFAULT_DLR_TIMEOUT,
+        default_dlr_timeout: int = DEFAULT_DLR_TIMEOUT, gateway_fallback: bool = False,
     ) -> None:
         self.url = url
         self.media_url = media_url
@@ -288,6 +305,7 @@ class MessaggioGateway:
         self.timeout = timeout
         self.session = session or requests.Session()
         self.default_dlr_timeout = default_dlr_timeout  # a Viber window the request left open
+        self.gateway_fallback = gateway_fallback  # the account sends the SMS after Viber
 
     @classmethod
     def from_settings(cls, settings: Settings) -> MessaggioGateway:
@@ -300,6 +318,7 @@ class MessaggioGateway:
             sender=settings.messaggio_sender,
             timeout=settings.messaggio_timeout_seconds,
             default_dlr_timeout=settings.default_dlr_timeout,
+            gateway_fallback=settings.messaggio_gateway_fallback == "on",
         )
 
     # --- from a send request -----------------------------------------------------------
@@ -312,8 +331,9 @@ class MessaggioGateway:
 
     def outbound(self, request: SendRequest, context: SendContext) -> OutboundMessage:
         """The channel's text; for Viber also the SMS expiry text, the image (uploaded once
-        per URL through ``context.images``), the button and the delivery window, none of
-        which an SMS can carry."""
+        per URL through ``context.images``), the button and the delivery window in whole
+        minutes (the gateway rounds it down; ``shared.windows`` keeps our deadline alike),
+        none of which an SMS can carry."""
         channel = context.channel
         require_channel(self.channels, channel)
         common: dict[str, Any] = {
@@ -323,11 +343,34 @@ class MessaggioGateway:
             return OutboundMessage(**common)
         button = request.button
         return OutboundMessage(
-            **common, sms_text=request.sms_text,
+            **common, sms_text=self._expiry_txt(request),
             image_id=self._image_id(request, context.images),
             button_text=button.text if button else None,
             button_url=str(button.url) if button else None,
-            dlr_timeout=request.deadline_for(channel, self.default_dlr_timeout))
+            dlr_timeout=provider_window(channel, request, self.default_dlr_timeout))
+
+    def _expiry_txt(self, request: SendRequest) -> str | None:
+        """``expiry_txt``: the request's ``sms_text``. When the gateway sends the route's SMS
+        itself, its SMS carries this text, so it is then the SMS hop's own text (``texts``'
+        SMS one, else ``sms_text``, else ``text``): the person gets the same SMS either way."""
+        if self.gateway_fallback and "sms" in request.route:
+            return request.text_for("sms")
+        return request.sms_text
+
+    # --- the account's own SMS fallback --------------------------------------------------
+
+    def carried_hop(self, ended: EndedHop, request: SendRequest,
+                    channel: str) -> dict[str, Any] | None:
+        """With the account's SMS fallback on, the SMS hop after a Viber message the gateway
+        accepted (it has a ``msg_id``) and that ended undelivered or expired is the
+        gateway's to send: what it sends, for the timeline. Else None: the route sends it."""
+        if not self.gateway_fallback or (ended.channel, channel) != ("viber", "sms"):
+            return None
+        if ended.status not in _GATEWAY_FALLBACK_ENDS or not ended.provider_message_id:
+            return None
+        return {"sent_by": "gateway", "fallback_of": ended.provider_message_id,
+                "sending_method": "sms", "phone": [_phone(request)],
+                "txt": self._expiry_txt(request) or request.text_for("viber")}
 
     def _image_id(self, request: SendRequest, images: ImageCache | None) -> str | None:
         """The request's ``image_id``, else its ``image_url`` uploaded once: holding the
@@ -447,8 +490,14 @@ class MessaggioGateway:
     # --- reports -----------------------------------------------------------------------
 
     def parse_callback(self, params: Mapping[str, str]) -> ProviderEvent:
-        """See the module-level ``parse_callback``; reports carry no account-specific data."""
-        return parse_callback(params)
+        """See the module-level ``parse_callback``. With the account's SMS fallback on, a
+        standard (numeric) report is the SMS's: the gateway's own SMS comes under the Viber
+        message's ids, so it names the hop it belongs to (extended Viber reports must be
+        enabled on the account, as they are for ``off`` too)."""
+        event = parse_callback(params)
+        if self.gateway_fallback and event.channel is None:
+            return replace(event, channel="sms")
+        return event
 
 
 def image_key(image_url: str) -> str:

@@ -25,6 +25,8 @@ from shared.providers.base import (
     AccountRefusal,
     AmbiguousError,
     CallbackError,
+    CarriesFallback,
+    EndedHop,
     OutboundMessage,
     PermanentError,
     Recipient,
@@ -596,6 +598,18 @@ def test_outbound_viber_window_falls_back_to_the_request_then_the_gateway_defaul
     assert gw.outbound(send_request(), context()).dlr_timeout == 3600
 
 
+@pytest.mark.parametrize(("asked", "sent"), [(60, 60), (90, 60), (119, 60), (120, 120),
+                                             (86399, 86340), (86400, 86400)])
+def test_outbound_viber_window_is_whole_minutes_as_the_gateway_keeps_it(asked, sent):
+    """The gateway rounds dlr_timeout down to whole minutes: we send what it will keep, and
+    our deadline (shared.windows) is the same."""
+    gw = MessaggioGateway("u", "m", USER, SECRET, SENDER)
+    for request in (send_request(dlr_timeout=asked), send_request(deadlines={"viber": asked})):
+        msg = gw.outbound(request, context())
+        assert msg.dlr_timeout == sent
+        assert ("dlr_timeout", str(sent)) in gw.build_params(msg)
+
+
 def test_outbound_sms_carries_no_viber_fields_and_uploads_nothing(server):
     request = send_request(
         image_url=server.url + "a.png", button={"text": "Open", "url": "https://x.example/"},
@@ -722,6 +736,74 @@ def test_gateway_parse_callback_delegates():
     assert gateway().parse_callback({**IDS, "status": "0"}).kind == "delivered"
 
 
+def test_report_channel_is_viber_for_extended_reports_and_unsaid_for_numeric_ones():
+    """Only extended reports say they are Viber's; a numeric one may be an SMS or a Viber
+    report of an account without extended reports, so with our own fallback it is left to
+    the attempt it matches."""
+    for params in ({**IDS, "type": "delivery", "status": "delivered"}, {**IDS, "type": "seen"},
+                   {**IDS, "type": "reply", "text": "ok"}):
+        assert gateway().parse_callback(params).channel == "viber"
+    assert gateway().parse_callback({**IDS, "status": "0"}).channel is None
+
+
+def test_with_the_gateway_fallback_a_numeric_report_is_the_sms_hops():
+    """The gateway's own SMS is reported under the Viber message's ids: the numeric report
+    names the SMS hop, so it is not taken for a (late) Viber delivery."""
+    gw = fallback_gateway()
+    event = gw.parse_callback({**IDS, "status": "0"})
+    assert (event.kind, event.channel, event.provider_message_id) == ("delivered", "sms", "m-1")
+    extended = gw.parse_callback({**IDS, "type": "delivery", "status": "undelivered",
+                                  "status_extended": "VIBER_USER_NOT_FOUND"})
+    assert (extended.kind, extended.channel) == ("undelivered", "viber")
+
+
+# --------------------------------------------------------------------------------------
+# The account's own SMS fallback (SWITCHBOARD_MESSAGGIO_GATEWAY_FALLBACK)
+# --------------------------------------------------------------------------------------
+
+def fallback_gateway(on: bool = True) -> MessaggioGateway:
+    return MessaggioGateway("u", "m", USER, SECRET, SENDER, gateway_fallback=on)
+
+
+@pytest.mark.parametrize("status", ["undelivered", "expired"])
+def test_the_gateway_carries_the_sms_hop_after_a_viber_message_it_accepted(status):
+    request = send_request(sms_text="Order ready (SMS)")
+    ended = EndedHop("viber", status, "viber_user_not_found", "m-1")
+    assert fallback_gateway().carried_hop(ended, request, "sms") == {
+        "sent_by": "gateway", "fallback_of": "m-1", "sending_method": "sms",
+        "phone": ["79031234567"], "txt": "Order ready (SMS)"}
+    assert fallback_gateway(on=False).carried_hop(ended, request, "sms") is None
+
+
+@pytest.mark.parametrize("ended", [
+    EndedHop("viber", "failed", "rejected", None),  # refused: it never reached the gateway
+    EndedHop("viber", "expired", "deadline_passed", None),  # held or ambiguous: no msg_id
+    EndedHop("viber", "failed", "rejected", "m-1"),
+    EndedHop("sms", "undelivered", "not_delivered", "m-1"),  # the account falls back from Viber
+])
+def test_the_route_sends_the_sms_itself_when_the_gateway_will_not(ended):
+    assert fallback_gateway().carried_hop(ended, send_request(), "sms") is None
+
+
+def test_the_gateway_carries_only_the_sms_hop():
+    request = send_request(route=["viber", "rogerthat"], to={"phone": "+79031234567",
+                           "email": "a@example.com"}, allow_dismiss=True)
+    ended = EndedHop("viber", "undelivered", "viber_user_not_found", "m-1")
+    assert fallback_gateway().carried_hop(ended, request, "rogerthat") is None
+
+
+def test_with_the_gateway_fallback_expiry_txt_is_what_the_sms_hop_would_carry():
+    """The gateway's SMS carries expiry_txt (else txt): the route's own SMS text, e.g. a
+    flow step's numbered options, so the person gets the same SMS either way."""
+    request = send_request(texts={"sms": "1) Monday 2) Tuesday"}, sms_text="by sms")
+    assert fallback_gateway().outbound(request, context()).sms_text == "1) Monday 2) Tuesday"
+    assert fallback_gateway(on=False).outbound(request, context()).sms_text == "by sms"
+    plain = send_request()
+    assert fallback_gateway().outbound(plain, context()).sms_text == "hello"
+    ended = EndedHop("viber", "undelivered", None, "m-1")
+    assert fallback_gateway().carried_hop(ended, request, "sms")["txt"] == "1) Monday 2) Tuesday"
+
+
 def test_permanent_viber_reasons():
     assert {"viber_user_not_found", "viber_no_device", "viber_blocked_by_user",
             "invalid_session", "phone_blacklisted", "spam_detected", "from_not_allowed",
@@ -743,3 +825,19 @@ def test_from_settings():
     assert (gw.name, gw.channels) == ("messaggio", ("viber", "sms"))
     assert gw.uses_conversations is False
     assert gw.default_dlr_timeout == 1200
+    assert gw.gateway_fallback is False  # the default: Switchboard sends the SMS itself
+    on = MessaggioGateway.from_settings(Settings(messaggio_gateway_fallback="on"))
+    assert on.gateway_fallback is True
+    assert isinstance(on, CarriesFallback)
+
+
+def test_the_gateway_fallback_setting_is_off_or_on(monkeypatch):
+    from pydantic import ValidationError
+
+    from shared.settings import Settings
+
+    monkeypatch.delenv("SWITCHBOARD_MESSAGGIO_GATEWAY_FALLBACK", raising=False)
+    assert Settings().messaggio_gateway_fallback == "off"
+    monkeypatch.setenv("SWITCHBOARD_MESSAGGIO_GATEWAY_FALLBACK", "yes")
+    with pytest.raises(ValidationError, match="messaggio_gateway_fallback"):
+        Settings()
