@@ -37,13 +37,15 @@ YES_NO = [
 class Receiver:
     """A JSON-RPC callback endpoint: records every call, answers like a well-behaved service.
 
-    ``test.test`` is echoed, ``friend.invited`` accepted, anything else answered null. Queued
-    ``statuses`` are answered first (a non-200 gets a plain-text body).
+    ``test.test`` is echoed, ``friend.invited`` accepted, anything else answered null; methods
+    in ``refused`` get a JSON-RPC error (HTTP 200). Queued ``statuses`` are answered first (a
+    non-200 gets a plain-text body).
     """
 
     def __init__(self) -> None:
         self.calls: list[dict[str, Any]] = []
         self.statuses: list[int] = []
+        self.refused: set[str] = set()
         self.cond = threading.Condition()
         self.server = make_server("127.0.0.1", 0, self.app, threaded=True)
         self.url = f"http://127.0.0.1:{self.server.server_port}/rogerthat/callback"
@@ -65,7 +67,10 @@ class Receiver:
         result = {"test.test": body["params"].get("value"), "friend.invited": "accepted"}.get(
             body["method"]
         )
-        payload = json.dumps({"id": body["id"], "result": result, "error": None}).encode()
+        error = None
+        if body["method"] in self.refused:
+            result, error = None, {"code": 1006, "message": "Method not found."}
+        payload = json.dumps({"id": body["id"], "result": result, "error": error}).encode()
         start_response("200 OK", [("Content-Type", "application/json-rpc")])
         return [payload]
 
@@ -425,14 +430,27 @@ def test_same_id_while_first_call_runs_is_1009(sim: RogerthatSimServer) -> None:
     assert len(sim.state.messages()) == 1
 
 
-def test_injected_provider_error_is_not_cached(sim: RogerthatSimServer) -> None:
+def test_injected_provider_error_is_cached_like_the_server_does(sim: RogerthatSimServer) -> None:
+    """The server caches the 1000 of a method that raised: the same id only replays it."""
     sim_post(sim, "config", {"fail_rate": 1.0, "fail_kinds": ["provider_error"]})
     call = {"id": "flaky", "method": "messaging.send", "params": send_params()}
-    assert post(sim, call).json()["error"]["code"] == 1000
+    first = post(sim, call)
+    assert first.json()["error"]["code"] == 1000
     sim_post(sim, "config", {"fail_rate": 0.0})
-    assert post(sim, call).json()["error"] is None  # the retry with the same id executes
-    assert len(sim.state.messages()) == 1
+    again = post(sim, call)
+    assert again.content == first.content  # the same error id: a replay, not a new failure
+    assert sim.state.messages() == []
+    fresh = post(sim, {**call, "id": "flaky.r1"})
+    assert fresh.json()["error"] is None and len(sim.state.messages()) == 1
+    assert [c["outcome"] for c in sim.state.calls()] == ["injected", "replayed", "executed"]
     assert sim.state.stats()["injected"]["provider_error"] == 1
+
+
+def test_injected_provider_error_does_not_hide_a_cached_answer(sim: RogerthatSimServer) -> None:
+    call = {"id": "done", "method": "messaging.send", "params": send_params()}
+    ok = post(sim, call)
+    sim_post(sim, "config", {"fail_rate": 1.0, "fail_kinds": ["provider_error"]})
+    assert post(sim, call).content == ok.content  # the cache answers before the method runs
 
 
 # --------------------------------------------------------------------------- scenarios
@@ -581,6 +599,91 @@ def test_callback_retried_with_same_id_until_200(
     ]
     assert entries[-1]["echo_ok"] is True and entries[-1]["response"]["result"] == sent["value"]
     assert sim_get(sim, "stats")["tests_passed"] == 1
+
+
+def test_retries_are_counted_per_callback_and_in_stats(
+    sim: RogerthatSimServer, receiver: Receiver
+) -> None:
+    receiver.statuses = [500, 503]
+    sent = sim_post(sim, "test")
+    assert sim.state.wait_until(lambda s: any(
+        d["outcome"] == "delivered" for d in s.deliveries()))
+    deliveries = requests.get(f"{sim.base_url}/_sim/deliveries", timeout=5).json()["deliveries"]
+    assert deliveries == [{
+        "callback_id": sent["callback_id"], "method": "test.test", "attempts": 3, "retries": 2,
+        "status_codes": [500, 503, 200], "outcome": "delivered", "admin_warned": False}]
+    assert sim_get(sim, "stats")["callbacks_retried"] == 2
+
+
+def test_a_json_rpc_error_ends_the_retries(sim: RogerthatSimServer, receiver: Receiver) -> None:
+    receiver.refused = {"messaging.form_update"}
+    sim_post(sim, "callback", {"method": "messaging.form_update"})
+    assert sim.state.wait_until(lambda s: [d["outcome"] for d in s.deliveries()] == ["rpc_error"])
+    (delivery,) = sim.state.deliveries()
+    assert (delivery["attempts"], delivery["retries"]) == (1, 0)
+    assert sim_get(sim, "stats")["callbacks_retried"] == 0
+
+
+def test_callbacks_failing_past_the_threshold_mail_the_admins_once_an_hour(
+    sim: RogerthatSimServer, receiver: Receiver
+) -> None:
+    sim_post(sim, "config", {"warn_after_retries": 2, "callback_retries": 3})
+    receiver.statuses = [500] * 8  # two callbacks, four sends each, all refused
+    first, second = sim_post(sim, "test"), sim_post(sim, "test")
+    assert sim.state.wait_until(
+        lambda s: [d["outcome"] for d in s.deliveries()] == ["abandoned", "abandoned"]
+    )
+    warnings = requests.get(f"{sim.base_url}/_sim/warnings", timeout=5).json()["warnings"]
+    assert len(warnings) == 1  # at most one an hour, as the real server
+    assert warnings[0]["callback_id"] == first["callback_id"]
+    assert warnings[0]["retries"] == 2 and "will soon be disabled" in warnings[0]["text"]
+    by_id = {d["callback_id"]: d for d in sim.state.deliveries()}
+    assert by_id[first["callback_id"]]["admin_warned"] is True
+    assert by_id[second["callback_id"]]["retries"] == 3
+    assert sim_get(sim, "stats")["admin_warnings"] == 1
+
+
+def test_every_documented_callback_method_goes_out_with_its_params(
+    sim: RogerthatSimServer, receiver: Receiver
+) -> None:
+    """The guide's §1.8 table and §1.5 list, unhandled methods included, each once."""
+    from shared.providers.sandbox.rogerthat import DOCUMENTED_CALLBACKS
+
+    sent = sim_post(sim, "every-callback", {"email": "friend.ann@example.com"})["callbacks"]
+    assert [c["method"] for c in sent] == list(DOCUMENTED_CALLBACKS)
+    calls = receiver.wait_for(lambda c: len(c) == len(DOCUMENTED_CALLBACKS))
+    bodies = {c["body"]["method"]: c["body"] for c in calls}
+    for method in ("messaging.form_update", "system.api_call", "friend.in_reach",
+                   "messaging.new_chat_message", "friend.register", "system.brandings_updated"):
+        assert method in bodies
+    for method, names in DOCUMENTED_CALLBACKS.items():
+        assert list(bodies[method]["params"]) == list(names), method
+    assert bodies["friend.update"]["params"]["user_details"]["email"] == "friend.ann@example.com"
+    assert bodies["messaging.form_update"]["params"]["answer_id"] == "positive"
+    listed = requests.get(f"{sim.base_url}/_sim/callback-methods", timeout=5).json()
+    assert [m["method"] for m in listed["callback-methods"]] == list(DOCUMENTED_CALLBACKS)
+
+
+def test_a_documented_callback_without_params_gets_example_params(
+    sim: RogerthatSimServer, receiver: Receiver
+) -> None:
+    answer = sim_post(sim, "callback", {"method": "friend.broke_up", "email": "bo@example.com"})
+    (call,) = receiver.wait_for(lambda c: len(c) == 1)
+    assert call["body"]["params"] == answer["params"]
+    assert answer["params"]["email"] == "bo@example.com"
+    assert set(answer["params"]) == {"email", "service_identity", "user_details"}
+
+
+def test_minimal_member_gets_the_getting_started_shape(
+    sim: RogerthatSimServer, receiver: Receiver
+) -> None:
+    key = rpc(sim, "messaging.send", send_params("minimal.friend1@example.com"))["result"]
+    (update,) = receiver.updates_for(key, 1)
+    assert set(update) == {"received_timestamp", "member", "message_key"}
+    assert update["member"] == "minimal.friend1@example.com" and update["received_timestamp"] > 0
+    marker = rpc(sim, "messaging.send", send_params("friend2@example.com"))["result"]
+    receiver.updates_for(marker, 2)
+    assert len(receiver.updates_for(key, 1)) == 1  # nothing more for the minimal member
 
 
 def test_arbitrary_callback_with_chosen_id(sim: RogerthatSimServer, receiver: Receiver) -> None:

@@ -24,7 +24,9 @@ Wire format (summary; the guide is authoritative):
 * Dedupe (methods with ``cache_result``, i.e. all but ``friend.get_status``): the answer is stored
   under (API key, id) for 24 h and a repeat gets the stored bytes back without re-executing; a
   repeat while the first call is still running gets 1009. Business errors (3xxxx, 2xxxx) and the
-  1000 of a call that blew up inside the method are cached too, as on the real server.
+  1000 of a call that blew up inside the method (an injected ``provider_error`` included) are
+  cached too, as on the real server: a retry with the same id gets the same 1000 back, and only
+  a new id runs the call again.
 * Methods: ``messaging.send`` (result: a uuid4 message key), ``messaging.seal`` (null),
   ``friend.invite`` (null), ``friend.break_up`` (null), ``friend.get_status`` (not cached),
   ``messaging.start_local_flow`` (a uuid4 run id; the run is recorded, no member walks it:
@@ -50,7 +52,14 @@ Wire format (summary; the guide is authoritative):
   keeps retrying). A JSON-RPC error in the answer ends delivery without retry (the server logs
   1008). Anything else (non-200, not JSON, connection error) is retried with the SAME id up to
   ``callback_retries`` times, the n-th retry ``max(callback_delay, 0.05) * 2**(n-1)`` seconds
-  later (the real server waits 30 s * 2**n).
+  later (the real server waits 30 s * 2**n and never gives up). Retries are counted per callback
+  (``GET deliveries``) and in ``stats.callbacks_retried``; a callback still failing after
+  ``warn_after_retries`` retries makes the "will soon be disabled" mail the real server sends
+  the service's admins (at most one an hour): ``GET warnings``.
+* Every callback method the guide lists (``DOCUMENTED_CALLBACKS``: the §1.8 table and the
+  callback names of §1.5, with the params of the server's callback signatures) can be sent
+  with example params, including the ones a service may not handle: ``POST callback`` without
+  ``params``, or ``POST every-callback``.
 
 Friends: pairs (e-mail, app_id). ``config.friends`` (e-mails in app ``rogerthat``) seeds them,
 again on reset and whenever that field changes (dropping control-API changes). Any e-mail whose
@@ -72,6 +81,8 @@ local part starts    callbacks
 ``answer-<id>``      received, then acked with ``answer_id`` ``<id>``: the text between
                      ``answer-`` and the next ``.``, e.g. ``answer-no.friend1@x`` -> ``"no"``
                      (sent as given even if no such button exists)
+``minimal``          received only, in the getting-started document's own shape:
+                     ``received_timestamp``, ``member`` and ``message_key``, no ``status``
 ==================== ==================================================================
 
 A message sealed (or auto-locked by an earlier answer) before its ack is due is not acked: the
@@ -81,25 +92,31 @@ pair becomes a friend), or for a local part starting with ``decline`` result ``d
 ``email`` and ``user_details`` null. Inviting a friend is error 20007.
 
 Injected faults (``fail_rate`` chance per authenticated, well-formed call; kind drawn from
-``fail_kinds`` by a seeded RNG): ``provider_error`` answers 1000 without executing or caching
-anything (a rolled-back server transaction: a retry with the same id runs afresh), ``http500``
-answers HTTP 500 without executing, ``slow`` executes, then holds the answer ``slow_seconds``
-while the id still counts as running (a retry meanwhile gets 1009), then caches it. ``latency``
-is added to every answer, inside the running window for executed calls.
+``fail_kinds`` by a seeded RNG): ``provider_error`` answers 1000 instead of executing (the
+method raised inside and its transaction rolled back) and, like the real server, caches that
+1000 under the id: a retry with the same id replays it, a call already answered replays its
+own answer instead; ``http500`` answers HTTP 500 without executing or caching; ``slow``
+executes, then holds the answer ``slow_seconds`` while the id still counts as running (a retry
+meanwhile gets 1009), then caches it. ``latency`` is added to every answer, inside the running
+window for executed calls.
 
 Control API (JSON) under ``/_sim/``; list endpoints answer ``{"<name>": [...]}``, oldest first:
 ``GET messages``, ``GET calls`` (every API call: method, id, params, response, outcome),
-``GET callbacks`` (one entry per delivery attempt with the parsed response), ``GET invites``
-(``friend.invite`` calls), ``GET flows`` (started local flows), ``GET stats``, ``GET|POST config`` (POST merges fields),
+``GET callbacks`` (one entry per delivery attempt with the parsed response), ``GET deliveries``
+(one entry per callback id: method, attempts, retries, status codes, latest outcome),
+``GET warnings`` (the admin mails), ``GET callback-methods`` (each documented method with
+example params), ``GET invites`` (``friend.invite`` calls), ``GET flows`` (started local
+flows), ``GET stats``, ``GET|POST config`` (POST merges fields),
 ``POST reset`` (forgets records, counters, the result cache and pending callbacks, re-seeds
 friends; keeps config), ``GET|POST friends`` (``{"add": [{"email", "app_id"?, "name"?,
 "language"?}], "remove": [{"email", "app_id"?}]}``, plain e-mails allowed), ``POST invited``
 (``{"email", "app_id"?, "name"?, "origin"?, "message"?, "language"?, "tag"?}``: a user asks to
 connect; ``friend.invited`` goes out at once and, if the service answers ``"accepted"`` or a
 JSON-object string, the pair becomes a friend and ``friend.invite_result`` ``established``
-follows), ``POST callback`` (``{"method", "params", "id"?, "delay"?}``: any callback, a fresh
-uuid1 id unless given), ``POST test`` (``test.test`` with a fresh uuid4 ``value``; the entry
-records ``echo_ok``).
+follows), ``POST callback`` (``{"method", "params"?, "email"?, "id"?, "delay"?}``: any
+callback, a fresh uuid1 id unless given; without ``params`` a documented method gets example
+params for ``email``), ``POST every-callback`` (``{"email"?}``: each documented method once),
+``POST test`` (``test.test`` with a fresh uuid4 ``value``; the entry records ``echo_ok``).
 
 Run it: ``python -m shared.providers.sandbox.rogerthat --port 8026 --callback-url URL``.
 """
@@ -194,7 +211,8 @@ class RogerthatSimConfig:
     fail_kinds: list[str] = field(default_factory=lambda: ["provider_error"])
     slow_seconds: float = 5.0
     seed: int | None = None
-    callback_retries: int = 5
+    callback_retries: int = 8  # the real server never gives up; 8 reaches the admin mail
+    warn_after_retries: int = 7  # "will soon be disabled" after this many retries
     callback_timeout: float = 5.0
     friends: list[str] = field(default_factory=list)
 
@@ -211,6 +229,8 @@ class RogerthatSimConfig:
         if self.fail_rate > 1:
             raise ValueError("fail_rate must be within 0..1")
         self.callback_retries = int(_non_negative("callback_retries", self.callback_retries))
+        self.warn_after_retries = int(_non_negative("warn_after_retries",
+                                                    self.warn_after_retries))
         if isinstance(self.fail_kinds, str) or not isinstance(self.fail_kinds, Sequence):
             raise TypeError("fail_kinds must be a list")
         unknown = [k for k in self.fail_kinds if k not in FAIL_KINDS]
@@ -287,7 +307,7 @@ def message_scenario(email: str) -> tuple[str, str | None]:
     """(scenario, answer id for ``answer-<id>``) for a member, see the module docstring."""
     local = local_part(email)
     lowered = local.lower()
-    for name in ("noreport", "silent", "dismiss"):
+    for name in ("noreport", "silent", "dismiss", "minimal"):
         if lowered.startswith(name):
             return name, None
     if lowered.startswith("answer-"):
@@ -750,6 +770,8 @@ def _zero_stats() -> dict[str, Any]:
         "callbacks_abandoned": 0,
         "callbacks_unsent": 0,
         "callbacks_suppressed": 0,
+        "callbacks_retried": 0,
+        "admin_warnings": 0,
         "tests_passed": 0,
         "tests_failed": 0,
     }
@@ -780,6 +802,8 @@ class RogerthatSimState:
         self._callbacks: list[dict[str, Any]] = []
         self._invites: list[dict[str, Any]] = []
         self._flows: list[dict[str, Any]] = []
+        self._deliveries: dict[str, dict[str, Any]] = {}  # callback id -> its sends so far
+        self._warnings: list[dict[str, Any]] = []
         self._results: dict[tuple[str, str], _CachedResult] = {}
         self._friends: dict[tuple[str, str], dict[str, Any]] = {}
         self._unfriended: set[tuple[str, str]] = set()
@@ -810,6 +834,16 @@ class RogerthatSimState:
     def invites(self) -> list[dict[str, Any]]:
         with self.lock:
             return copy.deepcopy(self._invites)
+
+    def deliveries(self) -> list[dict[str, Any]]:
+        """One entry per callback id, oldest first: how often it was sent and how it fared."""
+        with self.lock:
+            return copy.deepcopy(list(self._deliveries.values()))
+
+    def warnings(self) -> list[dict[str, Any]]:
+        """The "will soon be disabled" mails the service's admins got, oldest first."""
+        with self.lock:
+            return copy.deepcopy(self._warnings)
 
     def flows(self) -> list[dict[str, Any]]:
         """Local flows started with ``messaging.start_local_flow``, oldest first."""
@@ -1061,13 +1095,14 @@ class RogerthatSimState:
         if scenario == "noreport":
             return
         key, delay = record["key"], self.config.callback_delay
+        received = self._minimal_params if scenario == "minimal" else self._received_params
         self.dispatcher.schedule(
             "messaging.update",
             delay=delay,
             generation=self.generation,
-            prepare=lambda: self._received_params(key, index),
+            prepare=lambda: received(key, index),
         )
-        if scenario == "silent":
+        if scenario in ("silent", "minimal"):
             return
         if scenario == "default":
             answer_id = record["answers"][0]["id"] if record["answers"] else None
@@ -1106,6 +1141,13 @@ class RogerthatSimState:
             params = self._update_params(record, member)
             params["status"] = STATUS_RECEIVED
             return params
+
+    def _minimal_params(self, key: str, index: int) -> dict[str, Any] | None:
+        """Received, as the getting-started document's example shows it: three fields only."""
+        params = self._received_params(key, index)
+        if params is None:
+            return None
+        return {name: params[name] for name in ("received_timestamp", "member", "message_key")}
 
     def _acked_params(self, key: str, index: int, answer_id: str | None) -> dict[str, Any] | None:
         """At due time: the member pressed a button (or dismissed), unless the message is locked."""
@@ -1251,7 +1293,37 @@ class RogerthatSimState:
             self._stats[counter] += 1
             if entry["outcome"] == "abandoned":
                 self._stats["callbacks_failed"] += 1
+            self._track_delivery(entry)
             self._touch()
+
+    def _track_delivery(self, entry: dict[str, Any]) -> None:
+        """Count one send of a callback id (a re-send of an id is a retry, as the service sees
+        it) and, when it keeps failing, warn the admins as the real server does."""
+        delivery = self._deliveries.setdefault(entry["callback_id"], {
+            "callback_id": entry["callback_id"], "method": entry["method"], "attempts": 0,
+            "retries": 0, "status_codes": [], "outcome": None, "admin_warned": False})
+        delivery["attempts"] += 1
+        delivery["retries"] = delivery["attempts"] - 1
+        delivery["status_codes"].append(entry["status_code"])
+        delivery["outcome"] = entry["outcome"]
+        if delivery["retries"]:
+            self._stats["callbacks_retried"] += 1
+        failing = entry["outcome"] in ("retry", "abandoned")
+        if failing and delivery["retries"] >= self.config.warn_after_retries:
+            self._warn_admins(delivery)
+
+    def _warn_admins(self, delivery: dict[str, Any]) -> None:
+        """The mail after ``warn_after_retries`` failed retries, at most one an hour."""
+        if self._warnings and time.time() - self._warnings[-1]["at"] < 3600:
+            return
+        delivery["admin_warned"] = True
+        self._stats["admin_warnings"] += 1
+        self._warnings.append({
+            "at": time.time(), "callback_id": delivery["callback_id"],
+            "method": delivery["method"], "retries": delivery["retries"],
+            "subject": "Rogerthat service will soon be disabled",
+            "text": f"Callback {delivery['method']} ({delivery['callback_id']}) failed after "
+                    f"{delivery['retries']} retries; the service will soon be disabled."})
 
     def count_suppressed(self) -> None:
         with self.lock:
@@ -1285,12 +1357,105 @@ class RogerthatSimState:
             self._callbacks.clear()
             self._invites.clear()
             self._flows.clear()
+            self._deliveries.clear()
+            self._warnings.clear()
             self._results.clear()
             self._stats = _zero_stats()
             self._rng = random.Random(self.config.seed)
             self._seed_friends()
             self.dispatcher.clear()
             self._touch()
+
+
+# --------------------------------------------------------------------------- documented callbacks
+
+# Every callback method the guide names (providers.md §1.8's table, then the callback names of
+# §1.5) with the params of its server signature, in order: what a service must expect, whether
+# it handles the method or not.
+DOCUMENTED_CALLBACKS: dict[str, tuple[str, ...]] = {
+    "test.test": ("value",),
+    "messaging.update": ("status", "answer_id", "received_timestamp", "acked_timestamp", "member",
+                         "message_key", "parent_message_key", "tag", "service_identity",
+                         "user_details"),
+    "messaging.form_update": ("status", "form_result", "answer_id", "member", "message_key",
+                              "tag", "received_timestamp", "acked_timestamp",
+                              "parent_message_key", "result_key", "service_identity",
+                              "user_details"),
+    "messaging.poke": ("email", "tag", "result_key", "context", "service_identity",
+                       "user_details", "timestamp"),
+    "messaging.flow_member_result": ("message_flow_run_id", "member", "steps", "end_id",
+                                     "end_message_flow_id", "flush_id", "flush_message_flow_id",
+                                     "parent_message_key", "tag", "result_key",
+                                     "service_identity", "user_details"),
+    "friend.invited": ("email", "name", "message", "language", "tag", "origin",
+                       "service_identity", "user_details"),
+    "friend.invite_result": ("email", "result", "tag", "origin", "service_identity",
+                             "user_details"),
+    "friend.broke_up": ("email", "service_identity", "user_details"),
+    "friend.update": ("user_details",),
+    "system.api_call": ("email", "method", "params", "tag", "service_identity", "user_details"),
+    "friend.in_reach": ("service_identity", "user_details", "beacon", "proximity", "timestamp"),
+    "friend.out_of_reach": ("service_identity", "user_details", "beacon", "timestamp"),
+    "friend.is_in_roles": ("service_identity", "user_details", "roles"),
+    "messaging.new_chat_message": ("parent_message_key", "message_key", "sender", "message",
+                                   "answers", "timestamp", "tag", "service_identity",
+                                   "attachments"),
+    "system.service_deleted": ("email", "success"),
+    "messaging.chat_deleted": ("parent_message_key", "member", "timestamp", "service_identity",
+                               "tag"),
+    "friend.location_fix": ("service_identity", "user_details", "location", "tracker_key"),
+    "friend.register": ("service_identity", "user_details", "origin"),
+    "friend.register_result": ("service_identity", "user_details", "origin"),
+    "system.brandings_updated": ("brandings", "reason"),
+}
+SAMPLE_EMAIL = "friend.sample@example.com"
+# Values that differ by method; every other name takes its value from _sample_values.
+_EXAMPLE_OVERRIDES: dict[str, dict[str, Any]] = {
+    "messaging.form_update": {"status": STATUS_RECEIVED | STATUS_ACKED | STATUS_READ,
+                              "answer_id": "positive"},
+    "friend.invite_result": {"origin": "service_invite"},
+    "friend.register": {"origin": "qr"},
+    "friend.register_result": {"origin": "qr"},
+}
+
+
+def example_callback_params(
+    state: RogerthatSimState, method: str, email: str = SAMPLE_EMAIL
+) -> dict[str, Any]:
+    """Example params of a documented callback about ``email`` (KeyError for another method):
+    the names of its signature with plausible values, fresh keys and timestamps."""
+    values = {**_sample_values(state, email), **_EXAMPLE_OVERRIDES.get(method, {})}
+    if method == "friend.update":
+        values["user_details"] = values["sender"]  # a single object here, not a list (§1.8)
+    if method == "messaging.chat_deleted":
+        values["member"] = values["sender"]  # a UserDetailsTO in this one
+    return {name: values[name] for name in DOCUMENTED_CALLBACKS[method]}
+
+
+def _sample_values(state: RogerthatSimState, email: str) -> dict[str, Any]:
+    """One value per param name of ``DOCUMENTED_CALLBACKS``."""
+    now, key = int(time.time()), str(uuid.uuid4())
+    details = state.user_details(email, DEFAULT_APP_ID)
+    step = {"step_type": "message_step", "step_id": "day", "message_flow_id": None,
+            "received_timestamp": now, "acknowledged_timestamp": now, "answer_id": "mon",
+            "message": "Which day?", "button": "Monday"}
+    return {
+        "value": str(uuid.uuid4()), "status": STATUS_RECEIVED, "answer_id": None,
+        "received_timestamp": now, "acked_timestamp": 0, "member": email, "email": email,
+        "message_key": key, "parent_message_key": key, "tag": None,
+        "service_identity": DEFAULT_IDENTITY, "user_details": [details], "sender": details,
+        "form_result": {"type": "unicode_result", "result": {"value": "blue"}},
+        "result_key": str(uuid.uuid4()), "context": None, "timestamp": now,
+        "message_flow_run_id": str(uuid.uuid4()), "steps": [step], "end_id": "done",
+        "end_message_flow_id": None, "flush_id": None, "flush_message_flow_id": None,
+        "name": details["name"], "message": "Hello", "language": details["language"],
+        "origin": "user_invite", "result": "accepted", "method": "sample.method",
+        "params": "{}", "beacon": {"uuid": str(uuid.uuid4()), "major": 1, "minor": 2},
+        "proximity": "near", "roles": [{"id": 1, "name": "staff", "type": "managed"}],
+        "answers": [], "attachments": [], "success": True, "tracker_key": str(uuid.uuid4()),
+        "location": {"latitude": 51.05, "longitude": 3.72, "accuracy": 10, "timestamp": now},
+        "brandings": [{"id": "b" * 64, "description": "sample"}], "reason": "sample",
+    }
 
 
 # --------------------------------------------------------------------------- callback delivery
@@ -1482,11 +1647,7 @@ def handle_api(state: RogerthatSimState) -> Response:
 
 
 def _answer_call(
-    state: RogerthatSimState,
-    entry: dict[str, Any],
-    api_key: str,
-    rpc_id: str,
-    method: str,
+    state: RogerthatSimState, entry: dict[str, Any], api_key: str, rpc_id: str, method: str,
     params: dict[str, Any],
 ) -> Response:
     """Faults, dedupe and execution of a well-formed, authenticated call."""
@@ -1496,15 +1657,13 @@ def _answer_call(
         _sleep(cfg.latency)
         resp = Response("Internal Server Error", 500, content_type="text/plain")
         return _finish(state, entry, "injected", resp)
-    if fault == "provider_error":
-        _sleep(cfg.latency)
-        return _finish(state, entry, "injected", _jsonrpc(_error_body(rpc_id, unknown_error())))
     slow = cfg.slow_seconds if fault == "slow" else 0.0
+    outcome = "injected" if fault == "provider_error" else "executed"
     if not METHODS[method][1]:  # not cached: always executes
         _sleep(cfg.latency)
-        body = state.execute(method, params, rpc_id)
+        body = _run(state, method, params, rpc_id, fault)
         _sleep(slow)
-        return _finish(state, entry, "executed", _jsonrpc(body))
+        return _finish(state, entry, outcome, _jsonrpc(body))
     key = (api_key, rpc_id)
     status, stored = state.begin_call(key)
     if status == "running":
@@ -1517,13 +1676,23 @@ def _answer_call(
         return _finish(state, entry, "replayed", _jsonrpc(stored))
     try:
         _sleep(cfg.latency)
-        body = state.execute(method, params, rpc_id)
+        body = _run(state, method, params, rpc_id, fault)
         _sleep(slow)
     except BaseException:
         state.abandon_call(key)
         raise
-    state.finish_call(key, body)
-    return _finish(state, entry, "executed", _jsonrpc(body))
+    state.finish_call(key, body)  # a result, a refusal or a 1000: cached alike
+    return _finish(state, entry, outcome, _jsonrpc(body))
+
+
+def _run(
+    state: RogerthatSimState, method: str, params: dict[str, Any], rpc_id: str, fault: str | None
+) -> str:
+    """The answer of a call that runs: executed, or for an injected ``provider_error`` the 1000
+    of a method that raised inside (nothing happened; the server caches that 1000 too)."""
+    if fault == "provider_error":
+        return _error_body(rpc_id, unknown_error())
+    return state.execute(method, params, rpc_id)
 
 
 def _sleep(seconds: float) -> None:
@@ -1628,32 +1797,67 @@ def _register_control_api(app: Flask, state: RogerthatSimState) -> None:
         callback_id, params = state.user_invited(body)
         return jsonify({"callback_id": callback_id, "params": params}), 202
 
-    @app.post("/_sim/callback")
-    def sim_callback() -> Response | tuple[Response, int]:
-        body = request.get_json(silent=True)
-        if not isinstance(body, dict) or not isinstance(body.get("method"), str):
-            return _bad('expected {"method": ..., "params": {...}, "id"?, "delay"?}')
-        params = body.get("params", {})
-        callback_id = body.get("id")
-        if callback_id is not None and not isinstance(callback_id, str):
-            return _bad("id must be a string")
-        try:
-            delay = _non_negative("delay", body.get("delay", 0))
-        except (TypeError, ValueError) as exc:
-            return _bad(str(exc))
-        callback_id = state.dispatcher.schedule(
-            body["method"],
-            params=params,
-            delay=delay,
-            generation=state.generation,
-            callback_id=callback_id,
-        )
-        return jsonify({"callback_id": callback_id}), 202
-
     @app.post("/_sim/test")
     def sim_test() -> tuple[Response, int]:
         callback_id, value = state.send_test()
         return jsonify({"callback_id": callback_id, "value": value}), 202
+
+    _register_callback_api(app, state)
+
+
+def _register_callback_api(app: Flask, state: RogerthatSimState) -> None:
+    """The /_sim/ endpoints that send callbacks and show how their delivery went."""
+
+    @app.post("/_sim/callback")
+    def sim_callback() -> Response | tuple[Response, int]:
+        return _schedule_callback(state, request.get_json(silent=True))
+
+    @app.post("/_sim/every-callback")
+    def sim_every_callback() -> Response | tuple[Response, int]:
+        email = (request.get_json(silent=True) or {}).get("email") or SAMPLE_EMAIL
+        if not isinstance(email, str) or not EMAIL_RE.fullmatch(email):
+            return _bad("email must be an e-mail address")
+        sent = [{"method": method, "callback_id": state.dispatcher.schedule(
+            method, params=example_callback_params(state, method, email),
+            generation=state.generation)} for method in DOCUMENTED_CALLBACKS]
+        return jsonify({"callbacks": sent}), 202
+
+    @app.get("/_sim/callback-methods")
+    def sim_callback_methods() -> Response:
+        return jsonify({"callback-methods": [
+            {"method": method, "params": example_callback_params(state, method)}
+            for method in DOCUMENTED_CALLBACKS]})
+
+    @app.get("/_sim/deliveries")
+    def sim_deliveries() -> Response:
+        return jsonify({"deliveries": state.deliveries()})
+
+    @app.get("/_sim/warnings")
+    def sim_warnings() -> Response:
+        return jsonify({"warnings": state.warnings()})
+
+
+def _schedule_callback(state: RogerthatSimState, body: Any) -> Response | tuple[Response, int]:
+    """POST /_sim/callback: any method; a documented one without ``params`` gets examples."""
+    if not isinstance(body, dict) or not isinstance(body.get("method"), str):
+        return _bad('expected {"method": ..., "params"?: {...}, "email"?, "id"?, "delay"?}')
+    method, params, callback_id = body["method"], body.get("params"), body.get("id")
+    if callback_id is not None and not isinstance(callback_id, str):
+        return _bad("id must be a string")
+    email = body.get("email") or SAMPLE_EMAIL
+    if not isinstance(email, str) or not EMAIL_RE.fullmatch(email):
+        return _bad("email must be an e-mail address")
+    if params is None:
+        known = method in DOCUMENTED_CALLBACKS
+        params = example_callback_params(state, method, email) if known else {}
+    try:
+        delay = _non_negative("delay", body.get("delay", 0))
+    except (TypeError, ValueError) as exc:
+        return _bad(str(exc))
+    callback_id = state.dispatcher.schedule(
+        method, params=params, delay=delay, generation=state.generation, callback_id=callback_id
+    )
+    return jsonify({"callback_id": callback_id, "params": params}), 202
 
 
 def _change_friends(state: RogerthatSimState, body: Any) -> str | None:
