@@ -23,12 +23,29 @@ from shared.settings import get_settings
 
 log = logging.getLogger(__name__)
 NOT_REACHABLE = frozenset({"declined", "not_friend"})
+INVITE_TAG_PREFIX = "switchboard-invite:"  # + the invitation's request id
 
 
 def find(session: Session, channel: str, address: str, app_id: str) -> Contact | None:
     return session.scalars(select(Contact).where(
         Contact.channel == channel, Contact.address == address.lower(),
         Contact.app_id == app_id)).first()
+
+
+def invitation_tag(request_id: str) -> str:
+    """Our own tag for an invitation. The messenger echoes it in the invitation's result,
+    and a declined result carries no e-mail: the tag is all that says whose it was. Made
+    from the request id, so a retried invitation carries the same tag."""
+    return INVITE_TAG_PREFIX + request_id
+
+
+def find_by_invite_tag(session: Session, channel: str, tag: str) -> Contact | None:
+    """The contact whose latest invitation carried ``tag`` (recorded by ``record``)."""
+    if not tag.startswith(INVITE_TAG_PREFIX):
+        return None
+    return session.scalars(select(Contact).where(
+        Contact.channel == channel,
+        Contact.details["invite_tag"].as_string() == tag)).first()
 
 
 def may_message(session: Session, channel: str, address: str, app_id: str) -> bool:
@@ -106,6 +123,8 @@ def on_contact(work: Any, occurrence: handlers.Occurrence) -> bool:
     """A friendship callback: record the contact's new status and tell the producer."""
     assert occurrence.event is not None
     data = dict(occurrence.event.data)
+    if data.get("change") == "invite_result" and not data.get("email") and data.get("tag"):
+        data = _invited_by_us(work.session, occurrence.provider or "", data)
     change, email = data.get("change"), data.get("email")
     if change == "invited":  # decided inline by our receiver; ``answer`` is what it said
         status: str | None = "friend" if occurrence.answer == "accepted" else "declined"
@@ -117,6 +136,16 @@ def on_contact(work: Any, occurrence: handlers.Occurrence) -> bool:
     add_app_event(work.session, "contact",
                   {"channel": occurrence.provider, "status": status, **data})
     return True
+
+
+def _invited_by_us(session: Session, channel: str, data: dict[str, Any]) -> dict[str, Any]:
+    """An invitation result without an e-mail (a decline): whose it is, from our tag."""
+    contact = find_by_invite_tag(session, channel, str(data["tag"]))
+    if contact is None:
+        log.info("an invitation result with tag %r matches none of our invitations",
+                 data["tag"])
+        return data
+    return {**data, "email": contact.address, "app_id": contact.app_id}
 
 
 def learn_refusal(session: Session, channel: str, address: str, scope: str,

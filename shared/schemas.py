@@ -181,7 +181,7 @@ class SendRequest(Strict):
     deadlines: dict[Channel, int] = Field(default_factory=dict)
     # Messenger (rogerthat) content
     buttons: list[AnswerButton] = Field(default_factory=list, max_length=20)
-    allow_dismiss: bool = False
+    allow_dismiss: bool = False  # implied when there are no buttons (plain text is dismissable)
     auto_lock: bool = False
     branding: str | None = Field(default=None, min_length=1, max_length=200)
     alert: Alert | None = None
@@ -245,8 +245,6 @@ class SendRequest(Strict):
             raise _field_error("conversation", "inapp hops need a conversation (consumer_id)")
         if self.conversation is not None and not CONVERSATION_CHANNELS & set(self.route):
             raise _field_error("conversation", "a conversation needs an inapp hop in the route")
-        if "rogerthat" in self.route and not self.buttons and not self.allow_dismiss:
-            raise _field_error("buttons", "a messenger message needs buttons or allow_dismiss")
         return self
 
     @model_validator(mode="after")

@@ -71,9 +71,21 @@ def record_callback(provider: str, params: Mapping[str, Any],
         event = parse(params)
     except CallbackError as exc:
         if keep_invalid:
-            _store(Callback(status=CallbackStatus.INVALID, error=str(exc), **common))
+            _store_invalid(exc, common)
         return Outcome("invalid", error=exc)
     return _store_once(provider, event, common, decide, enqueue)
+
+
+def _store_invalid(exc: CallbackError, common: dict[str, Any]) -> None:
+    """Keep a refused callback for the audit trail: once per dedupe key when the error
+    carries one (a provider retrying the same callback id is not stored again)."""
+    dedupe_key = _fitting(exc.dedupe_key) if exc.dedupe_key else None
+    try:
+        _store(Callback(status=CallbackStatus.INVALID, error=str(exc), dedupe_key=dedupe_key,
+                        **common))
+    except IntegrityError:
+        if dedupe_key is None:
+            raise
 
 
 def _as_received(provider: str, params: dict[str, Any]) -> dict[str, Any]:

@@ -1,8 +1,17 @@
 """Callbacks from the messenger: ``POST /callbacks/rogerthat`` (JSON-RPC, providers.md §1.8).
 
 Authenticated by the service key the messenger presents (``X-Nuntiuz-Service-Key``,
-constant-time); answered in JSON-RPC form with the same id. The messenger retries with the
-same id, so callbacks dedupe on it and a retry gets exactly the answer the first one got.
+constant-time; a wrong or missing one is a 401, as the official receiver answers); answered in
+JSON-RPC form with the same id. The messenger retries with the same id, so callbacks dedupe on
+it and a retry gets exactly the answer the first one got.
+
+The messenger retries any answer that is not an HTTP 200 (and after a few failures mails the
+service's admins that it "will soon be disabled"), while a 200 carrying a JSON-RPC ``error``
+ends the retries. So every authenticated callback that has a JSON-RPC id is answered 200: with
+a ``result``, or with an ``error`` when we cannot use it (a method we do not handle, a field we
+cannot read), stored once for the audit trail. Only a body with no id to answer (not JSON, not
+an object) is a 400, and a database that cannot store it a 503: then a retry is what we want.
+
 Two callbacks need an answer inline: ``test.test`` (echo the value) and ``friend.invited``
 (accept or decline, from the configured policy); everything else is stored and answered null.
 """
@@ -17,6 +26,7 @@ from shared import contacts
 from shared.db import session_scope
 from shared.providers import get_provider
 from shared.providers.base import ProviderEvent
+from shared.providers.rogerthat import callback_refusal
 from webhooks.inbound import record_callback
 
 rogerthat = Blueprint("rogerthat", __name__)
@@ -43,6 +53,7 @@ def _decide(event: ProviderEvent) -> Any:
 
 @rogerthat.post("/callbacks/rogerthat")
 def callback():  # type: ignore[no-untyped-def]
+    """One callback: 401 unauthenticated, else a JSON-RPC answer (module docstring)."""
     provider = get_provider("rogerthat")
     if not provider.verify_service_key(request.headers.get("X-Nuntiuz-Service-Key")):  # type: ignore[attr-defined]
         return jsonify(error="unauthorized", message="missing or unknown service key"), 401
@@ -58,9 +69,9 @@ def callback():  # type: ignore[no-untyped-def]
     envelope_id = envelope.get("id")
     if outcome.kind == "invalid":
         assert outcome.error is not None
-        return _rpc(envelope_id, error={"code": 1001 if outcome.error.field != "method"
-                                        else 1006, "message": outcome.error.message,
-                                        "name": outcome.error.field}, status=400)
-    if outcome.kind == "unavailable":  # not JSON-RPC: the messenger keeps it and retries
+        refusal = callback_refusal(envelope, outcome.error)
+        answerable = isinstance(envelope_id, str) and bool(envelope_id)
+        return _rpc(envelope_id, error=refusal["error"], status=200 if answerable else 400)
+    if outcome.kind == "unavailable":  # not stored: a non-200 makes the messenger retry it
         return jsonify(error="unavailable", message="try again later"), 503
     return _rpc(envelope_id, result=outcome.answer)

@@ -2,6 +2,8 @@
 
 Each call carries a JSON-RPC id chosen when the producer asked (in the task arguments), so a
 retried task reuses it and the messenger replays the first result instead of acting twice.
+``retries`` (the task's retry count) lets the adapter get past an error the messenger cached
+under that id (a 1000), which a retry under the same id could only replay.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from shared.providers import channel_for, provider_for
 from shared.providers.base import PermanentError
 
 
-def seal(message_id: str, rpc_id: str) -> str:
+def seal(message_id: str, rpc_id: str, retries: int = 0) -> str:
     """Lock the messenger message of ``message_id`` (after the producer has its answer)."""
     with session_scope() as session:
         key = session.scalars(select(Attempt.provider_message_id).where(
@@ -26,7 +28,7 @@ def seal(message_id: str, rpc_id: str) -> str:
         _note(message_id, "seal_failed", reason="no messenger message to seal")
         return "nothing_to_seal"
     try:
-        provider_for("seal").seal(key, rpc_id=rpc_id)  # type: ignore[attr-defined]
+        provider_for("seal").seal(key, rpc_id=rpc_id, retries=retries)  # type: ignore[attr-defined]
     except PermanentError as exc:
         _note(message_id, "seal_failed", reason=exc.reason, detail=exc.detail)
         return exc.reason
@@ -40,14 +42,17 @@ def _note(message_id: str, type_: str, **payload: object) -> None:
 
 
 def invite(email: str, app_id: str, rpc_id: str, name: str | None = None,
-           message: str | None = None, language: str | None = None) -> str:
-    """Ask someone to become the service's friend; the answer comes as friend.invite_result."""
+           message: str | None = None, language: str | None = None, retries: int = 0) -> str:
+    """Ask someone to become the service's friend; the answer comes as friend.invite_result,
+    matched by our own tag (``contacts.invitation_tag``: a decline carries no e-mail)."""
+    tag = contacts.invitation_tag(rpc_id)
     with session_scope() as session:
         contacts.record(session, channel_for("friendships"), email, app_id, "invited",
-                        name=name)
+                        name=name, details={"invite_tag": tag})
     try:
         provider_for("friendships").invite(  # type: ignore[attr-defined]
-            email, app_id, name=name, message=message, language=language, rpc_id=rpc_id)
+            email, app_id, name=name, message=message, language=language, tag=tag,
+            rpc_id=rpc_id, retries=retries)
     except PermanentError as exc:
         if exc.reason == "already_friend":
             _contact(email, app_id, "friend", "invite")
@@ -57,8 +62,10 @@ def invite(email: str, app_id: str, rpc_id: str, name: str | None = None,
     return "invited"
 
 
-def break_up(email: str, app_id: str, rpc_id: str) -> str:
-    provider_for("friendships").break_up(email, app_id, rpc_id=rpc_id)  # type: ignore[attr-defined]
+def break_up(email: str, app_id: str, rpc_id: str, retries: int = 0) -> str:
+    """End the friendship at the messenger, then record it (no callback tells us)."""
+    provider_for("friendships").break_up(  # type: ignore[attr-defined]
+        email, app_id, rpc_id=rpc_id, retries=retries)
     _contact(email, app_id, "not_friend", "break_up")
     return "broken_up"
 

@@ -103,12 +103,17 @@ class AmbiguousError(ProviderError):
 
 
 class CallbackError(ValueError):
-    """A provider callback we cannot read; ``field`` names the offending parameter."""
+    """A provider callback we cannot read; ``field`` names the offending parameter.
 
-    def __init__(self, field: str, message: str) -> None:
+    ``dedupe_key`` is set when the callback still carries the provider's own id (e.g. the
+    messenger's JSON-RPC id): a provider that retries it is then not stored again.
+    """
+
+    def __init__(self, field: str, message: str, dedupe_key: str | None = None) -> None:
         super().__init__(f"{field}: {message}")
         self.field = field
         self.message = message
+        self.dedupe_key = dedupe_key
 
 
 @dataclass(frozen=True)
@@ -202,6 +207,9 @@ class SendContext:
     # session_id, visit_id, reply_to, consumer, listing_details. Only for conversation hops.
     conversation: Mapping[str, Any] | None = None
     images: ImageCache | None = None  # for adapters that upload images before sending
+    # How many times this attempt was already retried (0 on its first send): an adapter
+    # whose provider caches answers by request id (the messenger) picks the id from it.
+    retries: int = 0
 
 
 @dataclass(frozen=True)

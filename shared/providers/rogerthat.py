@@ -5,14 +5,21 @@ worker only ever sees ``SendResult``, ``ProviderEvent`` and the three ``Provider
 The adapter is stateless apart from its configuration and is safe to share.
 
 Failure classification differs from the SMS gateway because Rogerthat is idempotent (§1.3):
-the server stores every result under the JSON-RPC ``id`` for a day and replays it when the
-same ``id`` comes again (or answers 1009 while the first call still runs). We always send the
-attempt id (or another stable id the caller chose), so whenever we cannot tell whether a call
-took effect (read timeout, dropped connection, 5xx, 429, an empty or unreadable 200) resending
-is safe and the error is ``RetryableError``. Only a refusal is ``PermanentError``.
+the server stores every answer under the JSON-RPC ``id`` for a day, its error included, and
+replays it when the same ``id`` comes again (or answers 1009 while the first call still runs).
+We send the attempt id (or another stable id the caller chose), so whenever we cannot tell
+whether a call took effect (read timeout, dropped connection, 5xx, 429, an empty or unreadable
+200) resending with that id is safe and the error is ``RetryableError``. Error 1000 is
+retryable too, but the server cached it: a retry under the same id would only get it back, so
+retries walk a chain of ids (``rpc_ids``) and execute afresh only past a cached 1000. Only a
+refusal is ``PermanentError``.
 
 Callbacks (§1.8) arrive as a JSON-RPC envelope authenticated only by the shared service key
-header; retries reuse the envelope ``id``, which is therefore the dedupe key.
+header; retries reuse the envelope ``id``, which is therefore the dedupe key. The server
+retries every answer that is not an HTTP 200 with a JSON-RPC body (and after a few failures
+mails the service's admins that it "will soon be disabled"), while a 200 carrying an
+``error`` ends the retries: so a callback we cannot use is answered with ``callback_refusal``,
+not an HTTP error.
 """
 
 from __future__ import annotations
@@ -144,7 +151,8 @@ _ALL_ALERT_BITS = sum(AlertFlag)
 _MAX_UI_FLAGS = int(ButtonUiFlag.EXPECT_NEXT_WAIT_5 | ButtonUiFlag.AUTHORIZE_LOCATION)
 
 # Envelope and business error codes (§1.4) -> our reason; any other code is "error_<code>".
-_RETRYABLE_CODES = {1000: "provider_error", 1009: "still_running"}
+UNKNOWN_ERROR, STILL_RUNNING = 1000, 1009
+_RETRYABLE_CODES = {UNKNOWN_ERROR: "provider_error", STILL_RUNNING: "still_running"}
 _PERMANENT_CODES = {
     1001: "invalid_request", 1002: "service_disabled", 1003: "invalid_request",
     1004: "invalid_request", 1005: "invalid_request", 1006: "invalid_request",
@@ -158,6 +166,7 @@ _PERMANENT_CODES = {
     40004: "invalid_request", 40005: "invalid_request", 40009: "flow_language",
 }
 FLOW_NAMESPACE = "https://rogerth.at/api/1/MessageFlow.xsd"
+RETRY_ID_INFIX = ".r"  # rpc_ids: "<id>", "<id>.r1", "<id>.r2", ...
 
 
 # --------------------------------------------------------------------------------------
@@ -341,6 +350,24 @@ def parse_reply(body: bytes, rpc_id: str) -> Any:
     return reply.get("result")
 
 
+def rpc_ids(rpc_id: str, retries: int = 0) -> list[str]:
+    """The JSON-RPC ids a call may use once it has been retried ``retries`` times, in order:
+    ``rpc_id``, then ``rpc_id.r1`` ... ``rpc_id.r<retries>``.
+
+    Why a chain: the server caches each answer under its id for a day, errors included
+    (§1.3). A retry whose first outcome is unknown (a timeout) must reuse the id, so the cache
+    replays what happened instead of acting twice; a retry after error 1000, which the server
+    cached, needs a new id or it only gets the same 1000 back. Walking the chain from its
+    start does both without remembering which retry followed what: an id that already failed
+    with 1000 replays that 1000 (nothing runs) and the walk moves on; the first id that did
+    not replays its outcome (a result, a refusal, 1009) or, never sent before, runs the call.
+    Every new id follows a 1000 that cost a retry, so ``retries`` + 1 ids are enough.
+    """
+    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+        raise ValueError(f"retries must be a non-negative int, not {retries!r}")
+    return [rpc_id, *(f"{rpc_id}{RETRY_ID_INFIX}{n}" for n in range(1, retries + 1))]
+
+
 # --------------------------------------------------------------------------------------
 # Callbacks (§1.8)
 # --------------------------------------------------------------------------------------
@@ -393,11 +420,28 @@ def _update_kind(status: int, params: Mapping[str, Any]) -> tuple[EventKind, str
     raise CallbackError("status", f"no known status bit in {status}")
 
 
-def _messaging_update(params: Mapping[str, Any]) -> dict[str, Any]:
-    message_key = _required_str(params, "message_key")
+def _update_status(params: Mapping[str, Any]) -> int:
+    """The member's ``status`` bitmask; without one, what the timestamps say.
+
+    The getting-started document's own ``messaging.update`` example carries only
+    ``received_timestamp``, ``member`` and ``message_key``: a callback without ``status`` is
+    read as ACKED|READ when it has an ``acked_timestamp`` and otherwise as RECEIVED (the
+    server sends ``messaging.update`` only once the message reached the member).
+    """
     status = params.get("status")
+    if status is None:
+        acked = params.get("acked_timestamp")
+        if isinstance(acked, int | float) and not isinstance(acked, bool) and acked > 0:
+            return int(MemberStatus.RECEIVED | MemberStatus.ACKED | MemberStatus.READ)
+        return int(MemberStatus.RECEIVED)
     if isinstance(status, bool) or not isinstance(status, int):
         raise CallbackError("status", f"not an int: {status!r}")
+    return status
+
+
+def _messaging_update(params: Mapping[str, Any]) -> dict[str, Any]:
+    message_key = _required_str(params, "message_key")
+    status = _update_status(params)
     kind, reason = _update_kind(status, params)
     data: dict[str, Any] = {"member": _email(params, "member", required=False),
                             "app_id": _app_id(params),
@@ -486,17 +530,40 @@ def parse_callback(envelope: Mapping[str, Any]) -> ProviderEvent:
     params = envelope.get("params")
     if not isinstance(params, Mapping):
         raise CallbackError("params", "missing" if params is None else "not an object")
+    dedupe_key = f"rogerthat:{envelope_id}"
     handler = _CALLBACKS.get(method)
-    if handler is None:
-        raise CallbackError("method", f"unsupported callback method {method!r}")
-    fields = handler(params)
-    return ProviderEvent(dedupe_key=f"rogerthat:{envelope_id}", raw=dict(envelope), **fields)
+    try:
+        if handler is None:
+            raise CallbackError("method", f"unsupported callback method {method!r}")
+        fields = handler(params)
+    except CallbackError as exc:
+        exc.dedupe_key = dedupe_key  # a retry of it carries the same id: stored once
+        raise
+    return ProviderEvent(dedupe_key=dedupe_key, raw=dict(envelope), **fields)
 
 
 def callback_answer(envelope_id: str, result: Any) -> dict[str, Any]:
     """The JSON body that answers a callback (HTTP 200): ``result`` echoes ``value`` for
     ``test.test``, is "accepted"/"decline" for ``friend.invited``, else usually None."""
     return {"id": envelope_id, "result": result, "error": None}
+
+
+def callback_refusal(envelope: Mapping[str, Any], error: CallbackError) -> dict[str, Any]:
+    """The JSON-RPC ``error`` answer (HTTP 200) to a callback we cannot use.
+
+    A 200 with an ``error`` ends the server's retries (it logs 1008), where an HTTP error
+    would be retried, again the same, until the admins are told the service will soon be
+    disabled. Codes are the server's own envelope codes (§1.4): 1003 incomplete, 1005 params
+    not an object, 1006 a method we do not handle, 1001 a field we cannot read (``name``).
+    """
+    if error.field == "method":
+        code = 1006 if isinstance(envelope.get("method"), str) else 1003
+    elif error.field == "params":
+        code = 1003 if envelope.get("params") is None else 1005
+    else:
+        code = 1001
+    return {"id": envelope.get("id"), "result": None,
+            "error": {"code": code, "message": error.message, "name": error.field}}
 
 
 # --------------------------------------------------------------------------------------
@@ -523,7 +590,9 @@ def content_from_request(request: SendRequest) -> dict[str, Any]:
              if alert else int(AlertFlag.VIBRATE))
     return {
         "buttons": [b.model_dump() for b in request.buttons],
-        "allow_dismiss": request.allow_dismiss,
+        # The messenger refuses a message with neither buttons nor a dismiss button
+        # (30012): plain text is sent dismissable.
+        "allow_dismiss": request.allow_dismiss or not request.buttons,
         "auto_lock": request.auto_lock,
         "branding": request.branding,
         "alert_flags": flags,
@@ -532,6 +601,12 @@ def content_from_request(request: SendRequest) -> dict[str, Any]:
         "attachments": [{"content_type": a.content_type, "download_url": str(a.url),
                          "name": a.name, "size": a.size} for a in request.attachments],
     }
+
+
+def _retries(message: OutboundMessage) -> int:
+    """How often the attempt was retried, as ``outbound`` noted it (0 if it did not)."""
+    retries = message.content.get("rpc_retries") or 0
+    return retries if isinstance(retries, int) and not isinstance(retries, bool) else 0
 
 
 class RogerthatService:
@@ -582,15 +657,34 @@ class RogerthatService:
             content = content_from_request(request)
         except (TypeError, ValueError) as exc:
             raise PermanentError("invalid_message", str(exc)) from None
+        content["rpc_retries"] = context.retries  # which JSON-RPC ids ``send`` may use
         return OutboundMessage(attempt_id=context.attempt_id, channel=context.channel,
                                phones=(), text=request.text_for(context.channel),
                                email=member.address, app_id=member.scope, content=content)
 
     # --- the JSON-RPC call ---------------------------------------------------------------
 
-    def call(self, method: str, params: Mapping[str, Any], rpc_id: str) -> Any:
-        """One POST; returns ``result``. ``rpc_id`` makes a resend replay, not re-execute."""
-        return self._call(method, params, rpc_id)[0]
+    def call(self, method: str, params: Mapping[str, Any], rpc_id: str,
+             retries: int = 0) -> Any:
+        """Returns ``result``. ``rpc_id`` makes a resend replay, not re-execute; ``retries``
+        (how often this call was retried) lets it get past a cached 1000 (``rpc_ids``)."""
+        return self._call_chain(method, params, rpc_id, retries)[0]
+
+    def _call_chain(self, method: str, params: Mapping[str, Any], rpc_id: str,
+                    retries: int) -> tuple[Any, str, str]:
+        """(result, reply text, id used): ``_call`` along ``rpc_ids(rpc_id, retries)``,
+        moving to the next id only past an error 1000, which the server cached."""
+        *earlier, last = rpc_ids(rpc_id, retries)
+        for candidate in earlier:
+            try:
+                result, raw = self._call(method, params, candidate)
+            except RetryableError as exc:
+                if exc.code != str(UNKNOWN_ERROR):
+                    raise
+                continue
+            return result, raw, candidate
+        result, raw = self._call(method, params, last)
+        return result, raw, last
 
     def _call(self, method: str, params: Mapping[str, Any], rpc_id: str) -> tuple[Any, str]:
         """(result, reply text) of one POST, or the error it means (module docstring)."""
@@ -649,14 +743,22 @@ class RogerthatService:
         }
 
     def summarize(self, msg: OutboundMessage) -> dict[str, Any]:
-        """The envelope of ``send`` for the timeline (the API key travels as a header)."""
-        return {"url": self.url, "method": "messaging.send", "id": msg.attempt_id,
-                "params": self.build_send_params(msg)}
+        """The envelope of ``send`` for the timeline (the API key travels as a header); a
+        retry also lists the ids it may walk (``rpc_ids``)."""
+        summary = {"url": self.url, "method": "messaging.send", "id": msg.attempt_id,
+                   "params": self.build_send_params(msg)}
+        retries = _retries(msg)
+        if retries:
+            summary["ids"] = rpc_ids(msg.attempt_id, retries)
+        return summary
 
     def send(self, message: OutboundMessage) -> SendResult:
-        """``messaging.send`` with the attempt id as JSON-RPC id; result: the message key."""
+        """``messaging.send`` with the attempt id as JSON-RPC id (on a retry, the first id of
+        ``rpc_ids`` not spent on a cached 1000); result: the message key. The ``context``
+        param stays the attempt id whichever id is used."""
         params = self.build_send_params(message)
-        key, raw = self._call("messaging.send", params, rpc_id=message.attempt_id)
+        key, raw, _ = self._call_chain("messaging.send", params, message.attempt_id,
+                                       _retries(message))
         if not isinstance(key, str) or not key:
             # Accepted without a key: a resend would only replay this answer, and the
             # message may exist, so let the attempt's deadline settle it.
@@ -668,33 +770,35 @@ class RogerthatService:
 
     def seal(
         self, message_key: str, parent_message_key: str | None = None,
-        dirty_behavior: int = DirtyBehavior.CLEAR_DIRTY, *, rpc_id: str,
+        dirty_behavior: int = DirtyBehavior.CLEAR_DIRTY, *, rpc_id: str, retries: int = 0,
     ) -> None:
         """Lock a message so its answer can no longer change."""
         if isinstance(dirty_behavior, bool) or dirty_behavior not in set(DirtyBehavior):
             raise ValueError(f"dirty_behavior must be 1, 2 or 3, not {dirty_behavior!r}")
         params = {"message_key": message_key, "parent_message_key": parent_message_key,
                   "dirty_behavior": int(dirty_behavior)}
-        self.call("messaging.seal", params, rpc_id=rpc_id)
+        self.call("messaging.seal", params, rpc_id=rpc_id, retries=retries)
 
     def invite(
         self, email: str, app_id: str, name: str | None = None, message: str | None = None,
-        language: str | None = None, tag: str | None = None, *, rpc_id: str,
+        language: str | None = None, tag: str | None = None, *, rpc_id: str, retries: int = 0,
     ) -> None:
-        """Ask a user to connect; the answer arrives later as ``friend.invite_result``."""
+        """Ask a user to connect; the answer arrives later as ``friend.invite_result``, which
+        echoes ``tag`` (and, when declined, carries no e-mail: the tag is how it is matched)."""
         params = {"email": email, "name": name, "message": message, "language": language,
                   "tag": tag, "service_identity": DEFAULT_SERVICE_IDENTITY,
                   "app_id": app_id or DEFAULT_APP_ID}
-        self.call("friend.invite", params, rpc_id=rpc_id)
+        self.call("friend.invite", params, rpc_id=rpc_id, retries=retries)
 
-    def break_up(self, email: str, app_id: str, *, rpc_id: str) -> None:
+    def break_up(self, email: str, app_id: str, *, rpc_id: str, retries: int = 0) -> None:
         """End the friendship (unilateral)."""
         params = {"email": email, "service_identity": DEFAULT_SERVICE_IDENTITY,
                   "app_id": app_id or DEFAULT_APP_ID}
-        self.call("friend.break_up", params, rpc_id=rpc_id)
+        self.call("friend.break_up", params, rpc_id=rpc_id, retries=retries)
 
     def start_local_flow(
         self, xml: str, email: str, app_id: str, rpc_id: str, tag: str | None = None,
+        retries: int = 0,
     ) -> str:
         """Run a flow (MessageFlowDefinition XML, §1.9) on the member's phone; returns the
         ``message_flow_run_id``. A resend with the same ``rpc_id`` replays the first answer
@@ -714,7 +818,7 @@ class RogerthatService:
                   "parent_message_key": None, "context": None,
                   "force_language": _flow_language(xml), "download_attachments_upfront": False,
                   "push_message": None, "flow": None, "flow_params": None}
-        run_id, raw = self._call("messaging.start_local_flow", params, rpc_id)
+        run_id, raw, _ = self._call_chain("messaging.start_local_flow", params, rpc_id, retries)
         if not isinstance(run_id, str) or not run_id:
             raise AmbiguousError("no_flow_run_id", short(raw))  # a resend only replays this
         return run_id

@@ -98,3 +98,48 @@ def test_ask_producer_follows_its_answer_and_falls_back_on_timeout(
     # no answer queued: the producer hangs past the timeout -> the default
     assert contacts.decide_invitation(session, "new@example.com", "rogerthat", INVITATION) \
         == "accepted"
+
+
+def test_a_declined_invitation_is_matched_by_the_tag_we_sent(
+        session, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A decline carries our tag but no e-mail (providers.md §1.8): the tag finds the contact."""
+    from types import SimpleNamespace
+
+    from shared.handlers import Occurrence
+    from shared.providers.rogerthat import parse_callback
+    from worker import messenger
+
+    sent: list[dict] = []
+
+    class Provider:
+        def invite(self, email: str, app_id: str, **fields: object) -> None:
+            sent.append({"email": email, "app_id": app_id, **fields})
+
+    monkeypatch.setattr(messenger, "provider_for", lambda operation: Provider())
+    assert messenger.invite("Ann@example.com", "rogerthat", "rpc-42", name="Ann") == "invited"
+    assert sent[0]["tag"] == contacts.invitation_tag("rpc-42") == "switchboard-invite:rpc-42"
+
+    event = parse_callback({"id": "cb-9", "method": "friend.invite_result", "params": {
+        "email": None, "result": "decline", "tag": sent[0]["tag"], "origin": "service_invite",
+        "service_identity": "+default+", "user_details": None}})
+    contacts.on_contact(SimpleNamespace(session=session),
+                        Occurrence(kind="contact", provider="rogerthat", event=event))
+    contact = contacts.find(session, "rogerthat", "ann@example.com", "rogerthat")
+    assert contact is not None and contact.status == "declined"
+    assert not contacts.may_message(session, "rogerthat", "ann@example.com", "rogerthat")
+
+
+def test_an_invitation_result_with_a_tag_of_no_invitation_changes_nothing(session) -> None:
+    from types import SimpleNamespace
+
+    from shared.handlers import Occurrence
+    from shared.providers.rogerthat import parse_callback
+
+    contacts.record(session, "rogerthat", "bob@example.com", "rogerthat", "invited",
+                    details={"invite_tag": contacts.invitation_tag("rpc-1")})
+    for tag in (contacts.invitation_tag("rpc-other"), "their-own-tag"):
+        event = parse_callback({"id": f"cb-{tag}", "method": "friend.invite_result", "params": {
+            "email": None, "result": "decline", "tag": tag}})
+        contacts.on_contact(SimpleNamespace(session=session),
+                            Occurrence(kind="contact", provider="rogerthat", event=event))
+    assert contacts.find(session, "rogerthat", "bob@example.com", "rogerthat").status == "invited"

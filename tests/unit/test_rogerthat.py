@@ -391,7 +391,7 @@ def test_outbound_carries_member_text_and_messenger_content():
         "alert_flags": int(AlertFlag.VIBRATE | AlertFlag.RING_15), "tag": "order-7",
         "parent_message_key": "root-key",
         "attachments": [{"content_type": "image/png", "download_url": "https://x.example/a.png",
-                         "name": "a.png", "size": 3}]}
+                         "name": "a.png", "size": 3}], "rpc_retries": 0}
     params = service().build_send_params(msg)  # what the adapter builds, it can send
     assert params["members"] == [{"member": "john@example.com", "app_id": "em-be-app",
                                   "alert_flags": 10}]
@@ -720,7 +720,6 @@ def test_update_status_bits(status, extra, kind, reason):
     (envelope("test.test", {"value": 5}), "value"),
     (envelope("messaging.update", {"status": 1}), "message_key"),
     (envelope("messaging.update", {"status": 1, "message_key": ""}), "message_key"),
-    (envelope("messaging.update", {"message_key": "k"}), "status"),
     (envelope("messaging.update", {"message_key": "k", "status": "1"}), "status"),
     (envelope("messaging.update", {"message_key": "k", "status": True}), "status"),
     (envelope("messaging.update", {"message_key": "k", "status": 0}), "status"),
@@ -900,3 +899,245 @@ def test_start_local_flow_timeout_is_retryable(server):
     with pytest.raises(RetryableError):
         service(server.url, timeout=0.3).start_local_flow(FLOW_XML, "john@example.com", "a",
                                                           "flow-run-5")
+
+
+# --------------------------------------------------------------------------------------
+# Retries and the server's cache of answers by JSON-RPC id (§1.3)
+# --------------------------------------------------------------------------------------
+
+def by_id(answers: dict[str, Behaviour]) -> Behaviour:
+    """Each JSON-RPC id gets its own canned answer (the server's cache, id by id)."""
+    def behaviour(handler: BaseHTTPRequestHandler, body: bytes) -> None:
+        answers[json.loads(body)["id"]](handler, body)
+    return behaviour
+
+
+UNKNOWN = {"code": 1000, "message": "An unknown error occurred. Please contact x and "
+                                    "mention error id 1"}
+
+
+def test_rpc_ids_are_the_id_then_one_per_retry():
+    assert rogerthat.rpc_ids("att-1") == ["att-1"]
+    assert rogerthat.rpc_ids("att-1", 2) == ["att-1", "att-1.r1", "att-1.r2"]
+    with pytest.raises(ValueError):
+        rogerthat.rpc_ids("att-1", -1)
+
+
+def test_outbound_notes_the_retry_count_for_send():
+    msg = service().outbound(send_request(), SendContext(
+        attempt_id="att-1", channel="rogerthat", app_id="default", retries=3))
+    assert msg.content["rpc_retries"] == 3
+    assert service().summarize(msg)["ids"] == ["att-1", "att-1.r1", "att-1.r2", "att-1.r3"]
+
+
+def test_a_retry_after_a_cached_1000_executes_under_the_next_id(server):
+    """The server replays a 1000 to its id: the retry walks past it to a fresh id."""
+    server.behaviour = by_id({"att-1": rpc_error(UNKNOWN), "att-1.r1": rpc_result(MESSAGE_KEY)})
+    result = service(server.url).send(message(content={**message().content, "rpc_retries": 1}))
+    assert result.provider_message_ids == {"john@example.com": MESSAGE_KEY}
+    assert [body["id"] for _, _, body in server.seen] == ["att-1", "att-1.r1"]
+    assert {body["params"]["context"] for _, _, body in server.seen} == {"att-1"}
+
+
+def test_a_first_send_uses_only_the_attempt_id_and_its_1000_is_retryable(server):
+    server.behaviour = rpc_error(UNKNOWN)
+    with pytest.raises(RetryableError) as info:
+        service(server.url).send(message())
+    assert (info.value.reason, info.value.code) == ("provider_error", "1000")
+    assert [body["id"] for _, _, body in server.seen] == ["att-1"]
+
+
+@pytest.mark.parametrize(("first", "cls"), [
+    (rpc_result(MESSAGE_KEY), None),  # the first id's call succeeded: its result is replayed
+    (rpc_error({"code": 1009, "message": "Previous request attempt still running"}),
+     RetryableError),
+    (rpc_error({"code": 30000, "message": "Member is not in your friends list."}),
+     PermanentError),
+    (reply(503, b"busy"), RetryableError),
+])
+def test_a_retry_keeps_the_id_whose_outcome_is_not_a_cached_1000(server, first, cls):
+    """Only a 1000 moves on: a result, a refusal, 1009 or a transport error stays on the id
+    (a new id there could execute the call a second time)."""
+    server.behaviour = by_id({"att-1": first, "att-1.r1": rpc_result("other-key")})
+    retried = message(content={**message().content, "rpc_retries": 1})
+    if cls is None:
+        assert service(server.url).send(retried).provider_message_ids == {
+            "john@example.com": MESSAGE_KEY}
+    else:
+        with pytest.raises(cls):
+            service(server.url).send(retried)
+    assert [body["id"] for _, _, body in server.seen] == ["att-1"]
+
+
+def test_retries_stop_at_the_last_id_of_the_chain(server):
+    server.behaviour = rpc_error(UNKNOWN)
+    with pytest.raises(RetryableError):
+        service(server.url).send(message(content={**message().content, "rpc_retries": 2}))
+    assert [body["id"] for _, _, body in server.seen] == ["att-1", "att-1.r1", "att-1.r2"]
+
+
+def test_producer_calls_walk_the_chain_too(server):
+    server.behaviour = by_id({"rpc-7": rpc_error(UNKNOWN), "rpc-7.r1": rpc_result(None)})
+    service(server.url).seal("mk", rpc_id="rpc-7", retries=1)
+    service(server.url).invite("a@b.c", "rogerthat", tag="t", rpc_id="rpc-7", retries=1)
+    service(server.url).break_up("a@b.c", "rogerthat", rpc_id="rpc-7", retries=1)
+    assert [body["id"] for _, _, body in server.seen] == ["rpc-7", "rpc-7.r1"] * 3
+
+
+def test_against_the_simulator_a_retried_1000_sends_the_message_once():
+    """The simulator caches the 1000 as the server does: the old retry (same id) could only
+    replay it; the retry under the next id sends the message, once."""
+    from shared.providers.sandbox.rogerthat import RogerthatSimConfig, RogerthatSimServer
+
+    with RogerthatSimServer(RogerthatSimConfig(api_key=API_KEY, fail_rate=1.0,
+                                               fail_kinds=["provider_error"])) as sim:
+        adapter = service(sim.url)
+        with pytest.raises(RetryableError):
+            adapter.send(message(email="friend1@example.com"))
+        sim.state.update_config({"fail_rate": 0.0})
+        with pytest.raises(RetryableError):  # the same id: the cached 1000 again
+            adapter.send(message(email="friend1@example.com"))
+        retried = message(email="friend1@example.com",
+                          content={**message().content, "rpc_retries": 1})
+        key = adapter.send(retried).provider_message_ids["friend1@example.com"]
+        assert [(m["key"], m["context"]) for m in sim.state.messages()] == [(key, "att-1")]
+
+
+# --------------------------------------------------------------------------------------
+# Callbacks the documents send; refusals answered in JSON-RPC (§1.8)
+# --------------------------------------------------------------------------------------
+
+def test_update_in_the_getting_started_shape_is_delivered():
+    """The seed's own example: received_timestamp, member, message_key; no status."""
+    event = parse_callback(envelope("messaging.update", {
+        "received_timestamp": 1301396903, "member": "john.doe@acme.com",
+        "message_key": MESSAGE_KEY}))
+    assert (event.kind, event.provider_message_id, event.status) == (
+        "delivered", MESSAGE_KEY, "1")
+    assert event.occurred_at == datetime.fromtimestamp(1301396903, UTC)
+
+
+def test_update_without_status_but_acked_is_replied_or_seen():
+    answered = parse_callback(envelope("messaging.update", {
+        "message_key": "k", "answer_id": "yes", "received_timestamp": 1,
+        "acked_timestamp": 2}))
+    assert (answered.kind, answered.data["button_id"]) == ("replied", "yes")
+    seen = parse_callback(envelope("messaging.update", {"message_key": "k",
+                                                        "acked_timestamp": 2}))
+    assert seen.kind == "seen"
+
+
+def test_a_refused_callback_carries_its_dedupe_key():
+    with pytest.raises(CallbackError) as unknown:
+        parse_callback(envelope("messaging.form_update", {"status": 3}))
+    with pytest.raises(CallbackError) as bad_field:
+        parse_callback(envelope("test.test", {"value": 5}))
+    assert unknown.value.dedupe_key == bad_field.value.dedupe_key == "rogerthat:cb-1"
+
+
+@pytest.mark.parametrize(("env", "code", "name"), [
+    (envelope("messaging.form_update", {}), 1006, "method"),
+    ({"id": "cb-1", "params": {}}, 1003, "method"),
+    ({"id": "cb-1", "method": "test.test"}, 1003, "params"),
+    (envelope("test.test", ["v"]), 1005, "params"),
+    (envelope("test.test", {}), 1001, "value"),
+])
+def test_callback_refusal_is_a_json_rpc_error(env, code, name):
+    with pytest.raises(CallbackError) as info:
+        parse_callback(env)
+    answer = rogerthat.callback_refusal(env, info.value)
+    assert answer["id"] == "cb-1" and answer["result"] is None
+    assert (answer["error"]["code"], answer["error"]["name"]) == (code, name)
+    assert answer["error"]["message"]
+
+
+def test_plain_text_without_buttons_is_accepted_and_sent_dismissable():
+    request = SendRequest.model_validate({"to": {"email": "john@example.com"},
+                                          "route": ["rogerthat"], "text": "Your table is ready"})
+    msg = service().outbound(request, context())
+    params = service().build_send_params(msg)
+    assert params["answers"] == [] and params["flags"] & MessageFlag.ALLOW_DISMISS
+
+
+def test_buttons_without_allow_dismiss_stay_undismissable():
+    params = service().build_send_params(service().outbound(send_request(), context()))
+    assert params["flags"] == 0
+
+
+# --------------------------------------------------------------------------------------
+# The receiver (webhooks/rogerthat.py)
+# --------------------------------------------------------------------------------------
+
+RPC_HEADERS = {"X-Nuntiuz-Service-Key": "receiver-key",
+               "Content-Type": "application/json-rpc; charset=utf-8"}
+
+
+@pytest.fixture
+def receiver(temp_db, published, monkeypatch):
+    from shared.providers import get_provider
+    from shared.settings import get_settings
+    from webhooks.app import create_app
+
+    monkeypatch.setenv("SWITCHBOARD_ROGERTHAT_SERVICE_KEY", "receiver-key")
+    get_settings.cache_clear()
+    get_provider.cache_clear()
+    yield create_app().test_client()
+    get_settings.cache_clear()
+    get_provider.cache_clear()
+
+
+def _answer(resp: Any) -> Any:
+    """The JSON body (``get_json`` ignores the application/json-rpc content type)."""
+    return json.loads(resp.get_data(as_text=True))
+
+
+def _stored(dedupe_key: str) -> list[tuple[str, str | None]]:
+    from sqlalchemy import select
+
+    from shared.db import session_scope
+    from shared.models import Callback
+    with session_scope() as session:
+        return [(row.status, row.error) for row in session.execute(
+            select(Callback.status, Callback.error).where(Callback.dedupe_key == dedupe_key))]
+
+
+@pytest.mark.parametrize("method", ["messaging.form_update", "friend.location_fix"])
+def test_receiver_answers_an_unhandled_method_200_with_an_error_stored_once(receiver, method):
+    """A non-200 is retried by the messenger (and mails its admins); a 200 error is not."""
+    env = {"id": f"cb-{method}", "method": method, "params": {"member": "a@b.c"}}
+    answers = [receiver.post("/callbacks/rogerthat", json=env, headers=RPC_HEADERS)
+               for _ in range(2)]  # the second: the messenger retrying the same id
+    assert [a.status_code for a in answers] == [200, 200]
+    assert _answer(answers[0]) == _answer(answers[1])
+    body = _answer(answers[0])
+    assert (body["id"], body["result"], body["error"]["code"]) == (env["id"], None, 1006)
+    assert _stored(f"rogerthat:{env['id']}") == [
+        ("invalid", f"method: unsupported callback method {method!r}")]
+
+
+def test_receiver_answers_a_field_error_200_naming_the_field(receiver):
+    env = {"id": "cb-bad", "method": "messaging.update", "params": {"status": 1}}
+    resp = receiver.post("/callbacks/rogerthat", json=env, headers=RPC_HEADERS)
+    assert resp.status_code == 200
+    assert resp.headers["Content-Type"] == "application/json-rpc; charset=utf-8"
+    assert _answer(resp)["error"] == {"code": 1001, "name": "message_key", "message": "missing"}
+
+
+def test_receiver_takes_the_getting_started_update(receiver, published):
+    env = {"id": "a_jsonrpc_id", "method": "messaging.update", "params": {
+        "received_timestamp": 1301396903, "member": "john.doe@acme.com",
+        "message_key": "7bcc1b94-c193-47bf-ae85-157565ac0e78"}}
+    resp = receiver.post("/callbacks/rogerthat", json=env, headers=RPC_HEADERS)
+    assert (resp.status_code, _answer(resp)) == (
+        200, {"id": "a_jsonrpc_id", "result": None, "error": None})
+    assert _stored("rogerthat:a_jsonrpc_id") == [("received", None)]
+
+
+def test_receiver_refuses_what_it_cannot_answer(receiver):
+    unauthenticated = receiver.post("/callbacks/rogerthat", json={"id": "x", "method": "test.test",
+                                                                  "params": {"value": "v"}})
+    assert unauthenticated.status_code == 401
+    for body in (b"{broken", b"[1, 2]", json.dumps({"id": 5, "method": "test.test"}).encode()):
+        resp = receiver.post("/callbacks/rogerthat", data=body, headers=RPC_HEADERS)
+        assert resp.status_code == 400, body  # no id to answer: retried, nothing to match
+        assert _answer(resp)["error"]["name"]
