@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import inspect
 import uuid
 
 import pytest
 import requests
+from sqlalchemy import select
+
+from shared.db import session_scope
+from shared.models import Callback
+from worker import content
 
 from tests.integration.conftest import (
     API_KEY,
@@ -206,3 +212,136 @@ def test_messenger_down_past_its_deadline_falls_back_to_sms(stack: Stack) -> Non
     healed = _send(stack, f"friend-{uuid.uuid4().hex[:8]}@example.com", ["rogerthat"])
     stack.wait_status(healed, {"submitted", "delivered", "seen"}, timeout=30)
     wait_for(lambda: _messenger_circuit(stack) == "closed", 20, 0.1, "the circuit to close")
+
+
+# --------------------------------------------------------------------------------------
+# What the real server does (issue 15): callback answers, the documents' shapes, retries
+# --------------------------------------------------------------------------------------
+
+# The callbacks Switchboard handles; every other documented one is answered with an error.
+HANDLED = {"test.test", "messaging.update", "messaging.poke", "messaging.flow_member_result",
+           "friend.invited", "friend.invite_result", "friend.broke_up", "friend.update"}
+
+
+def _deliveries(stack: Stack, ids: set[str]) -> dict[str, dict]:
+    return {d["callback_id"]: d for d in _sim_get(stack, "deliveries")
+            if d["callback_id"] in ids}
+
+
+def _rows(callback_id: str) -> list[str]:
+    with session_scope() as session:
+        return list(session.scalars(select(Callback.status).where(
+            Callback.dedupe_key == f"rogerthat:{callback_id}")))
+
+
+def _answered(stack: Stack, ids: set[str], attempts: int) -> dict[str, dict]:
+    def done() -> dict[str, dict] | None:
+        seen = _deliveries(stack, ids)
+        finished = all(d["attempts"] >= attempts and d["outcome"] not in ("retry", None)
+                       for d in seen.values())
+        return seen if len(seen) == len(ids) and finished else None
+    return wait_for(done, 30, 0.1, f"{len(ids)} callbacks answered {attempts}x")
+
+
+def test_every_documented_callback_gets_200_and_an_unhandled_one_an_error_stored_once(
+        stack: Stack) -> None:
+    """A non-200 would be retried by the messenger until it mails the admins; a 200 with a
+    JSON-RPC error ends it. The server's retries reuse the id: stored once."""
+    email = f"friend.every-{uuid.uuid4().hex[:8]}@example.com"
+    sent = requests.post(f"{stack.messenger.base_url}/_sim/every-callback", timeout=5,
+                         json={"email": email}).json()["callbacks"]
+    methods = {c["callback_id"]: c["method"] for c in sent}
+    assert HANDLED < set(methods.values())  # and methods Switchboard does not handle
+    first = _answered(stack, set(methods), 1)
+    for callback_id, delivery in first.items():
+        expected = "delivered" if methods[callback_id] in HANDLED else "rpc_error"
+        assert (delivery["outcome"], delivery["status_codes"]) == (expected, [200]), delivery
+    unhandled = {i for i, m in methods.items() if m not in HANDLED}
+    assert all(_rows(i) == ["invalid"] for i in unhandled)
+
+    params = {c["callback_id"]: c for c in _sim_get(stack, "callbacks")
+              if c["callback_id"] in unhandled}
+    for callback_id in unhandled:  # the server sending them again under the same id
+        requests.post(f"{stack.messenger.base_url}/_sim/callback", timeout=5, json={
+            "method": methods[callback_id], "id": callback_id,
+            "params": params[callback_id]["params"]}).raise_for_status()
+    again = _answered(stack, unhandled, 2)
+    assert all(d["status_codes"] == [200, 200] and d["outcome"] == "rpc_error"
+               for d in again.values()), again
+    assert all(_rows(i) == ["invalid"] for i in unhandled)  # not stored a second time
+    assert not [w for w in _sim_get(stack, "warnings") if w["callback_id"] in methods]
+
+
+def test_a_plain_text_message_goes_out_dismissable(stack: Stack) -> None:
+    response = stack.post_message(to={"email": f"friend-{uuid.uuid4().hex[:8]}@example.com"},
+                                  route=["rogerthat"], text="Your table is ready")
+    assert response.status_code == 202, response.text
+    view = stack.wait_status(response.json()["id"], {"seen"})
+    (sent,) = _messages_for(stack, view["attempts"][0]["id"])
+    assert sent["answers"] == [] and sent["flags"] & 1  # ALLOW_DISMISS
+    replied = [e for e in view["events"] if e["type"] == "replied"]
+    assert replied and replied[0]["detail"]["dismissed"] is True
+
+
+def test_an_update_in_the_getting_started_shape_delivers(stack: Stack) -> None:
+    """The simulator's ``minimal`` member reports as the seed's example: no status."""
+    message_id = _send(stack, f"minimal.friend-{uuid.uuid4().hex[:8]}@example.com",
+                       ["rogerthat"])
+    view = stack.wait_status(message_id, {"delivered"})
+    attempt = view["attempts"][0]
+    updates = [c for c in _sim_get(stack, "callbacks") if c["method"] == "messaging.update"
+               and c["params"]["message_key"] == attempt["provider_message_id"]]
+    assert [set(u["params"]) for u in updates] == [
+        {"received_timestamp", "member", "message_key"}]
+    assert updates[0]["response"] == {"id": updates[0]["callback_id"], "result": None,
+                                      "error": None}
+
+
+def test_a_declined_invitation_is_matched_by_our_tag(stack: Stack) -> None:
+    """The decline carries no e-mail, only the tag we sent with friend.invite."""
+    email = f"decline-{uuid.uuid4().hex[:8]}@example.com"
+    response = requests.post(f"{stack.api_url}/v1/contacts/rogerthat/invite", timeout=5,
+                             headers={"Authorization": f"Bearer {API_KEY}"},
+                             json={"email": email, "name": "Dee"})
+    assert response.status_code == 202, response.text
+    invite = wait_for(lambda: next((i for i in _sim_get(stack, "invites")
+                                    if i["email"] == email), None), 20, message="the invite")
+    assert invite["tag"] and invite["tag"].startswith("switchboard-invite:")
+
+    def status() -> str | None:
+        listed = requests.get(f"{stack.api_url}/v1/contacts", timeout=5,
+                              headers={"Authorization": f"Bearer {API_KEY}"}).json()
+        return next((c["status"] for c in listed["contacts"] if c["address"] == email), None)
+    wait_for(lambda: status() == "declined", 20, 0.1, "the contact to be declined")
+    result = [c for c in _sim_get(stack, "callbacks") if c["method"] == "friend.invite_result"
+              and c["params"]["tag"] == invite["tag"]]
+    assert result[0]["params"]["email"] is None  # matched by the tag alone
+
+
+def _engine_passes_retries() -> bool:
+    """The engine tells the adapter an attempt's retry count (``SendContext.retries``)."""
+    return "retries" in inspect.signature(content.outbound).parameters
+
+
+@pytest.mark.skipif(not _engine_passes_retries(),
+                    reason="worker/content.outbound does not pass SendContext.retries yet")
+def test_a_send_retried_after_error_1000_executes_once_under_a_new_id(stack: Stack) -> None:
+    """The messenger caches the 1000 under its id: only a new id sends the message."""
+    config = f"{stack.messenger.base_url}/_sim/config"
+    requests.post(config, json={"fail_rate": 1.0, "fail_kinds": ["provider_error"]},
+                  timeout=5).raise_for_status()
+    try:
+        message_id = _send(stack, f"friend-{uuid.uuid4().hex[:8]}@example.com", ["rogerthat"])
+        view = wait_for(lambda: (v := stack.get_message(message_id)) and v["attempts"] and v,
+                        20, message="the attempt")
+        attempt_id = view["attempts"][0]["id"]
+        wait_for(lambda: _calls_for(stack, attempt_id), 20, 0.1, "the first call")
+    finally:
+        requests.post(config, json={"fail_rate": 0.0}, timeout=5).raise_for_status()
+    stack.wait_status(message_id, {"seen"}, timeout=40)
+    calls = [c for c in _sim_get(stack, "calls") if str(c.get("id")).startswith(attempt_id)]
+    executed = [c["id"] for c in calls if c["outcome"] in ("executed", "injected")]
+    assert len(executed) == len(set(executed))  # no id ran twice: the rest were replays
+    assert calls[0]["id"] == attempt_id and calls[0]["outcome"] == "injected"
+    assert [c["id"] for c in calls if c["outcome"] == "executed"] != [attempt_id]
+    assert len(_messages_for(stack, attempt_id)) == 1
