@@ -41,13 +41,15 @@ class RedisImageCache:
 
 
 def outbound(provider: Provider, request: SendRequest, attempt_id: str, channel: str,
-             app_id: str) -> OutboundMessage:
+             app_id: str, retries: int = 0) -> OutboundMessage:
     """The attempt's content as its provider sends it. Raises ``PermanentError`` before any
-    call when the consent registry knows the recipient is not reachable."""
+    call when the consent registry knows the recipient is not reachable. ``retries`` is how
+    often this attempt was tried already (a provider that caches answers by request id, errors
+    included, needs it to run a retry afresh)."""
     _check_consent(provider, request, channel, app_id)
     context = SendContext(attempt_id=attempt_id, channel=channel, app_id=app_id,
                           conversation=_conversation(provider, request, app_id),
-                          images=RedisImageCache())
+                          images=RedisImageCache(), retries=retries)
     return provider.outbound(request, context)
 
 

@@ -102,7 +102,7 @@ def send_batch(batch: Batch, provider: Provider, bulk: bool = False) -> None:
     request_id = str(uuid.uuid4()) if bulk else batch.items[0].attempt_id
     try:
         outbound = content.outbound(provider, batch.request, request_id, batch.channel,
-                                    batch.app_id)
+                                    batch.app_id, retries=0 if bulk else batch.retries)
         summary = provider.summarize(outbound)
     except (PermanentError, RetryableError) as exc:
         _refused_before_call(batch, exc)
