@@ -289,11 +289,11 @@ def _submitted_events(session: Session, batch: Batch, pmids: dict[str, str | Non
     seqs = {m.id: m.event_seq - 1 for m in moved}
     stayed = sorted(set(message_ids) - set(seqs))
     if stayed:
-        seqs.update(session.execute(
+        seqs.update((row.id, row.event_seq) for row in session.execute(
             update(Message).where(Message.id.in_(stayed))
             .values(event_seq=Message.event_seq + 1)
             .returning(Message.id, Message.event_seq)
-            .execution_options(synchronize_session=False)).tuples().all())
+            .execution_options(synchronize_session=False)))
     extra = {"batch": batch_id} if batch_id else {}
     session.execute(insert(Event), [
         {"message_id": item.message_id, "app_id": batch.app_id, "seq": seqs[item.message_id],
