@@ -16,7 +16,7 @@ from typing import Any
 
 from celery import Celery
 
-from shared import tasknames
+from shared import broker, tasknames
 from shared.messages import new_message_id
 from shared.models import DEFAULT_APP
 from shared.schemas import FriendRequest, SendRequest
@@ -39,7 +39,7 @@ def _producer_app(broker_url: str) -> Celery:
     app.conf.update(
         task_ignore_result=True,
         broker_connection_retry_on_startup=True,
-        broker_transport_options={"visibility_timeout": 3600},
+        broker_transport_options=broker.transport_options(get_settings()),  # as the workers
     )
     return app
 

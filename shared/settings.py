@@ -11,8 +11,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from shared import broker
 
 
 class Settings(BaseSettings):
@@ -91,6 +93,10 @@ class Settings(BaseSettings):
     sms_report_window_seconds: int = 86400
     max_send_retries: int = 8
     retry_backoff_max_seconds: int = 300
+    # How long the Redis broker lets a worker hold a task unacknowledged before a live worker
+    # takes it back (a killed worker's tasks return after this): see shared/broker.py.
+    broker_visibility_timeout: int | None = Field(
+        default=None, ge=1, description="seconds; unset: retry_backoff_max_seconds + 180")
     max_inline_rate_wait_seconds: float = 2.0
     # Phones per gateway request on the bulk (campaign) path (worker/bulk.py).
     bulk_batch_size: int = Field(default=500, ge=1, le=10000)
@@ -115,6 +121,16 @@ class Settings(BaseSettings):
     @classmethod
     def _absolute(cls, value: Path) -> Path:
         return value.expanduser().resolve()
+
+    @field_validator("broker_visibility_timeout")
+    @classmethod
+    def _room_for_the_backoff(cls, value: int | None, info: ValidationInfo) -> int | None:
+        """A backoff longer than the visibility timeout would be redelivered while it waits
+        (a field validator, so the refusal quotes this value only, never other settings)."""
+        backoff_max = info.data.get("retry_backoff_max_seconds")
+        if value is not None and backoff_max is not None:
+            broker.check(backoff_max, value)
+        return value
 
     # --- derived URLs ------------------------------------------------------------------
     @property

@@ -2,7 +2,9 @@
 
 Settings follow ../shared/guide/engineering.md §0: late acks with prefetch 1 (every task starts
 with a status guard, so a redelivery is harmless), no long ETAs (deadlines are rows swept
-every second), task events on for Flower, and no result backend.
+every second), task events on for Flower, and no result backend. The time limits and the
+broker's transport options (the Redis visibility timeout: how soon a killed worker's tasks come
+back) are sized together in ``shared/broker.py``.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import logging
 from celery import Celery, signals
 from kombu import Queue
 
-from shared import db, logredact, metrics, tasknames, uow
+from shared import broker, db, logredact, metrics, tasknames, uow
 from shared.settings import get_settings
 from worker import publisher
 
@@ -24,10 +26,10 @@ app.conf.update(
     task_acks_late=True,
     task_reject_on_worker_lost=False,  # the recovery sweep re-publishes stragglers instead
     worker_prefetch_multiplier=1,
-    task_time_limit=120,
-    task_soft_time_limit=90,
+    task_time_limit=broker.TASK_TIME_LIMIT_SECONDS,
+    task_soft_time_limit=broker.TASK_SOFT_TIME_LIMIT_SECONDS,
     broker_connection_retry_on_startup=True,
-    broker_transport_options={"visibility_timeout": 3600},
+    broker_transport_options=broker.transport_options(settings),
     worker_send_task_events=True,
     task_send_sent_event=True,
     worker_hijack_root_logger=False,
