@@ -24,12 +24,14 @@ from typing import Any, NamedTuple
 
 from sqlalchemy.orm import Session
 
+from shared.broker import bounded
 from shared.db import session_scope
 
 
 class Task(NamedTuple):
     """A task to publish by name on its queue (``shared.tasknames``), after ``countdown``
-    seconds when set (a short retry; long waits are data, swept, never ETA tasks)."""
+    seconds when set (a short retry; long waits are data, swept, never ETA tasks). ``publish``
+    clamps the countdown under the broker's visibility timeout (``shared.broker.bounded``)."""
 
     name: str
     args: tuple[Any, ...]
@@ -71,7 +73,17 @@ def publish(followups: FollowUps) -> None:
     if _publisher is None:
         raise RuntimeError("follow-ups registered but no publisher installed "
                            "(worker.app and the web app install one)")
-    _publisher(followups)
+    _publisher(_within_the_broker_hold(followups))
+
+
+def _within_the_broker_hold(followups: FollowUps) -> FollowUps:
+    """Every countdown clamped under the broker's visibility timeout (``shared.broker``): a
+    task still waiting for a longer one would be handed out again by Redis, over and over."""
+    tasks = [task if task.countdown is None else task._replace(countdown=bounded(task.countdown))
+             for task in followups.tasks]
+    if tasks == followups.tasks:
+        return followups
+    return FollowUps(tasks, followups.index, followups.unindex)
 
 
 @dataclass

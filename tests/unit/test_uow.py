@@ -57,3 +57,16 @@ def test_follow_ups_without_a_publisher_are_refused(temp_db: Path) -> None:
         uow.publish(FollowUps())  # nothing to publish needs no publisher
     finally:
         uow.set_publisher(previous)
+
+
+def test_a_countdown_past_the_broker_ceiling_is_clamped(published: list[FollowUps]) -> None:
+    """Whatever decided it (a provider's Retry-After, a circuit's wait), no task leaves with a
+    countdown the Redis visibility timeout would cut short (shared/broker.py)."""
+    from shared import broker
+    from shared.settings import get_settings
+
+    ceiling = broker.countdown_ceiling(get_settings())
+    uow.publish(FollowUps(tasks=[Task("switchboard.send_attempt", ("a1",), ceiling * 10),
+                                 Task("switchboard.send_attempt", ("a2",), 2.5),
+                                 Task("switchboard.handle_callback", ("7",))]))
+    assert [t.countdown for t in published[0].tasks] == [ceiling, 2.5, None]

@@ -6,7 +6,7 @@ from shared import tasknames
 from shared.providers.base import RetryableError
 from worker import flows
 from worker.app import app
-from worker.timing import RetryLater, backoff
+from worker.timing import RetryLater, retry_countdown
 
 
 @app.task(name=tasknames.START_FLOW_RUN, bind=True, acks_late=True, max_retries=8)
@@ -22,4 +22,5 @@ def start_native_flow(self, run_id: str) -> str:  # type: ignore[no-untyped-def]
     try:
         return flows.start_native(run_id)
     except RetryableError as exc:
-        raise self.retry(countdown=exc.retry_after or backoff(self.request.retries)) from exc
+        raise self.retry(countdown=retry_countdown(exc.retry_after,
+                                                    self.request.retries)) from exc

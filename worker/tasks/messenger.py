@@ -9,7 +9,7 @@ from shared import tasknames
 from shared.providers.base import RetryableError
 from worker import messenger
 from worker.app import app
-from worker.timing import backoff
+from worker.timing import retry_countdown
 
 _RETRY = {"bind": True, "acks_late": True, "max_retries": 8}
 
@@ -19,7 +19,8 @@ def seal(self, message_id: str, rpc_id: str) -> str:  # type: ignore[no-untyped-
     try:
         return messenger.seal(message_id, rpc_id)
     except RetryableError as exc:
-        raise self.retry(countdown=exc.retry_after or backoff(self.request.retries)) from exc
+        raise self.retry(countdown=retry_countdown(exc.retry_after,
+                                                    self.request.retries)) from exc
 
 
 @app.task(name=tasknames.FRIEND_INVITE, **_RETRY)
@@ -28,7 +29,8 @@ def invite(self, email: str, app_id: str, rpc_id: str, name: str | None = None, 
     try:
         return messenger.invite(email, app_id, rpc_id, name, message, language)
     except RetryableError as exc:
-        raise self.retry(countdown=exc.retry_after or backoff(self.request.retries)) from exc
+        raise self.retry(countdown=retry_countdown(exc.retry_after,
+                                                    self.request.retries)) from exc
 
 
 @app.task(name=tasknames.FRIEND_BREAK_UP, **_RETRY)
@@ -36,4 +38,5 @@ def break_up(self, email: str, app_id: str, rpc_id: str) -> str:  # type: ignore
     try:
         return messenger.break_up(email, app_id, rpc_id)
     except RetryableError as exc:
-        raise self.retry(countdown=exc.retry_after or backoff(self.request.retries)) from exc
+        raise self.retry(countdown=retry_countdown(exc.retry_after,
+                                                    self.request.retries)) from exc
