@@ -106,6 +106,10 @@ class ReliabilityStack(Stack):
     def kill_sweeper(self) -> None:
         _kill(self.sweeper)
 
+    def worker_log(self) -> bytes:
+        """What the current sending worker logged so far (tasks received, succeeded, ...)."""
+        return (self.tmp / f"worker-{self._worker_runs}.log").read_bytes()
+
     def kill_beat(self) -> None:
         """SIGKILL beat (a crash: it re-indexes deadlines when started again)."""
         _kill(self.beat)

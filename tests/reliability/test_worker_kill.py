@@ -1,7 +1,8 @@
 """Fault injection 1: the worker is SIGKILLed in the middle of 1,000 messages.
 
 A SIGKILL gives the worker no warm shutdown: tasks it had reserved are never acked (Redis
-would only hand them back after the hour-long visibility timeout), a send may be cut between
+hands them back only after the visibility timeout, 8 minutes by default: work only the broker
+holds is test_broker_redelivery.py's), a send may be cut between
 "claimed" and "provider answered", a report half applied. The sweeper beside it dies too (one
 host going down): a fallback may be committed but its task not published. The promise is that the database drives recovery: pending attempts, queued
 messages, unhandled callbacks and due deadlines are picked up again by the recovery sweep, and
