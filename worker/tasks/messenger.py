@@ -1,6 +1,8 @@
 """Send-queue tasks for producer-initiated messenger calls (see ``worker.messenger``).
 
-A retryable failure re-runs the task with the same JSON-RPC id, which the messenger dedupes.
+A retryable failure re-runs the task; its retry count picks the JSON-RPC id (the messenger
+caches answers, errors included, by id: a call that must run again takes the next id of its
+chain, one whose outcome is unknown keeps it).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ _RETRY = {"bind": True, "acks_late": True, "max_retries": 8}
 @app.task(name=tasknames.SEAL, **_RETRY)
 def seal(self, message_id: str, rpc_id: str) -> str:  # type: ignore[no-untyped-def]
     try:
-        return messenger.seal(message_id, rpc_id)
+        return messenger.seal(message_id, rpc_id, retries=self.request.retries)
     except RetryableError as exc:
         raise self.retry(countdown=retry_countdown(exc.retry_after,
                                                     self.request.retries)) from exc
@@ -27,7 +29,8 @@ def seal(self, message_id: str, rpc_id: str) -> str:  # type: ignore[no-untyped-
 def invite(self, email: str, app_id: str, rpc_id: str, name: str | None = None,  # type: ignore[no-untyped-def]
            message: str | None = None, language: str | None = None) -> str:
     try:
-        return messenger.invite(email, app_id, rpc_id, name, message, language)
+        return messenger.invite(email, app_id, rpc_id, name, message, language,
+                                retries=self.request.retries)
     except RetryableError as exc:
         raise self.retry(countdown=retry_countdown(exc.retry_after,
                                                     self.request.retries)) from exc
@@ -36,7 +39,7 @@ def invite(self, email: str, app_id: str, rpc_id: str, name: str | None = None, 
 @app.task(name=tasknames.FRIEND_BREAK_UP, **_RETRY)
 def break_up(self, email: str, app_id: str, rpc_id: str) -> str:  # type: ignore[no-untyped-def]
     try:
-        return messenger.break_up(email, app_id, rpc_id)
+        return messenger.break_up(email, app_id, rpc_id, retries=self.request.retries)
     except RetryableError as exc:
         raise self.retry(countdown=retry_countdown(exc.retry_after,
                                                     self.request.retries)) from exc
