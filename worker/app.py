@@ -24,7 +24,9 @@ app = Celery("switchboard", broker=settings.effective_broker_url)
 app.conf.update(
     task_ignore_result=True,
     task_acks_late=True,
-    task_reject_on_worker_lost=False,  # the recovery sweep re-publishes stragglers instead
+    # The recovery sweep re-publishes stragglers that have a row; the producer-side tasks
+    # that have none yet (accept, accept_campaign, seal, invite, break-up) reject instead.
+    task_reject_on_worker_lost=False,
     worker_prefetch_multiplier=1,
     task_time_limit=broker.TASK_TIME_LIMIT_SECONDS,
     task_soft_time_limit=broker.TASK_SOFT_TIME_LIMIT_SECONDS,

@@ -109,3 +109,17 @@ def test_the_worker_and_the_producers_take_the_options_from_one_place() -> None:
                 "unacked_restore_throttle": 1, "unacked_mutex_expire": 30}
     assert worker_options == producer_options == expected
     assert time_limit == broker.TASK_TIME_LIMIT_SECONDS
+
+
+def test_tasks_only_the_broker_holds_come_back_when_their_pool_process_dies() -> None:
+    """A pool process killed mid-task (OOM, the hard time limit) acks its task as failed
+    unless the task rejects instead; the producer-side tasks have no row the recovery sweep
+    could re-publish, so they must be handed back to the broker."""
+    from shared import tasknames
+    from worker.app import app
+
+    for name in (tasknames.ACCEPT, tasknames.ACCEPT_CAMPAIGN, tasknames.SEAL,
+                 tasknames.FRIEND_INVITE, tasknames.FRIEND_BREAK_UP):
+        assert app.tasks[name].reject_on_worker_lost is True, name
+        assert app.tasks[name].acks_late is True, name
+    assert not app.tasks[tasknames.SEND_ATTEMPT].reject_on_worker_lost  # the sweep covers it

@@ -22,7 +22,8 @@ def publish_batches(attempt_ids: list[str]) -> int:
     return len(batches)
 
 
-@app.task(name=tasknames.ACCEPT_CAMPAIGN, acks_late=True)
+@app.task(name=tasknames.ACCEPT_CAMPAIGN, acks_late=True,
+          reject_on_worker_lost=True)  # only the broker holds it
 def accept_campaign(campaign_id: str, request: dict, app_id: str = "default") -> int:
     """Producer entry point (``shared.client.send_campaign``): insert once, then send."""
     parsed = campaigns.CampaignRequest.model_validate(request)

@@ -13,7 +13,9 @@ from worker import messenger
 from worker.app import app
 from worker.timing import retry_countdown
 
-_RETRY = {"bind": True, "acks_late": True, "max_retries": 8}
+# Published by producers before any row exists: only the broker holds them, so a pool process
+# that dies mid-task (the OOM killer, the hard time limit) must hand them back, not ack them.
+_RETRY = {"bind": True, "acks_late": True, "max_retries": 8, "reject_on_worker_lost": True}
 
 
 @app.task(name=tasknames.SEAL, **_RETRY)

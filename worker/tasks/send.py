@@ -20,7 +20,8 @@ def _run_attempt(attempt_id: str | None) -> None:
         uow.publish_task(tasknames.SEND_ATTEMPT, attempt_id, countdown=later.countdown)
 
 
-@app.task(name=tasknames.ACCEPT, acks_late=True)
+@app.task(name=tasknames.ACCEPT, acks_late=True,
+          reject_on_worker_lost=True)  # only the broker holds it: hand it back if the process dies
 def accept(message_id: str, request: dict, app_id: str = "default") -> None:
     """Producer entry point (``shared.client.send``): insert once, then send."""
     _run_attempt(engine.accept(message_id, request, app_id))
