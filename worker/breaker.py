@@ -129,7 +129,8 @@ class Breaker:
         """May a send to ``provider`` go now? Open: no; cool-down over: yes, as the probe."""
         if self.threshold <= 0:
             return Admission(True)
-        reply = self._admit(keys=[circuit_key(provider)], args=[probe_lease, self._ttl(probe_lease)])
+        reply = self._admit(keys=[circuit_key(provider)],
+                            args=[probe_lease, self._ttl(probe_lease)])
         code = int(reply[0])
         if code == 0:
             wait, state = float(reply[1]), reply[2].decode()

@@ -43,7 +43,8 @@ def start_native(run_id: str) -> str:
         to = run.contact.get("to") or {}
         email, app_id = str(to.get("email") or ""), to.get("app_id") or DEFAULT_MESSENGER_APP
     try:
-        provider_run_id = provider_for("native_flows").start_local_flow(  # type: ignore[attr-defined]
+        native = provider_for("native_flows")
+        provider_run_id = native.start_local_flow(  # type: ignore[attr-defined]
             xml, email, app_id, rpc_id=run_id, tag=native_tag(run_id))
     except PermanentError as exc:
         _fail_native(run_id, exc)

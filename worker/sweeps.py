@@ -115,7 +115,8 @@ def recover() -> dict[str, int]:
             Attempt.status == AttemptStatus.PENDING,
             func.coalesce(Attempt.not_before, Attempt.updated_at) < stale).limit(1000)).all()
         callbacks = session.scalars(select(Callback.id).where(
-            Callback.status == CallbackStatus.RECEIVED, Callback.received_at < stale).limit(1000)).all()
+            Callback.status == CallbackStatus.RECEIVED,
+            Callback.received_at < stale).limit(1000)).all()
         due = session.execute(select(Attempt.id, Attempt.deadline_at).where(
             Attempt.deadline_at <= now,
             Attempt.status.in_(UNSETTLED)).limit(5000)).all()

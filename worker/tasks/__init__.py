@@ -1,4 +1,5 @@
-"""Celery tasks, thin wrappers around the engine (``worker.engine``, ``worker.reports``) and ``worker.sweeps``.
+"""Celery tasks, thin wrappers around the engine (``worker.engine``, ``worker.reports``) and
+``worker.sweeps``.
 
 Importing this package registers every task on ``worker.app.app``.
 """
