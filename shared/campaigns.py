@@ -26,6 +26,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from shared.apps import delivery_target
+from shared.messages import check_replay, request_hash
 from shared.lifecycle import AttemptStatus, MessageStatus
 from shared.models import DEFAULT_APP, Attempt, Campaign, Delivery, Event, Message, utcnow
 from shared.providers import provider_name
@@ -151,8 +152,16 @@ def create_campaign(session: Session, campaign_id: str, request: CampaignRequest
         raced = session.get(Campaign, campaign_id)
         if raced is None:
             raise
+        check_campaign_replay(raced, request)
         return Created(raced, None)
     return created
+
+
+def check_campaign_replay(existing: Campaign, request: CampaignRequest) -> None:
+    """``shared.messages.check_replay`` for a campaign: its key reused with another body
+    (other recipients, other content) raises ``IdempotencyConflict``."""
+    check_replay(existing.request_hash, request_hash(request.model_dump(mode="json")),
+                 request.idempotency_key)
 
 
 def insert_campaign(session: Session, campaign_id: str, request: CampaignRequest,
@@ -162,15 +171,18 @@ def insert_campaign(session: Session, campaign_id: str, request: CampaignRequest
 
     Messages whose id exists already (the same ``<key>:<phone>`` sent on its own before) are
     left alone and not counted. A concurrent insert of the same campaign surfaces as an
-    ``IntegrityError`` (at the flush here, or at the caller's commit).
+    ``IntegrityError`` (at the flush here, or at the caller's commit). An existing campaign
+    whose key came with another body raises ``IdempotencyConflict``.
     """
     existing = session.get(Campaign, campaign_id)
     if existing is not None:
+        check_campaign_replay(existing, request)
         return Created(existing, None)
     now = utcnow()
     rows = _message_rows(session, campaign_id, request, app_id, now)
     campaign = Campaign(id=campaign_id, app_id=app_id, idempotency_key=request.idempotency_key,
                         route=list(request.route), request=request.content(),
+                        request_hash=request_hash(request.model_dump(mode="json")),
                         total=len(rows), created_at=now)
     session.add(campaign)
     session.flush()
@@ -190,6 +202,7 @@ def _message_rows(session: Session, campaign_id: str, request: CampaignRequest, 
             "app_id": app_id, "status": MessageStatus.QUEUED, "recipient": recipient.phone,
             "route": list(request.route), "hop": 0, "request": data,
             "idempotency_key": data["idempotency_key"], "callback_url": callback_url,
+            "request_hash": request_hash(data),  # what send() of this phone's request hashes
             "event_seq": 1, "campaign_id": campaign_id, "created_at": now, "updated_at": now})
     taken = _existing_ids(session, [r["id"] for r in rows])
     return [r for r in rows if r["id"] not in taken]

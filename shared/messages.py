@@ -6,6 +6,10 @@ the broker URL gets the same id back for a retried ``send`` and the insert dedup
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import json
+import logging
 import uuid
 from datetime import datetime
 from typing import Any
@@ -20,6 +24,39 @@ from shared.models import DEFAULT_APP, Attempt, Delivery, Event, Message, utcnow
 from shared.schemas import SendRequest
 
 _IDEMPOTENCY_NAMESPACE = uuid.UUID("6f1c3a52-6c0e-4b0e-9a57-5b1f0b2a9c11")
+log = logging.getLogger(__name__)
+
+
+class IdempotencyConflict(Exception):
+    """An idempotency key reused with another request body: the first request stands, the
+    second must not be mistaken for a replay of it (the API answers 409)."""
+
+    def __init__(self, key: str | None) -> None:
+        super().__init__(f"idempotency_key {key!r} was already used with a different "
+                         "request body")
+        self.key = key
+
+    def body(self) -> dict[str, Any]:
+        """The JSON error, shaped like a validation error and naming the field."""
+        message = "already used with a different request body; use a new key for a new request"
+        return {"error": "idempotency_conflict", "message": f"idempotency_key: {message}",
+                "errors": [{"field": "idempotency_key", "message": message}]}
+
+
+def request_hash(data: dict[str, Any]) -> str:
+    """SHA-256 of a validated request's canonical JSON (``model_dump(mode="json")``, sorted
+    keys, no whitespace), so key order, spacing and equivalent spellings that validate to
+    the same request (a phone with spaces) do not count as a different body."""
+    canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def check_replay(stored_hash: str | None, new_hash: str, key: str | None) -> None:
+    """The one idempotency rule, for messages and campaigns on every path: a reused key is a
+    replay only with the same body. Rows stored before the hash existed (NULL) match any
+    body, as nothing better is known about them. Raises ``IdempotencyConflict``."""
+    if stored_hash is not None and not hmac.compare_digest(stored_hash, new_hash):
+        raise IdempotencyConflict(key)
 
 
 def new_message_id(idempotency_key: str | None, app_id: str = DEFAULT_APP) -> str:
@@ -33,21 +70,35 @@ def create_message(session: Session, message_id: str, request: SendRequest,
                    app_id: str = DEFAULT_APP) -> tuple[Message, bool]:
     """Insert the message (status ``queued``) unless that id exists; returns (message, created).
 
-    Commits, so the caller can enqueue the dispatch task only once the row is durable.
+    Commits, so the caller can enqueue the dispatch task only once the row is durable. An
+    existing id whose key came with another body raises ``IdempotencyConflict``.
     """
     existing = session.get(Message, message_id)
-    if existing is not None:
-        return existing, False
-    try:  # the flush inside can already hit a concurrent insert of the same id
-        message = insert_message(session, message_id, request, app_id)
-        session.commit()
-    except IntegrityError:
-        session.rollback()
-        existing = session.get(Message, message_id)
-        if existing is None:  # the idempotency key was used with another id: impossible by
-            raise  # construction, so surface it rather than guess
-        return existing, False
-    return message, True
+    if existing is None:
+        try:  # the flush inside can already hit a concurrent insert of the same id
+            message = insert_message(session, message_id, request, app_id)
+            session.commit()
+            return message, True
+        except IntegrityError:
+            session.rollback()
+            existing = session.get(Message, message_id)
+            if existing is None:  # the idempotency key was used with another id: impossible
+                raise  # by construction, so surface it rather than guess
+    check_replay(existing.request_hash, request_hash(request.model_dump(mode="json")),
+                 request.idempotency_key)
+    return existing, False
+
+
+def record_conflict(session: Session, message: Message, request: SendRequest) -> None:
+    """A broker-path conflict (``shared.client.send``) has nobody to answer 409 to: the first
+    message stands, and the refused body is noted at WARNING and on its timeline (its hash
+    only, not its content). The caller commits."""
+    log.warning("idempotency_key %r of app %s reused with a different body: message %s "
+                "keeps the first request, the new one is dropped", request.idempotency_key,
+                message.app_id, message.id)
+    add_event(session, message.id, "idempotency_conflict",
+              idempotency_key=request.idempotency_key,
+              request_hash=request_hash(request.model_dump(mode="json")))
 
 
 def insert_message(session: Session, message_id: str, request: SendRequest,
@@ -63,6 +114,7 @@ def insert_message(session: Session, message_id: str, request: SendRequest,
         hop=0,
         request=request.model_dump(mode="json"),
         idempotency_key=request.idempotency_key,
+        request_hash=request_hash(request.model_dump(mode="json")),
         callback_url=str(request.callback_url) if request.callback_url else None,
     )
     session.add(message)

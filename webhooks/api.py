@@ -16,11 +16,14 @@ from shared import feed, tasknames, uow
 from shared.db import session_scope
 from shared.lifecycle import MessageStatus
 from shared.messages import (
+    IdempotencyConflict,
+    check_replay,
     event_body,
     insert_message,
     message_view,
     new_message_id,
     redeliver,
+    request_hash,
 )
 from shared.models import Contact, Message
 from shared.schemas import FriendRequest, ReplayRequest, SendRequest, error_list
@@ -103,6 +106,11 @@ def _bad_request(exc: BadRequest):  # type: ignore[no-untyped-def]
     return jsonify(exc.body), exc.status
 
 
+@api.errorhandler(IdempotencyConflict)
+def _idempotency_conflict(exc: IdempotencyConflict):  # type: ignore[no-untyped-def]
+    return jsonify(exc.body()), 409
+
+
 @api.post("/messages")
 @require_api_key
 def create():  # type: ignore[no-untyped-def]
@@ -119,11 +127,14 @@ def _queue_message(message_id: str, send_request: SendRequest) -> tuple[str, boo
     only once the row is durable (if the broker is down then, the recovery sweep re-publishes
     it); returns (status, created). An id that exists already (a retried idempotency key, or
     a concurrent insert that won the race) creates and publishes nothing, as in
-    ``shared.messages.create_message``."""
+    ``shared.messages.create_message``; one whose key came with another body raises
+    ``IdempotencyConflict`` (409)."""
+    body_hash = request_hash(send_request.model_dump(mode="json"))
     try:
         with recoverable_unit_of_work() as work:
             existing = work.session.get(Message, message_id)
             if existing is not None:
+                check_replay(existing.request_hash, body_hash, send_request.idempotency_key)
                 return existing.status, False
             insert_message(work.session, message_id, send_request, g.app_id)
             work.task(tasknames.DISPATCH, message_id)
@@ -133,6 +144,7 @@ def _queue_message(message_id: str, send_request: SendRequest) -> tuple[str, boo
             raced = session.get(Message, message_id)
             if raced is None:  # the idempotency key was used with another id: impossible by
                 raise  # construction, so surface it rather than guess
+            check_replay(raced.request_hash, body_hash, send_request.idempotency_key)
             return raced.status, False
 
 

@@ -13,6 +13,7 @@ from sqlalchemy.exc import IntegrityError
 
 from shared import campaigns, tasknames
 from shared.db import session_scope
+from shared.messages import IdempotencyConflict
 from shared.models import Campaign
 from shared.settings import get_settings
 from webhooks.api import BadRequest, _parse
@@ -25,6 +26,11 @@ campaigns_api = Blueprint("campaigns", __name__, url_prefix="/v1")
 @campaigns_api.errorhandler(BadRequest)
 def _bad_request(exc: BadRequest):  # type: ignore[no-untyped-def]
     return jsonify(exc.body), exc.status
+
+
+@campaigns_api.errorhandler(IdempotencyConflict)
+def _idempotency_conflict(exc: IdempotencyConflict):  # type: ignore[no-untyped-def]
+    return jsonify(exc.body()), 409
 
 
 @campaigns_api.post("/campaigns")
@@ -43,7 +49,8 @@ def _create(campaign_id: str, req: campaigns.CampaignRequest) -> tuple[int, int 
     the batches leave only once the rows are durable (a broker failure then leaves them to
     the recovery sweep); returns (messages, batches). ``batches`` is None when the campaign
     existed already (a retry, or a concurrent identical request that won the race): nothing
-    is inserted or published, as in ``shared.campaigns.create_campaign``."""
+    is inserted or published, as in ``shared.campaigns.create_campaign``. The same key with
+    another body raises ``IdempotencyConflict`` (409)."""
     try:
         with recoverable_unit_of_work() as work:
             created = campaigns.insert_campaign(work.session, campaign_id, req, g.app_id)
@@ -59,6 +66,7 @@ def _create(campaign_id: str, req: campaigns.CampaignRequest) -> tuple[int, int 
             raced = session.get(Campaign, campaign_id)
             if raced is None:
                 raise
+            campaigns.check_campaign_replay(raced, req)
             return raced.total, None
 
 

@@ -36,6 +36,8 @@ ERROR_DESCRIPTIONS = {
          "the field.",
     401: "Missing or unknown credentials.",
     404: "No such resource (or it belongs to another app).",
+    409: "Conflicts with what exists; `errors` names the field (e.g. an `idempotency_key` "
+         "first used with a different body).",
     413: "The body is larger than the server accepts (1 MiB).",
     422: "A field is invalid; `errors` names each one.",
     503: "The database is unavailable; try again later.",
@@ -172,7 +174,7 @@ MESSAGE_OPERATIONS: tuple[Operation, ...] = (
                "200": _ok("Idempotent replay: this idempotency_key was used before.",
                           _object(("id", "status", "idempotent_replay"), id=STRING,
                                   status=STRING, idempotent_replay={"type": "boolean"})),
-               **_errors(400, 401, 413, 422)},
+               **_errors(400, 401, 409, 413, 422)},
               body=_json_body("SendRequest", SEND_EXAMPLE)),
     Operation("get", "/v1/messages/{message_id}", "getMessage",
               "A message's status, attempts and timeline",
@@ -252,7 +254,7 @@ BULK_AND_FLOW_OPERATIONS: tuple[Operation, ...] = (
                "200": _ok("Idempotent replay.", _object(
                    ("id", "messages", "idempotent_replay"), id=STRING, messages=INTEGER,
                    idempotent_replay={"type": "boolean"})),
-               **_errors(400, 401, 413, 422)},
+               **_errors(400, 401, 409, 413, 422)},
               tag="campaigns", body=_json_body("CampaignRequest", CAMPAIGN_EXAMPLE)),
     Operation("get", "/v1/campaigns/{campaign_id}", "getCampaign",
               "A campaign and where its messages are",

@@ -21,7 +21,7 @@ from sqlalchemy.exc import IntegrityError
 
 from shared.db import session_scope
 from shared.lifecycle import MESSAGE_FINAL, AttemptStatus, MessageStatus, engine_edge
-from shared.messages import create_message
+from shared.messages import IdempotencyConflict, create_message, record_conflict
 from shared.models import DEFAULT_APP, Attempt, Message, utcnow
 from shared.providers import get_provider
 from shared.providers.base import (
@@ -46,10 +46,14 @@ __all__ = ["RetryLater", "accept", "dispatch", "send_attempt", "send_batch"]
 
 
 def accept(message_id: str, request_data: dict, app_id: str = DEFAULT_APP) -> str | None:
-    """Insert a message sent through the broker (``shared.client.send``), then dispatch it."""
+    """Insert a message sent through the broker (``shared.client.send``), then dispatch it.
+    A key reused with another body keeps the first message (see ``record_conflict``)."""
     request = SendRequest.model_validate(request_data)
     with session_scope() as session:
-        create_message(session, message_id, request, app_id)
+        try:
+            create_message(session, message_id, request, app_id)
+        except IdempotencyConflict:
+            record_conflict(session, session.get_one(Message, message_id), request)
     return dispatch(message_id)
 
 

@@ -190,6 +190,55 @@ def test_same_idempotency_key_returns_the_first_id_and_sends_nothing_new(
     assert count(Event, Event.type == "queued") == 1
 
 
+def test_same_idempotency_key_with_another_body_is_a_409_naming_the_key(
+    client: FlaskClient, published: list[FollowUps],
+) -> None:
+    first = client.post("/v1/messages", json=send_body(idempotency_key="order-43"), headers=AUTH)
+    assert first.status_code == 202
+
+    again = client.post("/v1/messages", json=send_body(idempotency_key="order-43",
+                                                       text="Something else"), headers=AUTH)
+    assert again.status_code == 409
+    body = again.get_json()
+    assert body["error"] == "idempotency_conflict"
+    assert [e["field"] for e in body["errors"]] == ["idempotency_key"]
+    assert "idempotency_key" in body["message"]
+
+    assert len(tasks(published)) == 1  # only the first message's dispatch
+    assert count(Message) == 1
+    with session_scope() as session:
+        assert session.scalars(select(Message.request)).one()["text"] == "Hello"
+
+
+def test_a_replay_is_recognised_whatever_the_key_order_spacing_or_phone_spelling(
+    client: FlaskClient, published: list[FollowUps],
+) -> None:
+    body = send_body(idempotency_key="order-44")
+    first = client.post("/v1/messages", json=body, headers=AUTH)
+    reordered = '{ "idempotency_key" : "order-44", "text": "Hello",\n "route": ["viber","sms"],' \
+        ' "to": {"phone": "+32470123456"} }'
+    again = client.post("/v1/messages", data=reordered, headers=AUTH,
+                        content_type="application/json")
+    assert again.status_code == 200
+    assert again.get_json() == {"id": first.get_json()["id"], "status": "queued",
+                                "idempotent_replay": True}
+    other = client.post("/v1/messages", json=send_body(idempotency_key="order-44",
+                                                       route=["sms"]), headers=AUTH)
+    assert other.status_code == 409
+    assert len(tasks(published)) == 1
+
+
+def test_a_message_stored_before_request_hashes_replays_for_any_body(
+    client: FlaskClient, published: list[FollowUps],
+) -> None:
+    first = client.post("/v1/messages", json=send_body(idempotency_key="old"), headers=AUTH)
+    with session_scope() as session:  # as migration 0005 leaves rows that existed before it
+        session.get_one(Message, first.get_json()["id"]).request_hash = None
+    again = client.post("/v1/messages", json=send_body(idempotency_key="old", text="Other"),
+                        headers=AUTH)
+    assert again.status_code == 200 and again.get_json()["idempotent_replay"] is True
+
+
 def test_different_idempotency_keys_make_different_messages(client: FlaskClient,
                                                             published: list[FollowUps]) -> None:
     a = client.post("/v1/messages", json=send_body(idempotency_key="a"), headers=AUTH)

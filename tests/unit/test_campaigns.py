@@ -183,6 +183,51 @@ def test_a_retried_campaign_creates_nothing_new(api: FlaskClient,
     assert len(tasks(published)) == calls
 
 
+def test_a_campaign_key_reused_with_other_recipients_is_a_409_naming_the_key(
+        api: FlaskClient, published: list[FollowUps]) -> None:
+    api.post("/v1/campaigns", json=body(4, idempotency_key="k5"), headers=AUTH)
+    calls = len(tasks(published))
+    again = api.post("/v1/campaigns", json=body(5, idempotency_key="k5"), headers=AUTH)
+    assert again.status_code == 409
+    assert again.get_json()["error"] == "idempotency_conflict"
+    assert [e["field"] for e in again.get_json()["errors"]] == ["idempotency_key"]
+    assert count(Message) == 4 and count(Campaign) == 1
+    assert len(tasks(published)) == calls
+
+
+def test_a_campaign_replay_ignores_key_order_and_phone_spelling(api: FlaskClient) -> None:
+    first = api.post("/v1/campaigns", json=body(2, idempotency_key="k6"), headers=AUTH)
+    spelled = dict(reversed(list(body(2, idempotency_key="k6").items())))
+    spelled["recipients"] = [{"phone": p[:3] + " " + p[3:]} for p in phones(2)]
+    again = api.post("/v1/campaigns", json=spelled, headers=AUTH)
+    assert again.status_code == 200
+    assert again.get_json()["id"] == first.get_json()["id"]
+
+
+def test_a_campaign_message_replays_as_the_same_send(api: FlaskClient) -> None:
+    api.post("/v1/campaigns", json=body(1, idempotency_key="k7"), headers=AUTH)
+    single = {"to": {"phone": phones(1)[0]}, "route": ["viber", "sms"], "text": "Sale",
+              "sms_text": "Sale (sms)", "idempotency_key": "k7:" + phones(1)[0]}
+    assert api.post("/v1/messages", json=single, headers=AUTH).status_code == 200
+    changed = {**single, "text": "Other"}
+    assert api.post("/v1/messages", json=changed, headers=AUTH).status_code == 409
+
+
+def test_the_worker_keeps_the_first_campaign_for_a_conflicting_send_campaign(
+        api: FlaskClient, published: list[FollowUps], caplog: pytest.LogCaptureFixture,
+) -> None:
+    from shared import uow
+    from worker.tasks.bulk import accept_campaign
+
+    uow.set_publisher(published.append)  # importing the worker installed its own
+    campaign_id = campaigns.new_campaign_id("k8", "default")
+    assert accept_campaign(campaign_id, body(2, idempotency_key="k8")) == 1
+    with caplog.at_level("WARNING", logger="worker.tasks.bulk"):
+        assert accept_campaign(campaign_id, body(3, idempotency_key="k8")) == 0
+    assert count(Message) == 2 and count(Campaign) == 1
+    assert any("'k8'" in r.getMessage() and r.levelname == "WARNING" for r in caplog.records)
+
+
 def test_a_phone_already_sent_with_the_derived_key_is_left_alone(api: FlaskClient) -> None:
     api.post("/v1/messages", json={"to": {"phone": phones(1)[0]}, "route": ["sms"],
                                    "text": "Hi", "idempotency_key": "k2:" + phones(1)[0]},

@@ -18,6 +18,7 @@ import redis
 from sqlalchemy import select
 
 from shared import tasknames, uow
+from shared.db import session_scope
 from shared.messages import create_message, new_message_id
 from shared.models import Attempt, Callback, Event, Message
 from shared.providers.base import (
@@ -290,3 +291,21 @@ def test_an_error_once_the_request_may_have_left_waits_for_report_or_deadline(
     attempt = _attempt(attempt_id)
     assert len(gateway.sent) == 1
     assert attempt.status == "sending" and attempt.deadline_at is not None  # never resent
+
+
+def test_a_broker_send_reusing_a_key_with_another_body_keeps_the_first_and_says_so(
+    recorded: list[FollowUps], caplog: pytest.LogCaptureFixture,
+) -> None:
+    first = {"to": {"phone": "+32470123456"}, "route": ["sms"], "text": "Hi",
+             "idempotency_key": "welcome-7"}
+    message_id = new_message_id("welcome-7")
+    engine.accept(message_id, SendRequest.model_validate(first).model_dump(mode="json"))
+    with caplog.at_level("WARNING", logger="shared.messages"):
+        engine.accept(message_id, {**first, "text": "Something else"})
+    assert _row(Message, message_id).request["text"] == "Hi"
+    with session_scope() as session:
+        types = session.scalars(select(Event.type).where(Event.message_id == message_id)
+                                .order_by(Event.seq)).all()
+    assert types == ["queued", "idempotency_conflict"]
+    assert any("'welcome-7'" in r.getMessage() for r in caplog.records
+               if r.levelname == "WARNING")
