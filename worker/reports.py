@@ -89,13 +89,21 @@ def _find_attempt(session: Session, provider: str, event: ProviderEvent) -> Atte
             Attempt.provider_message_id == event.provider_message_id)).first()
     if attempt is None and event.attempt_ref:
         attempt = session.get(Attempt, event.attempt_ref)
-    if attempt is not None and event.channel not in (None, attempt.channel):
+    if attempt is not None and _names_another_hop(attempt, event):
         attempt = session.scalars(select(Attempt).where(
             Attempt.message_id == attempt.message_id, Attempt.channel == event.channel)
         ).first()
     if attempt is not None and attempt.provider != provider:
         return None
     return attempt
+
+
+def _names_another_hop(attempt: Attempt, event: ProviderEvent) -> bool:
+    """The report names a channel of the message's route other than the matched attempt's.
+    A channel the route does not have says nothing about hops (e.g. an SMS reply the gateway
+    reports in its Viber report shape): it stays with the attempt it matched."""
+    return event.channel not in (None, attempt.channel) and \
+        event.channel in attempt.message.route
 
 
 def apply_event(work: UnitOfWork, attempt: Attempt, event: ProviderEvent) -> None:

@@ -68,3 +68,31 @@ def test_an_unmatched_report_counts_its_tries_durably_and_ends_orphan(
     assert (callback.status, callback.tries) == ("orphan", reports.UNMATCHED_TRIES)
     reports.handle_callback(callback_id)  # a re-published orphan costs nothing more
     assert _callback(callback_id).tries == reports.UNMATCHED_TRIES
+
+
+def test_a_reply_in_the_gateways_viber_shape_stays_with_an_sms_only_message(
+        published: list[FollowUps]) -> None:
+    """The gateway's typed reports name Viber; on a message whose route has no Viber hop the
+    report is about the SMS it matched (a reply to a flow step over SMS), not another hop."""
+    from shared.messages import create_message, new_message_id
+    from shared.models import Attempt, Event
+    from shared.schemas import SendRequest
+    from worker import engine
+
+    request = SendRequest.model_validate(
+        {"to": {"phone": "+32470123456"}, "route": ["sms"], "text": "Pick 1 or 2"})
+    message_id = new_message_id(None)
+    with unit_of_work() as work:
+        create_message(work.session, message_id, request)
+    attempt_id = engine.dispatch(message_id)
+    with unit_of_work() as work:
+        attempt = work.session.get(Attempt, attempt_id)
+        attempt.status, attempt.provider_message_id = "submitted", "m-sms-1"
+    callback_id = _store("messaggio", {"msg_id": "m-sms-1", "type": "reply", "text": "2"})
+    reports.handle_callback(callback_id)
+    assert _callback(callback_id).status == "processed"
+    with unit_of_work() as work:
+        replied = work.session.scalars(select(Event.payload).where(
+            Event.message_id == message_id, Event.type == "replied")).all()
+        assert work.session.get(Attempt, attempt_id).status == "seen"
+    assert [r["text"] for r in replied] == ["2"]
