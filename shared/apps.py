@@ -12,12 +12,17 @@ import hashlib
 import secrets
 import uuid
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from shared.models import DEFAULT_APP, App, utcnow
 from shared.settings import get_settings
+from shared.signing import new_secret
+
+# How long the previous secret keeps signing beside the new one after a rotation.
+DEFAULT_OVERLAP = timedelta(hours=24)
 
 
 @dataclass(frozen=True)
@@ -33,7 +38,7 @@ def hash_key(api_key: str) -> str:
 
 def create(session: Session, name: str, callback_url: str | None = None) -> NewApp:
     api_key = "sb_" + secrets.token_urlsafe(32)
-    secret = "whsec_" + secrets.token_urlsafe(32)
+    secret = new_secret()
     app = App(id=str(uuid.uuid4()), name=name, api_key_hash=hash_key(api_key),
               callback_url=callback_url, signing_secret=secret)
     session.add(app)
@@ -46,9 +51,16 @@ def find(session: Session, name_or_id: str) -> App | None:
         or_(App.id == name_or_id, App.name == name_or_id))).first()
 
 
-def rotate_secret(session: Session, app: App) -> str:
-    app.signing_secret = "whsec_" + secrets.token_urlsafe(32)
-    app.secret_rotated_at = utcnow()
+def rotate_secret(session: Session, app: App, overlap: timedelta = DEFAULT_OVERLAP) -> str:
+    """A new signing secret for ``app``; the one it replaces keeps signing beside it for
+    ``overlap`` (none when zero), so receivers can switch secrets without refusing webhooks.
+    A rotation during an overlap drops the older previous secret: two secrets at most."""
+    now = utcnow()
+    keep = overlap > timedelta(0)
+    app.previous_signing_secret = app.signing_secret if keep else None
+    app.previous_secret_until = now + overlap if keep else None
+    app.signing_secret = new_secret()
+    app.secret_rotated_at = now
     return app.signing_secret
 
 
@@ -73,3 +85,17 @@ def delivery_target(session: Session, app_id: str) -> tuple[str | None, str]:
     if app is None:
         return None, ""
     return app.callback_url, app.signing_secret
+
+
+def signing_secrets(session: Session, app_id: str, now: datetime | None = None) -> list[str]:
+    """Every secret a webhook of ``app_id`` is signed with now: the current one first, then the
+    previous one while its rotation overlap lasts. Empty when the app has none (the
+    ``default`` app without ``SWITCHBOARD_CALLBACK_SIGNING_SECRET``)."""
+    current = delivery_target(session, app_id)[1]
+    if not current:
+        return []
+    app = session.get(App, app_id) if app_id != DEFAULT_APP else None
+    if (app is not None and app.previous_signing_secret and app.previous_secret_until
+            and app.previous_secret_until > (now or utcnow())):
+        return [current, app.previous_signing_secret]
+    return [current]

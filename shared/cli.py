@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from datetime import timedelta
 from typing import Any
 
 from pydantic import ValidationError
@@ -95,6 +96,9 @@ def _parser() -> argparse.ArgumentParser:
     apps_sub.add_parser("list", help="list apps")
     rotate = apps_sub.add_parser("rotate-secret", help="new webhook signing secret")
     rotate.add_argument("app", help="name or id")
+    rotate.add_argument("--overlap", default="24h", type=_duration,
+                        help="how long the old secret keeps signing beside the new one, "
+                             "e.g. 24h, 90m, 3600s, 7d or 0 (default 24h, at most 30d)")
 
     dbp = sub.add_parser("db", help="database commands")
     dbp.add_argument("action", choices=["upgrade"])
@@ -423,6 +427,20 @@ def _details(event: dict[str, Any]) -> str:
     return " ".join(f"{k}={v}" for k, v in detail.items())
 
 
+def _duration(text: str) -> timedelta:
+    """``--overlap``: a number with s, m, h or d (plain seconds without), from 0 to 30 days,
+    so a typo does not leave an old secret signing for years."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    value, unit = (text[:-1], text[-1]) if text[-1:] in units else (text, "s")
+    try:
+        seconds = float(value) * units[unit]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration like 24h, 90m or 0")
+    if not 0 <= seconds <= 30 * 86400:
+        raise argparse.ArgumentTypeError(f"{text!r} is not between 0 and 30d")
+    return timedelta(seconds=seconds)
+
+
 def _app_name(name: str) -> str:
     if not 0 < len(name.strip()) <= 100:
         raise CliError("an app name has 1 to 100 characters")
@@ -464,7 +482,11 @@ def _apps(args: argparse.Namespace) -> int:
                 app = apps.find(session, args.app)
                 if app is None:
                     raise CliError(f"no app {args.app!r}")
-                print(f"signing secret:  {apps.rotate_secret(session, app)}")
+                print(f"signing secret:  {apps.rotate_secret(session, app, args.overlap)}")
+                until = app.previous_secret_until
+                print("previous secret signs beside it until "
+                      f"{until.isoformat(timespec='seconds')}Z" if until
+                      else "previous secret no longer signs")
     except IntegrityError:
         raise CliError(f"an app named {args.name!r} exists already") from None
     except OperationalError as exc:

@@ -123,7 +123,9 @@ def _generated_secrets() -> list[str]:
         os.environ["SWITCHBOARD_API_KEYS"] = "dev-" + secrets.token_urlsafe(18)
         notes.append(f"API key (generated): {os.environ['SWITCHBOARD_API_KEYS']}")
     if not os.environ.get("SWITCHBOARD_CALLBACK_SIGNING_SECRET"):
-        os.environ["SWITCHBOARD_CALLBACK_SIGNING_SECRET"] = "whsec_" + secrets.token_urlsafe(24)
+        from shared.signing import new_secret  # whsec_ + base64, as Standard Webhooks reads it
+
+        os.environ["SWITCHBOARD_CALLBACK_SIGNING_SECRET"] = new_secret()
         notes.append("Webhook signing secret (generated): "
                      f"{os.environ['SWITCHBOARD_CALLBACK_SIGNING_SECRET']}")
     if not os.environ.get("FLOWER_BASIC_AUTH"):

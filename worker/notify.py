@@ -17,12 +17,12 @@ from sqlalchemy import select, update
 
 from shared import tasknames, uow
 from shared.lifecycle import DeliveryStatus
-from shared.apps import delivery_target
+from shared.apps import signing_secrets
 from shared.db import session_scope
 from shared.messages import event_body
 from shared.models import Delivery, Event, utcnow
 from shared.settings import get_settings
-from shared.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
+from shared.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign, standard_headers, webhook_id
 
 # Seconds to wait after the 1st, 2nd, ... failed try; about 24 h in all, then ``failed``.
 RETRY_SCHEDULE = (10, 30, 60, 300, 900, 1800, 3600, 7200, 14400, 28800, 28800)
@@ -49,19 +49,27 @@ def deliver(delivery_id: int) -> str | None:
         url, failures = delivery.url, delivery.attempts
         # The event's app, not the message's: events about no message (a flow result, a
         # friendship change) have no message to ask.
-        secret = delivery_target(session, event.app_id)[1]
-    if not secret:  # never send an unsigned webhook: say why in the timeline instead
+        signing, msg_id = signing_secrets(session, event.app_id), webhook_id(event.id)
+    if not signing:  # never send an unsigned webhook: say why in the timeline instead
         return _record(delivery_id, failures + 1, None,
                        "no signing secret: set SWITCHBOARD_CALLBACK_SIGNING_SECRET", final=True)
-    code, error = _post(url, body, secret)
+    code, error = _post(url, body, webhook_headers(body, signing, msg_id))
     return _record(delivery_id, failures + 1, code, error)
 
 
-def _post(url: str, body: bytes, secret: str) -> tuple[int | None, str | None]:
+def webhook_headers(body: bytes, signing: list[str], msg_id: str) -> dict[str, str]:
+    """The headers of one send: ``Switchboard-Signature`` with the current secret (as
+    producers verify it today) and the Standard Webhooks three, signed with every secret in
+    force, all over one timestamp taken now (a retry is signed afresh, under the same id)."""
     timestamp = str(int(time.time()))
     headers = {"Content-Type": "application/json", TIMESTAMP_HEADER: timestamp,
                "User-Agent": "Switchboard-Webhooks/1"}
-    headers[SIGNATURE_HEADER] = sign(secret, timestamp, body)
+    headers[SIGNATURE_HEADER] = sign(signing[0], timestamp, body)
+    headers.update(standard_headers(signing, msg_id, timestamp, body))
+    return headers
+
+
+def _post(url: str, body: bytes, headers: dict[str, str]) -> tuple[int | None, str | None]:
     try:
         response = requests.post(url, data=body, headers=headers, timeout=(3, 10),
                                  allow_redirects=False)

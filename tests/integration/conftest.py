@@ -39,7 +39,8 @@ API_KEY = "integration-key"
 CALLBACK_TOKEN = "integration-token"
 DEADLINE_SECONDS = 8.0
 CLIENT_TIMEOUT = 2.0
-SIGNING_SECRET = "integration-signing-secret"
+# As `switchboard apps create` prints one: whsec_ + base64 of the key (Standard Webhooks).
+SIGNING_SECRET = "whsec_aW50ZWdyYXRpb24td2ViaG9vay1rZXktMzItYnl0ZXM="
 ROGERTHAT_API_KEY = "integration-rogerthat-key"
 ROGERTHAT_SERVICE_KEY = "integration-service-key"
 CAO_API_KEY = "integration-cao-key"

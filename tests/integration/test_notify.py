@@ -1,9 +1,14 @@
-"""Status webhooks to a real local producer endpoint: signed, ordered, retried, stopped."""
+"""Status webhooks to a real local producer endpoint: signed (Switchboard-Signature and Standard
+Webhooks, one webhook-id per event across its retries), ordered, retried, stopped."""
 
 from __future__ import annotations
 
+import json
+from collections import Counter
+
 import pytest
 import requests
+from standardwebhooks import Webhook
 
 from shared.client import verify_signature
 from tests.integration.conftest import API_KEY, SIGNING_SECRET, Stack, wait_for
@@ -38,6 +43,12 @@ def test_webhooks_are_signed_ordered_and_retried_until_accepted(stack: Stack,
         headers = {k.lower(): v for k, v in call["headers"].items()}
         assert verify_signature(SIGNING_SECRET, call["body"], headers["switchboard-timestamp"],
                                 headers["switchboard-signature"])
+        # Standard Webhooks: the reference library accepts it with the secret as configured,
+        # and the webhook-id is the event's, on the retried sends too
+        event_id = Webhook(SIGNING_SECRET).verify(call["body"], headers)["id"]
+        assert headers["webhook-id"] == f"evt_{event_id}"
+    sends = Counter(json.loads(call["body"])["id"] for call in producer.calls)
+    assert max(sends.values()) >= 2  # some event was retried under its one id
     events = sorted(producer.accepted(), key=lambda e: e["seq"])
     types = [(e["type"], e["data"].get("status")) for e in events]
     assert types[0] == ("queued", None)

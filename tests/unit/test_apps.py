@@ -16,6 +16,7 @@ import pytest
 from flask.testing import FlaskClient
 from sqlalchemy import func, select, text
 
+from shared import apps as apps_module
 from shared import db, migrations, tasknames
 from shared.cli import main as cli_main
 from shared.db import session_scope
@@ -441,3 +442,53 @@ def test_replay_of_another_apps_message_replays_nothing(
         assert resp.status_code == 202
         assert resp.get_json() == {"replayed": 0}
     assert count(Delivery) == before
+
+
+# --------------------------------------------------------------------------------------
+# rotate-secret --overlap: the old secret keeps signing beside the new one for a while
+# --------------------------------------------------------------------------------------
+
+def _rotate(capsys: pytest.CaptureFixture[str], *extra: str) -> tuple[str, datetime, datetime]:
+    """rotate-secret shop with ``extra`` options: (new secret, clock before, clock after)."""
+    before = datetime.now(UTC).replace(tzinfo=None)
+    code, out, err = run_cli(capsys, "apps", "rotate-secret", "shop", *extra)
+    assert code == 0, err
+    return _field(out, "signing secret"), before, datetime.now(UTC).replace(tzinfo=None)
+
+
+@pytest.mark.parametrize("extra, overlap", [((), timedelta(hours=24)),
+                                            (("--overlap", "2h"), timedelta(hours=2)),
+                                            (("--overlap", "90m"), timedelta(minutes=90)),
+                                            (("--overlap", "3600"), timedelta(hours=1))])
+def test_rotate_keeps_the_old_secret_signing_for_the_overlap(
+        client: FlaskClient, capsys: pytest.CaptureFixture[str], shop: dict[str, str],
+        extra: tuple[str, ...], overlap: timedelta) -> None:
+    new_secret, before, after = _rotate(capsys, *extra)
+    with session_scope() as session:
+        row = session.get(App, shop["id"])
+        assert row.signing_secret == new_secret
+        assert row.previous_signing_secret == shop["secret"]
+        assert before + overlap <= row.previous_secret_until <= after + overlap
+        assert apps_module.signing_secrets(session, shop["id"]) == [new_secret, shop["secret"]]
+
+
+def test_rotate_with_no_overlap_drops_the_old_secret(
+        client: FlaskClient, capsys: pytest.CaptureFixture[str], shop: dict[str, str]) -> None:
+    _rotate(capsys)  # a first rotation with the default overlap
+    new_secret, _, _ = _rotate(capsys, "--overlap", "0")
+    with session_scope() as session:
+        row = session.get(App, shop["id"])
+        assert row.previous_signing_secret is None and row.previous_secret_until is None
+        assert apps_module.signing_secrets(session, shop["id"]) == [new_secret]
+
+
+@pytest.mark.parametrize("bad", ["soon", "-1h", "31d", ""])
+def test_rotate_refuses_a_bad_overlap_and_changes_nothing(
+        client: FlaskClient, capsys: pytest.CaptureFixture[str], shop: dict[str, str],
+        bad: str) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(["apps", "rotate-secret", "shop", "--overlap", bad])
+    assert exit_info.value.code == 2
+    assert "argument --overlap: " in capsys.readouterr().err  # a known option, a bad value
+    with session_scope() as session:
+        assert session.get(App, shop["id"]).signing_secret == shop["secret"]
