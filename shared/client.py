@@ -101,19 +101,21 @@ def seal(message_id: str, *, broker_url: str | None = None) -> None:
 
 def invite(email: str, *, app_id: str = "rogerthat", name: str | None = None,
            message: str | None = None, language: str | None = None,
-           broker_url: str | None = None) -> None:
-    """Invite someone to be the messenger service's friend (the outcome becomes an event)."""
+           broker_url: str | None = None, producer_app: str = DEFAULT_APP) -> None:
+    """Invite someone to be the messenger service's friend (the outcome becomes an event of
+    ``producer_app``, which lists the contact; ``app_id`` is the messenger app)."""
     req = FriendRequest(email=email, app_id=app_id, name=name, message=message,
                         language=language)
     send_task(tasknames.FRIEND_INVITE, str(req.email), req.app_id, str(uuid.uuid4()),
-              req.name, req.message, req.language, broker_url=broker_url)
+              req.name, req.message, req.language, producer_app, broker_url=broker_url)
 
 
-def break_up(email: str, *, app_id: str = "rogerthat", broker_url: str | None = None) -> None:
+def break_up(email: str, *, app_id: str = "rogerthat", broker_url: str | None = None,
+             producer_app: str = DEFAULT_APP) -> None:
     """End the messenger friendship; later messages to them skip the messenger hop."""
     req = FriendRequest(email=email, app_id=app_id)
     send_task(tasknames.FRIEND_BREAK_UP, str(req.email), req.app_id, str(uuid.uuid4()),
-              broker_url=broker_url)
+              producer_app, broker_url=broker_url)
 
 
 # --- reads: these need the HTTP API (the broker carries no answers) ----------------------

@@ -12,18 +12,19 @@ import logging
 from typing import Any
 
 import requests
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, exists, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from shared import handlers
 from shared.messages import add_app_event
-from shared.models import Contact
+from shared.models import DEFAULT_APP, AppContact, Contact
 from shared.settings import get_settings
 
 log = logging.getLogger(__name__)
 NOT_REACHABLE = frozenset({"declined", "not_friend"})
 INVITE_TAG_PREFIX = "switchboard-invite:"  # + the invitation's request id
+INVITES_KEPT = 20  # per contact: whose recent invitations these were
 
 
 def find(session: Session, channel: str, address: str, app_id: str) -> Contact | None:
@@ -37,6 +38,17 @@ def invitation_tag(request_id: str) -> str:
     and a declined result carries no e-mail: the tag is all that says whose it was. Made
     from the request id, so a retried invitation carries the same tag."""
     return INVITE_TAG_PREFIX + request_id
+
+
+def note_invitation(contact: Contact, tag: str, producer_app: str) -> None:
+    """Remember the latest invitation's tag (a decline is matched by it) and which app sent
+    each recent one, so its answer goes to that app (``on_contact``)."""
+    details = dict(contact.details or {})
+    inviters = dict(details.get("invited_by") or {})
+    inviters[tag] = producer_app
+    details["invite_tag"] = tag
+    details["invited_by"] = dict(list(inviters.items())[-INVITES_KEPT:])
+    contact.details = details
 
 
 def find_by_invite_tag(session: Session, channel: str, tag: str) -> Contact | None:
@@ -73,6 +85,55 @@ def record(session: Session, channel: str, address: str, app_id: str, status: st
     if details:
         contact.details = {**(contact.details or {}), **details}
     return contact
+
+
+# --- which app reached which contact (a friendship is the service's, the list the app's) ---
+
+def reached(session: Session, channel: str, address: str, scope: str, app_id: str) -> Contact:
+    """``app_id`` messaged or invited this contact: it exists (``unknown`` when new, its
+    status otherwise kept) and ``app_id`` lists it from now on."""
+    contact = record(session, channel, address, scope, None)
+    session.flush()  # the link needs the contact's id
+    if session.get(AppContact, (app_id, contact.id)) is None:
+        try:
+            with session.begin_nested():  # a concurrent send linked it first: that one stands
+                session.add(AppContact(app_id=app_id, contact_id=contact.id))
+        except IntegrityError:
+            pass
+    return contact
+
+
+def note_recipients(session: Session, request: Any, app_id: str) -> None:
+    """At accept: the recipient of a hop on the friendships channel (the messenger's e-mail)
+    becomes a contact ``app_id`` reached, whether or not that hop is ever tried: the app
+    chose to message them. Phones are not listed: no friendship governs them, and a row per
+    SMS would cost every accept a write."""
+    from shared.providers import channel_for, get_provider, provider_name
+
+    friendships = channel_for("friendships")
+    for channel in request.route:
+        if channel != friendships:
+            continue
+        recipient = get_provider(provider_name(channel)).recipient(request, channel)
+        if recipient is not None:
+            reached(session, channel, recipient.address, recipient.scope, app_id)
+
+
+def visible(app_id: str) -> ColumnElement[bool]:
+    """The contacts ``app_id`` may list: those it reached; the default app (the operator's
+    bootstrap keys) also those no app reached (who befriended the service on their own)."""
+    linked = Contact.id.in_(select(AppContact.contact_id).where(AppContact.app_id == app_id))
+    if app_id != DEFAULT_APP:
+        return linked
+    return or_(linked, ~exists().where(AppContact.contact_id == Contact.id))
+
+
+def apps_of(session: Session, contact: Contact) -> list[str]:
+    """The apps that reached ``contact``, or ``[default]``: who hears of a change nobody asked
+    for (the member broke up, accepted from their side, changed their name)."""
+    found = session.scalars(select(AppContact.app_id).where(
+        AppContact.contact_id == contact.id).order_by(AppContact.app_id)).all()
+    return list(found) or [DEFAULT_APP]
 
 
 def decide_invitation(session: Session, email: str, app_id: str, invitation: dict[str, Any],
@@ -130,12 +191,26 @@ def on_contact(work: Any, occurrence: handlers.Occurrence) -> bool:
         status: str | None = "friend" if occurrence.answer == "accepted" else "declined"
     else:
         status = _CONTACT_STATUS.get((change, data.get("result")))
+    contact = None
     if email:
-        record(work.session, occurrence.provider or "", email, data.get("app_id") or "",
-               status, name=data.get("name"))
-    add_app_event(work.session, "contact",
-                  {"channel": occurrence.provider, "status": status, **data})
+        contact = record(work.session, occurrence.provider or "", email,
+                         data.get("app_id") or "", status, name=data.get("name"))
+        work.session.flush()
+    payload = {"channel": occurrence.provider, "status": status, **data}
+    for app_id in _told_apps(work.session, contact, data):
+        add_app_event(work.session, "contact", payload, app_id)
     return True
+
+
+def _told_apps(session: Session, contact: Contact | None, data: dict[str, Any]) -> list[str]:
+    """Who hears of a friendship change: the app whose invitation this answers (our tag
+    names it), else every app that reached the contact, else the default app."""
+    tag = data.get("tag")
+    if contact is not None and isinstance(tag, str) and tag.startswith(INVITE_TAG_PREFIX):
+        inviters = (contact.details or {}).get("invited_by") or {}
+        if isinstance(inviters, dict) and isinstance(inviters.get(tag), str):
+            return [inviters[tag]]
+    return apps_of(session, contact) if contact is not None else [DEFAULT_APP]
 
 
 def _invited_by_us(session: Session, channel: str, data: dict[str, Any]) -> dict[str, Any]:

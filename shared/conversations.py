@@ -297,7 +297,7 @@ def on_inbound(work: Any, occurrence: handlers.Occurrence) -> bool:
             conversation, event.data, event.text, event.occurred_at), conversation.app_id)
         handlers.dispatch(work, handlers.Occurrence(
             "conversation_text", provider=occurrence.provider, event=event, data={
-                "consumer_id": conversation.consumer_id,
+                "consumer_id": conversation.consumer_id, "app_id": conversation.app_id,
                 "session_id": conversation.session_id,
                 "advertiser_id": conversation.advertiser_id}))
     return True

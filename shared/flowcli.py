@@ -41,7 +41,10 @@ def load(session: Session, args: argparse.Namespace) -> int:
         raise FlowCliError(f"{path}: {exc.message}") from None
     except ValidationError as exc:
         raise FlowCliError(_fields(exc, str(path))) from None
-    flow = runtime.save_definition(session, _app(session, args), definition)
+    try:
+        flow = runtime.save_definition(session, _app(session, args), definition)
+    except runtime.TriggerTaken as exc:
+        raise FlowCliError(f"{path}: {exc}") from None
     print(f"saved {flow.name} version {flow.version}")
     return 0
 
@@ -70,7 +73,8 @@ def start(work: UnitOfWork, args: argparse.Namespace) -> list[str]:
     session = work.session
     flow = _flow(session, args)
     definition = runtime.definition_of(flow)
-    contacts = _contacts(args) or (runtime.consenting_contacts(session, definition)
+    contacts = _contacts(args) or (runtime.consenting_contacts(session, definition,
+                                                                  flow.app_id)
                                    if args.all else [])
     if not contacts:
         raise FlowCliError("give --to, --email or --consumer (or --all)")

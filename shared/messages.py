@@ -120,6 +120,9 @@ def insert_message(session: Session, message_id: str, request: SendRequest,
     session.add(message)
     session.flush()  # the event's foreign key needs the message row first
     add_event(session, message_id, "queued", route=list(request.route))
+    from shared.contacts import note_recipients  # (that module imports this one)
+
+    note_recipients(session, request, app_id)  # the app lists whom it messaged (issue 14)
     return message
 
 

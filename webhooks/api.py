@@ -12,7 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from shared import feed, tasknames, uow
+from shared import contacts, feed, tasknames, uow
 from shared.db import session_scope
 from shared.lifecycle import MessageStatus
 from shared.messages import (
@@ -225,20 +225,21 @@ def friendship(action: str):  # type: ignore[no-untyped-def]
     req = _parse(FriendRequest)
     if action == "invite":  # no row of ours changes: a task of its own, through the same seam
         uow.publish_task(tasknames.FRIEND_INVITE, str(req.email), req.app_id,
-                         str(uuid.uuid4()), req.name, req.message, req.language)
-    else:
+                         str(uuid.uuid4()), req.name, req.message, req.language, g.app_id)
+    else:  # the trailing g.app_id: the app that asked is told, and lists an invited contact
         uow.publish_task(tasknames.FRIEND_BREAK_UP, str(req.email), req.app_id,
-                         str(uuid.uuid4()))
+                         str(uuid.uuid4()), g.app_id)
     return jsonify(email=str(req.email), app_id=req.app_id, status="requested"), 202
 
 
 @api.get("/contacts")
 @require_api_key
 def list_contacts():  # type: ignore[no-untyped-def]
-    """What we know of each contact's consent (e.g. messenger friendships)."""
+    """What we know of the consent of each contact this app messaged or invited (e.g. a
+    messenger friendship, which is the service's: every app sees the same status)."""
     with session_scope() as session:
-        rows = session.scalars(select(Contact).order_by(Contact.updated_at.desc())
-                               .limit(1000)).all()
+        rows = session.scalars(select(Contact).where(contacts.visible(g.app_id))
+                               .order_by(Contact.updated_at.desc()).limit(1000)).all()
         items = [{"channel": c.channel, "address": c.address, "app_id": c.app_id,
                   "status": c.status, "name": c.name,
                   "updated_at": c.updated_at.isoformat() + "Z"} for c in rows]

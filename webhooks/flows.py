@@ -49,7 +49,11 @@ def save_flow():  # type: ignore[no-untyped-def]
         return jsonify(error="validation_error", message="the flow is not valid",
                        errors=error_list(exc)), 422
     with session_scope() as session:
-        flow = runtime.save_definition(session, g.app_id, definition)
+        try:
+            flow = runtime.save_definition(session, g.app_id, definition)
+        except runtime.TriggerTaken as exc:
+            return jsonify(error="conflict", message=exc.message,
+                           errors=[{"field": exc.field, "message": exc.message}]), 409
         body = {"name": flow.name, "version": flow.version}
     return jsonify(body), 201
 
@@ -94,7 +98,8 @@ def start_flow(name: str):  # type: ignore[no-untyped-def]
             return _not_found(f"flow {name}")
         definition = runtime.definition_of(flow)
         contacts = ([c.model_dump(mode="json", exclude_none=True) for c in req.contacts]
-                    if req.contacts else runtime.consenting_contacts(work.session, definition))
+                    if req.contacts else runtime.consenting_contacts(work.session, definition,
+                                                         g.app_id))
         _check_contacts(definition, contacts)
         runs = [runtime.create_run(work.session, flow, contact, g.app_id, "api")
                 for contact in contacts]

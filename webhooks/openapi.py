@@ -212,7 +212,8 @@ MESSAGE_OPERATIONS: tuple[Operation, ...] = (
               parameters=(_path_param("action", "invite or break-up",
                                       enum=["invite", "break-up"]),),
               example_path="/v1/contacts/rogerthat/invite"),
-    Operation("get", "/v1/contacts", "listContacts", "What we know of each contact's consent",
+    Operation("get", "/v1/contacts", "listContacts",
+              "The consent of each contact this app messaged or invited",
               {"200": _ok("Contacts, most recently changed first.", _object(
                   ("contacts",), contacts={"type": "array", "items": _ref("Contact")})),
                **_errors(401)},
@@ -268,7 +269,7 @@ BULK_AND_FLOW_OPERATIONS: tuple[Operation, ...] = (
               "version",
               {"201": _ok("Saved.", _object(("name", "version"), name=STRING,
                                             version=INTEGER)),
-               **_errors(400, 401, 413, 422)},
+               **_errors(400, 401, 409, 413, 422)},  # 409: a trigger another app uses
               tag="flows", body={"required": True, "content": {
                   JSON: {"schema": _ref("FlowDefinition"), "example": FLOW_EXAMPLE},
                   "application/yaml": {"schema": STRING}}}),

@@ -10,7 +10,8 @@ from typing import Any
 
 from shared import handlers
 from shared.flows import runtime
-from shared.models import Message
+from shared.messages import add_app_event
+from shared.models import DEFAULT_APP, Message
 
 DEFAULT_MESSENGER_APP = "rogerthat"  # a poke without an app id came from the default app
 
@@ -25,10 +26,10 @@ def on_reply(work: Any, occurrence: handlers.Occurrence) -> bool:
     if runtime.on_reply(session, occurrence.message_id, work.followups, answer_id=button_id,
                         text=text):
         return True
-    flow = runtime.triggered_flow(session, keyword=text) if text else None
+    message = session.get(Message, occurrence.message_id)
+    assert message is not None  # a keyword starts a flow of the app whose message this answers
+    flow = runtime.triggered_flow(session, keyword=text, app_id=message.app_id) if text else None
     if flow is not None:
-        message = session.get(Message, occurrence.message_id)
-        assert message is not None
         runtime.start_triggered(session, flow, runtime.contact_of_message(message.request),
                                 "keyword", work.followups)
     return True
@@ -36,16 +37,21 @@ def on_reply(work: Any, occurrence: handlers.Occurrence) -> bool:
 
 @handlers.on("poke")
 def on_poke(work: Any, occurrence: handlers.Occurrence) -> bool:
-    """A poke whose tag a flow lists starts that flow for the person who poked; the producer
-    hears of the poke either way (not consumed)."""
+    """A poke whose tag a flow lists starts that flow for the person who poked. A poke names
+    no producer app: it is the app whose flow owns the tag (a tag is one app's, see
+    ``runtime.save_definition``), and that app alone hears of it; a tag no flow lists is not
+    consumed, so the default app hears of it as before."""
     assert occurrence.event is not None
     data = occurrence.event.data
     flow = runtime.triggered_flow(work.session, poke_tag=data.get("tag"))
-    if flow is not None and data.get("email"):
+    if flow is None:
+        return False
+    if data.get("email"):
         contact = {"to": {"email": data["email"],
                           "app_id": data.get("app_id") or DEFAULT_MESSENGER_APP}}
         runtime.start_triggered(work.session, flow, contact, "poke", work.followups)
-    return False
+    add_app_event(work.session, "poke", {"channel": occurrence.provider, **data}, flow.app_id)
+    return True
 
 
 @handlers.on("flow_result")
@@ -60,8 +66,9 @@ def on_conversation_text(work: Any, occurrence: handlers.Occurrence) -> bool:
     """An agent's new text in an in-app conversation."""
     assert occurrence.event is not None
     ref = dict(occurrence.data)
+    app_id = ref.pop("app_id", None) or DEFAULT_APP  # the conversation's app: its runs only
     runtime.on_conversation_text(work.session, ref["consumer_id"], ref,
-                                 occurrence.event.text, work.followups)
+                                 occurrence.event.text, work.followups, app_id)
     return True
 
 

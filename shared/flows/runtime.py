@@ -26,7 +26,7 @@ from shared.flows.render import match_answer_id, match_reply, render_reask, rend
 from shared.flows.requests import contact_key
 from shared.lifecycle import MESSAGE_FINAL
 from shared.messages import add_app_event, insert_message
-from shared.models import Contact, Flow, FlowRun, utcnow
+from shared.models import DEFAULT_APP, Contact, Flow, FlowRun, utcnow
 from shared.schemas import SendRequest
 from shared.uow import Task
 
@@ -45,8 +45,19 @@ class Work(Protocol):
 
 # --- definitions --------------------------------------------------------------------------
 
+class TriggerTaken(Exception):
+    """A poke tag or keyword that another app's flow already lists: a trigger starts one
+    app's flow, so a second app cannot claim it (the API answers 409 naming the field)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field, self.message = field, message
+
+
 def save_definition(session: Session, app_id: str, definition: FlowDefinition) -> Flow:
-    """Store a new version (1, 2, ...) of the flow named in the definition."""
+    """Store a new version (1, 2, ...) of the flow named in the definition; raises
+    ``TriggerTaken`` when another app's latest flow lists one of its triggers."""
+    _check_triggers(session, app_id, definition)
     latest = session.scalar(select(func.max(Flow.version)).where(
         Flow.app_id == app_id, Flow.name == definition.name)) or 0
     flow = Flow(app_id=app_id, name=definition.name, version=latest + 1,
@@ -54,6 +65,26 @@ def save_definition(session: Session, app_id: str, definition: FlowDefinition) -
     session.add(flow)
     session.flush()
     return flow
+
+
+def _check_triggers(session: Session, app_id: str, definition: FlowDefinition) -> None:
+    """Triggers are global (a poke names no app), so each belongs to the app that saved it
+    first; another app's flow whose latest version lists it keeps it."""
+    taken_tags: set[str] = set()
+    taken_words: set[str] = set()
+    for flow in latest_flows(session):
+        if flow.app_id != app_id:
+            triggers = definition_of(flow).triggers
+            taken_tags.update(triggers.poke_tags)
+            taken_words.update(k.strip().casefold() for k in triggers.keywords)
+    for index, tag in enumerate(definition.triggers.poke_tags):
+        if tag in taken_tags:
+            raise TriggerTaken(f"triggers.poke_tags.{index}",
+                               f"poke tag {tag!r} already starts another app's flow")
+    for index, word in enumerate(definition.triggers.keywords):
+        if word.strip().casefold() in taken_words:
+            raise TriggerTaken(f"triggers.keywords.{index}",
+                               f"keyword {word!r} already starts another app's flow")
 
 
 def find_flow(session: Session, app_id: str, name: str, version: int | None = None) -> Flow | None:
@@ -106,11 +137,17 @@ def check_contact(definition: FlowDefinition, contact: dict[str, Any]) -> None:
                                 "text": "check", "allow_dismiss": True})
 
 
-def consenting_contacts(session: Session, definition: FlowDefinition) -> list[dict[str, Any]]:
-    """Everyone with consent on the flow's first channel (e.g. the messenger's friends)."""
+def consenting_contacts(session: Session, definition: FlowDefinition,
+                        app_id: str = DEFAULT_APP) -> list[dict[str, Any]]:
+    """Everyone with consent on the flow's first channel (e.g. the messenger's friends) among
+    the contacts ``app_id`` may list (``shared.contacts.visible``): a launch for all must not
+    reach, or name in its answer, another app's contacts."""
+    from shared import contacts
+
     channel = definition.route[0]
-    rows = session.scalars(select(Contact).where(Contact.channel == channel,
-                                                 Contact.status == "friend")).all()
+    rows = session.scalars(select(Contact).where(
+        Contact.channel == channel, Contact.status == "friend",
+        contacts.visible(app_id))).all()
     return [{"to": {"email": row.address, **({"app_id": row.app_id} if row.app_id else {})}}
             for row in rows]
 
@@ -432,9 +469,12 @@ def _iso(value: datetime | None) -> str | None:
 # --- triggers ---------------------------------------------------------------------------------
 
 def triggered_flow(session: Session, *, poke_tag: str | None = None,
-                   keyword: str | None = None) -> Flow | None:
-    """The flow a messenger poke tag or an inbound keyword starts (latest versions only)."""
-    for flow in latest_flows(session):
+                   keyword: str | None = None, app_id: str | None = None) -> Flow | None:
+    """The flow a messenger poke tag or an inbound keyword starts (latest versions only):
+    ``app_id``'s own flows for a keyword in a reply to that app's message or conversation;
+    every app's for a poke, which names no app (a trigger belongs to one app, see
+    ``save_definition``)."""
+    for flow in latest_flows(session, app_id):
         triggers = definition_of(flow).triggers
         if (poke_tag and poke_tag in triggers.poke_tags) or triggers.matches_keyword(keyword):
             return flow
@@ -473,14 +513,16 @@ def contact_of_message(request: dict[str, Any]) -> dict[str, Any]:
 
 
 def on_conversation_text(session: Session, consumer_id: str, conversation: dict[str, Any],
-                         text: str | None, work: Work) -> None:
-    """An in-app message from the conversation: an answer to a running run's step, or a
-    keyword that starts a flow."""
+                         text: str | None, work: Work, app_id: str = DEFAULT_APP) -> None:
+    """An in-app message from ``app_id``'s conversation: an answer to that app's running
+    run's step, or a keyword that starts one of its flows (another app's run for the same
+    consumer id is another conversation)."""
     current = session.scalar(select(FlowRun.current_message_id).where(
         FlowRun.contact_key == f"inapp:{consumer_id}", FlowRun.status == "running",
+        FlowRun.app_id == app_id,
         FlowRun.current_message_id.is_not(None)).order_by(FlowRun.updated_at.desc()).limit(1))
     if current and on_reply(session, current, work, text=text):
         return
-    flow = triggered_flow(session, keyword=text)
+    flow = triggered_flow(session, keyword=text, app_id=app_id)
     if flow is not None:
         start_triggered(session, flow, {"conversation": conversation}, "keyword", work)

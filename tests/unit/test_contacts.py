@@ -143,3 +143,43 @@ def test_an_invitation_result_with_a_tag_of_no_invitation_changes_nothing(sessio
         contacts.on_contact(SimpleNamespace(session=session),
                             Occurrence(kind="contact", provider="rogerthat", event=event))
     assert contacts.find(session, "rogerthat", "bob@example.com", "rogerthat").status == "invited"
+
+
+def _listed(session, app_id: str) -> set[str]:
+    from sqlalchemy import select
+
+    from shared.models import Contact
+
+    return set(session.scalars(select(Contact.address).where(contacts.visible(app_id))))
+
+
+def test_an_app_lists_only_the_contacts_it_reached(session) -> None:
+    """A friendship is the service's; the list is the app's (the default app also lists
+    those no app reached)."""
+    contacts.reached(session, "rogerthat", "A@example.com", "rogerthat", "app-a")
+    contacts.reached(session, "rogerthat", "a@example.com", "rogerthat", "app-a")  # once
+    contacts.record(session, "rogerthat", "walk-in@example.com", "rogerthat", "friend")
+    session.flush()
+    assert _listed(session, "app-a") == {"a@example.com"}
+    assert _listed(session, "app-b") == set()
+    assert _listed(session, "default") == {"walk-in@example.com"}
+    contacts.reached(session, "rogerthat", "a@example.com", "rogerthat", "app-b")
+    session.flush()
+    assert _listed(session, "app-b") == {"a@example.com"}
+    contact = contacts.find(session, "rogerthat", "a@example.com", "rogerthat")
+    assert contacts.apps_of(session, contact) == ["app-a", "app-b"]
+
+
+def test_a_messenger_message_at_accept_links_its_recipient(session) -> None:
+    from shared.schemas import SendRequest
+
+    messenger = SendRequest.model_validate({"to": {"email": "m@example.com"},
+                                            "route": ["rogerthat"], "text": "hi"})
+    sms = SendRequest.model_validate({"to": {"phone": "+32470120001"}, "route": ["sms"],
+                                      "text": "hi"})
+    contacts.note_recipients(session, messenger, "app-a")
+    contacts.note_recipients(session, sms, "app-a")
+    session.flush()
+    assert _listed(session, "app-a") == {"m@example.com"}
+    contact = contacts.find(session, "rogerthat", "m@example.com", "rogerthat")
+    assert contact is not None and contact.status == "unknown"

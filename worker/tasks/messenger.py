@@ -8,6 +8,7 @@ chain, one whose outcome is unknown keeps it).
 from __future__ import annotations
 
 from shared import tasknames
+from shared.models import DEFAULT_APP
 from shared.providers.base import RetryableError
 from worker import messenger
 from worker.app import app
@@ -29,19 +30,24 @@ def seal(self, message_id: str, rpc_id: str) -> str:  # type: ignore[no-untyped-
 
 @app.task(name=tasknames.FRIEND_INVITE, **_RETRY)
 def invite(self, email: str, app_id: str, rpc_id: str, name: str | None = None,  # type: ignore[no-untyped-def]
-           message: str | None = None, language: str | None = None) -> str:
+           message: str | None = None, language: str | None = None,
+           producer_app: str = DEFAULT_APP) -> str:
+    """``app_id`` is the messenger app; ``producer_app`` (trailing, optional: producers that
+    predate it publish six arguments and ask as the default app) is ours that asked."""
     try:
         return messenger.invite(email, app_id, rpc_id, name, message, language,
-                                retries=self.request.retries)
+                                retries=self.request.retries, producer_app=producer_app)
     except RetryableError as exc:
         raise self.retry(countdown=retry_countdown(exc.retry_after,
                                                     self.request.retries)) from exc
 
 
 @app.task(name=tasknames.FRIEND_BREAK_UP, **_RETRY)
-def break_up(self, email: str, app_id: str, rpc_id: str) -> str:  # type: ignore[no-untyped-def]
+def break_up(self, email: str, app_id: str, rpc_id: str,  # type: ignore[no-untyped-def]
+             producer_app: str = DEFAULT_APP) -> str:
     try:
-        return messenger.break_up(email, app_id, rpc_id, retries=self.request.retries)
+        return messenger.break_up(email, app_id, rpc_id, retries=self.request.retries,
+                                  producer_app=producer_app)
     except RetryableError as exc:
         raise self.retry(countdown=retry_countdown(exc.retry_after,
                                                     self.request.retries)) from exc
