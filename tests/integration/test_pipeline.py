@@ -76,8 +76,13 @@ def test_same_idempotency_key_sends_once(stack: Stack) -> None:
     key = f"order-{uuid.uuid4()}"
     first = _send(stack, "+32470120000", idempotency_key=key)
     again = stack.post_message(to={"phone": "+32470120000"}, route=["viber", "sms"],
-                               text="Your order is ready", idempotency_key=key)
+                               text="Your order is ready", sms_text="Order ready (SMS)",
+                               idempotency_key=key)
     assert again.status_code == 200 and again.json()["id"] == first
+    other = stack.post_message(to={"phone": "+32470120000"}, route=["viber", "sms"],
+                               text="Another body", idempotency_key=key)
+    assert other.status_code == 409, other.text
+    assert [e["field"] for e in other.json()["errors"]] == ["idempotency_key"]
     view = stack.wait_status(first, {"seen"})
     assert len(view["attempts"]) == 1
     assert _channels_sent(stack, view) == ["viber"]
