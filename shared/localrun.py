@@ -21,7 +21,7 @@ from honcho.manager import Manager
 
 from shared import metrics
 from shared.migrations import upgrade
-from shared.settings import Settings, get_settings
+from shared.settings import Settings, exit_if_sandbox_secrets, get_settings
 
 PY = sys.executable
 
@@ -137,6 +137,7 @@ def _generated_secrets() -> list[str]:
 def run(host: str, port: int, flower_port: int, concurrency: int, demo: bool) -> int:
     notes = _generated_secrets()
     get_settings.cache_clear()
+    exit_if_sandbox_secrets("up")  # a real provider URL with its sandbox secret: before any child
     settings = get_settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     redis_proc = (start_embedded_redis(settings.data_dir, settings.embedded_redis_socket)

@@ -7,6 +7,8 @@ clone runs with no configuration; the same variables point it at real infrastruc
 
 from __future__ import annotations
 
+import hmac
+import sys
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -194,3 +196,62 @@ class Settings(BaseSettings):
 def get_settings() -> Settings:
     """The process-wide settings; tests call ``get_settings.cache_clear()`` after changing env."""
     return Settings()
+
+# --- production refuses sandbox secrets ---------------------------------------------------
+# (URL setting, secret setting, its variable): each provider's callback secret, which only the
+# local simulators may leave at the public default this module ships.
+_CALLBACK_SECRETS = (
+    ("messaggio_url", "messaggio_callback_token", "SWITCHBOARD_MESSAGGIO_CALLBACK_TOKEN"),
+    ("rogerthat_url", "rogerthat_service_key", "SWITCHBOARD_ROGERTHAT_SERVICE_KEY"),
+)
+
+
+class SandboxSecretError(RuntimeError):
+    """A provider with a real URL whose callbacks would be accepted with a secret anyone can
+    read in this repository; the process must not start."""
+
+
+def sandbox_secret_problems(settings: Settings) -> list[str]:
+    """What to fix, one phrase per provider. A provider URL is set only for a real provider:
+    ``switchboard up`` starts a simulator exactly when it is unset (shared/localrun.py), so an
+    unset URL keeps the sandbox defaults working. The in-app inbound key defaults to the API
+    key, so with no inbound key of its own the API key is what must not be the default."""
+    problems = []
+    for url, field, variable in _CALLBACK_SECRETS:
+        if getattr(settings, url) and _is_default(settings, field, getattr(settings, field)):
+            problems.append(f"SWITCHBOARD_{url.upper()} is set but {variable} is the public "
+                            f"sandbox default: set {variable}")
+    if settings.contactatonce_url and _is_default(
+            settings, "contactatonce_api_key", settings.effective_contactatonce_inbound_key):
+        key = settings.contactatonce_inbound_key
+        variable = ("SWITCHBOARD_CONTACTATONCE_INBOUND_KEY" if key and key.get_secret_value()
+                    else "SWITCHBOARD_CONTACTATONCE_API_KEY (the inbound key defaults to it) "
+                         "or SWITCHBOARD_CONTACTATONCE_INBOUND_KEY")
+        problems.append("SWITCHBOARD_CONTACTATONCE_URL is set but the in-app inbound key is "
+                        f"the public sandbox default: set {variable}")
+    return problems
+
+
+def _is_default(settings: Settings, field: str, value: SecretStr) -> bool:
+    """Whether ``value`` is ``field``'s shipped default (compared in constant time)."""
+    default = type(settings).model_fields[field].default.get_secret_value()
+    return hmac.compare_digest(value.get_secret_value().encode(), default.encode())
+
+
+def refuse_sandbox_secrets(settings: Settings | None = None) -> None:
+    """Raise ``SandboxSecretError`` (one line naming every variable to set) if a provider
+    with a real URL would accept its sandbox callback secret."""
+    problems = sandbox_secret_problems(settings or get_settings())
+    if problems:
+        raise SandboxSecretError("refusing to start: " + "; ".join(problems))
+
+
+def exit_if_sandbox_secrets(process: str) -> None:
+    """For process entry points (gunicorn's app, a Celery worker): the refusal as one line
+    on stderr and exit status 4, which gunicorn reads as "App failed to load" and stops on,
+    instead of a traceback per worker."""
+    try:
+        refuse_sandbox_secrets()
+    except SandboxSecretError as exc:
+        print(f"switchboard {process}: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(4) from None

@@ -21,7 +21,8 @@ def create_app() -> Flask:
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.config["MAX_CONTENT_LENGTH"] = 1024 * 1024  # bigger bodies: 413 before any parsing
     app.url_map.merge_slashes = False  # "//" is a JSON 404, not an HTML redirect
-    logredact.install(app.logger, logging.getLogger("gunicorn.error"))
+    logredact.install(app.logger, logging.getLogger("gunicorn.error"),
+                      logging.getLogger("gunicorn.access"))  # the token in a report's path
     _install_publisher()
     _trust_proxies(app)
 

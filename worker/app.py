@@ -15,7 +15,7 @@ from celery import Celery, signals
 from kombu import Queue
 
 from shared import broker, db, logredact, metrics, tasknames, uow
-from shared.settings import get_settings
+from shared.settings import exit_if_sandbox_secrets, get_settings
 from worker import publisher
 
 settings = get_settings()
@@ -75,6 +75,13 @@ def _fresh_connections_after_fork(**_: object) -> None:
 
     db.reset()
     redis_conn.reset()
+
+
+@signals.worker_init.connect
+def _refuse_sandbox_secrets(**_: object) -> None:
+    """A provider with a real URL and its sandbox callback secret: the worker does not start
+    (one line on stderr naming the variable, exit status 4), like the web app."""
+    exit_if_sandbox_secrets("worker")
 
 
 @signals.worker_init.connect
