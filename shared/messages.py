@@ -46,8 +46,9 @@ class IdempotencyConflict(Exception):
 def request_hash(data: dict[str, Any]) -> str:
     """SHA-256 of a validated request's canonical JSON (``model_dump(mode="json")``, sorted
     keys, no whitespace), so key order, spacing and equivalent spellings that validate to
-    the same request (a phone with spaces) do not count as a different body."""
-    canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    the same request (a phone with spaces) do not count as a different body. ASCII escapes,
+    so a lone surrogate (valid in a JSON string, not in UTF-8) hashes instead of raising."""
+    canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 

@@ -54,3 +54,10 @@ def test_create_message_stores_the_hash_and_refuses_a_conflicting_body(temp_db: 
             create_message(session, message_id, _request(text="Other"))
         stored = session.scalars(select(Message.request_hash)).one()
     assert stored == request_hash(_request().model_dump(mode="json"))
+
+
+def test_a_lone_surrogate_hashes() -> None:
+    """JSON may carry "\\ud800"; the hash must not fail where the old code stored it."""
+    data = _request(metadata={"note": "x\ud800y"}).model_dump(mode="json")  # Any: unchecked
+    other = _request(metadata={"note": "xy"}).model_dump(mode="json")
+    assert request_hash(data) != request_hash(other)
