@@ -448,15 +448,22 @@ def _app_name(name: str) -> str:
 
 
 def _http_url(url: str | None) -> str | None:
-    """The same URL rule as a message's callback_url (an http(s) URL with a host)."""
+    """The same URL rule as a message's callback_url: an http(s) URL with a host that the
+    egress policy lets Switchboard call (``shared.egress``)."""
     from pydantic import AnyHttpUrl, TypeAdapter
+
+    from shared import egress
 
     if url is None:
         return None
     try:
-        return str(TypeAdapter(AnyHttpUrl).validate_python(url))
+        checked = str(TypeAdapter(AnyHttpUrl).validate_python(url))
+        egress.check_url(checked)
     except ValidationError as exc:
         raise CliError(f"--callback-url: {exc.errors()[0]['msg']}") from None
+    except egress.EgressRefused as exc:
+        raise CliError(f"--callback-url: {exc}") from None
+    return checked
 
 
 def _apps(args: argparse.Namespace) -> int:

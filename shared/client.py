@@ -19,7 +19,7 @@ from celery import Celery
 from shared import broker, tasknames
 from shared.messages import new_message_id
 from shared.models import DEFAULT_APP
-from shared.schemas import FriendRequest, SendRequest
+from shared.schemas import EGRESS_CHECK, FriendRequest, SendRequest
 from shared.settings import get_settings
 from shared.signing import verify_signature
 from shared.uow import FollowUps
@@ -70,7 +70,7 @@ def send(*, broker_url: str | None = None, app_id: str = DEFAULT_APP, **fields: 
     app the message belongs to (its events and callback URL); ``default`` is the bootstrap app.
     Raises ``pydantic.ValidationError`` naming the bad field.
     """
-    request = SendRequest.model_validate(fields)
+    request = SendRequest.model_validate(fields, context=EGRESS_CHECK)
     message_id = new_message_id(request.idempotency_key, app_id)
     send_task(tasknames.ACCEPT, message_id, request.model_dump(mode="json"), app_id,
               broker_url=broker_url)
@@ -87,7 +87,7 @@ def send_campaign(*, broker_url: str | None = None, app_id: str = DEFAULT_APP,
     """
     from shared.campaigns import CampaignRequest, new_campaign_id
 
-    request = CampaignRequest.model_validate(fields)
+    request = CampaignRequest.model_validate(fields, context=EGRESS_CHECK)
     campaign_id = new_campaign_id(request.idempotency_key, app_id)
     send_task(tasknames.ACCEPT_CAMPAIGN, campaign_id, request.model_dump(mode="json",
               exclude_unset=True), app_id, broker_url=broker_url)

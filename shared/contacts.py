@@ -8,6 +8,7 @@ tried: the provider is the authority, and its refusal is recorded.
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
@@ -16,7 +17,7 @@ from sqlalchemy import ColumnElement, exists, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from shared import handlers
+from shared import egress, handlers
 from shared.messages import add_app_event
 from shared.models import DEFAULT_APP, AppContact, Contact
 from shared.settings import get_settings
@@ -159,9 +160,12 @@ def _ask_producer(invitation: dict[str, Any]) -> bool:
     if not settings.rogerthat_friend_policy_url:
         return default
     try:
-        response = requests.post(settings.rogerthat_friend_policy_url, json=invitation,
-                                 timeout=settings.rogerthat_friend_policy_timeout_seconds)
-        answer = response.json() if response.ok else {}
+        # The producer's URL: through the egress policy, no redirects, a capped answer.
+        with egress.session() as http, http.post(
+                settings.rogerthat_friend_policy_url, json=invitation, stream=True,
+                allow_redirects=False,
+                timeout=settings.rogerthat_friend_policy_timeout_seconds) as response:
+            answer = json.loads(egress.read_capped(response)) if response.ok else {}
     except (requests.RequestException, ValueError) as exc:
         log.warning("friend policy URL did not answer (%s); using %s", exc,
                     settings.rogerthat_friend_policy_default)

@@ -16,10 +16,13 @@ from pydantic import (
     ConfigDict,
     EmailStr,
     Field,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 from pydantic_core import PydanticCustomError
+
+from shared import egress
 
 Channel = Literal["viber", "sms", "rogerthat", "inapp"]
 CHANNELS: tuple[str, ...] = ("viber", "sms", "rogerthat", "inapp")
@@ -29,6 +32,11 @@ CONVERSATION_CHANNELS = frozenset({"inapp"})
 LISTING_SEPARATOR = "\u00ff"  # ÿ: the in-app provider's name/value pair separator
 
 MAX_RECIPIENT_LENGTH = 200  # messages.recipient: what validation lets through must fit
+
+# Validation context that applies the egress policy to producer URLs, DNS included: the API
+# and shared.client pass it where a request comes in; the worker's re-reads of a stored
+# request do not (no lookups per hop; the transport checks the address dialled anyway).
+EGRESS_CHECK = {"egress": True}
 
 # The gateway's dlr_timeout range (providers.md §2.3).
 MIN_DLR_TIMEOUT = 60
@@ -203,6 +211,18 @@ class SendRequest(Strict):
         """Stored in a 2048-character column, like a button's URL."""
         if value is not None and len(str(value)) > 2048:
             raise ValueError("at most 2048 characters")
+        return value
+
+    @field_validator("callback_url", "image_url")
+    @classmethod
+    def _egress_allowed(cls, value: AnyHttpUrl | None, info: ValidationInfo,
+                        ) -> AnyHttpUrl | None:
+        """Switchboard dials these URLs itself: refuse internal targets (shared.egress)."""
+        if value is not None and (info.context or {}).get("egress"):
+            try:
+                egress.check_url(str(value))
+            except egress.EgressRefused as exc:
+                raise ValueError(str(exc)) from None
         return value
 
     @field_validator("deadlines")

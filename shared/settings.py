@@ -45,6 +45,11 @@ class Settings(BaseSettings):
         default=0, ge=0,
         description="reverse-proxy hops in front of the web app whose X-Forwarded-For is "
                     "trusted (the callback IP allowlist then reads the client's address)")
+    egress_allow: str | None = Field(
+        default=None,
+        description="comma-separated CIDRs and host names that producer URLs (callback_url, "
+                    "image_url, app callbacks, the friend-policy URL) may reach although "
+                    "private or loopback; unset: public addresses only (shared/egress.py)")
 
     # --- Messaggio-style Viber+SMS gateway ---------------------------------------------
     messaggio_url: str | None = None  # None: the local simulator
@@ -124,6 +129,15 @@ class Settings(BaseSettings):
     def _absolute(cls, value: Path) -> Path:
         return value.expanduser().resolve()
 
+    @field_validator("egress_allow")
+    @classmethod
+    def _egress_allow_parses(cls, value: str | None) -> str | None:
+        """A mistyped CIDR stops the process at start, not every webhook later."""
+        from shared.egress import Allow
+
+        Allow.parse(value or "")
+        return value
+
     @field_validator("broker_visibility_timeout")
     @classmethod
     def _room_for_the_backoff(cls, value: int | None, info: ValidationInfo) -> int | None:
@@ -196,6 +210,7 @@ class Settings(BaseSettings):
 def get_settings() -> Settings:
     """The process-wide settings; tests call ``get_settings.cache_clear()`` after changing env."""
     return Settings()
+
 
 # --- production refuses sandbox secrets ---------------------------------------------------
 # (URL setting, secret setting, its variable): each provider's callback secret, which only the

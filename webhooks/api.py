@@ -26,7 +26,7 @@ from shared.messages import (
     request_hash,
 )
 from shared.models import Contact, Message
-from shared.schemas import FriendRequest, ReplayRequest, SendRequest, error_list
+from shared.schemas import EGRESS_CHECK, FriendRequest, ReplayRequest, SendRequest, error_list
 from webhooks.auth import require_api_key
 from webhooks.publishing import recoverable_unit_of_work
 
@@ -65,7 +65,7 @@ def _parse(model: type[M]) -> M:
                          400)
     try:
         _check_values(body)
-        return model.model_validate(body)
+        return model.model_validate(body, context=EGRESS_CHECK)
     except BadArgument as exc:
         errors = [{"field": exc.field, "message": str(exc)}]
     except ValidationError as exc:

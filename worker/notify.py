@@ -15,7 +15,7 @@ from datetime import timedelta
 import requests
 from sqlalchemy import select, update
 
-from shared import tasknames, uow
+from shared import egress, tasknames, uow
 from shared.lifecycle import DeliveryStatus
 from shared.apps import signing_secrets
 from shared.db import session_scope
@@ -27,6 +27,7 @@ from shared.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign, standard_he
 # Seconds to wait after the 1st, 2nd, ... failed try; about 24 h in all, then ``failed``.
 RETRY_SCHEDULE = (10, 30, 60, 300, 900, 1800, 3600, 7200, 14400, 28800, 28800)
 LEASE_SECONDS = 60
+REFUSED = "egress refused: "  # a delivery's last_error when the policy refused its URL
 
 
 def next_delay(failures: int) -> float | None:
@@ -54,7 +55,9 @@ def deliver(delivery_id: int) -> str | None:
         return _record(delivery_id, failures + 1, None,
                        "no signing secret: set SWITCHBOARD_CALLBACK_SIGNING_SECRET", final=True)
     code, error = _post(url, body, webhook_headers(body, signing, msg_id))
-    return _record(delivery_id, failures + 1, code, error)
+    # A refused target stays refused: fail now rather than retry for 24 h.
+    return _record(delivery_id, failures + 1, code, error,
+                   final=bool(error and error.startswith(REFUSED)))
 
 
 def webhook_headers(body: bytes, signing: list[str], msg_id: str) -> dict[str, str]:
@@ -70,12 +73,19 @@ def webhook_headers(body: bytes, signing: list[str], msg_id: str) -> dict[str, s
 
 
 def _post(url: str, body: bytes, headers: dict[str, str]) -> tuple[int | None, str | None]:
+    """One POST through the egress policy (``shared.egress``): no redirects, the answer
+    read up to ``BODY_CAP`` bytes and at most ``EXCERPT_LIMIT`` characters of a failure's
+    body kept for the timeline, so a webhook cannot be used to read an internal service."""
     try:
-        response = requests.post(url, data=body, headers=headers, timeout=(3, 10),
-                                 allow_redirects=False)
+        with egress.session() as http, http.post(
+                url, data=body, headers=headers, timeout=(3, 10), allow_redirects=False,
+                stream=True) as response:
+            excerpt = b"" if response.ok else egress.read_capped(response)
     except requests.RequestException as exc:
-        return None, type(exc).__name__
-    return response.status_code, None if response.ok else response.text[:500]
+        reason = egress.refused_reason(exc)
+        return None, f"{REFUSED}{reason}" if reason else type(exc).__name__
+    text = excerpt.decode("utf-8", "replace")[:egress.EXCERPT_LIMIT]
+    return response.status_code, None if response.ok else text
 
 
 def _record(delivery_id: int, tries: int, code: int | None, error: str | None,

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import requests
 
+from shared import egress
 from shared.providers.base import (
     AccountRefusal,
     REDACTED,
@@ -304,6 +305,7 @@ class MessaggioGateway:
         self.sender = sender
         self.timeout = timeout
         self.session = session or requests.Session()
+        self.image_session = egress.session()  # producers' image URLs: checked dialling
         self.default_dlr_timeout = default_dlr_timeout  # a Viber window the request left open
         self.gateway_fallback = gateway_fallback  # the account sends the SMS after Viber
 
@@ -454,12 +456,17 @@ class MessaggioGateway:
 
         A 4xx or an oversize file is permanent; timeouts and 5xx are retryable, since the
         download is harmless to repeat and image hosts have bad minutes too.
+        The URL is the producer's, so it goes through the egress policy (``shared.egress``):
+        redirects are followed (at most 5) only to addresses the policy allows, checked on
+        the address dialled; a refused one is permanent (``image_refused``).
         """
         try:
-            with self.session.get(url, stream=True, timeout=timeouts(self.timeout)) as resp:
+            with self.image_session.get(url, stream=True, timeout=timeouts(self.timeout)) as resp:
                 self._check_image_response(resp)
                 return _read_capped(resp)
         except requests.RequestException as exc:
+            if reason := egress.refused_reason(exc):
+                raise PermanentError("image_refused", reason) from exc
             raise _image_unreachable(classify_transport_error(exc, idempotent=True)) from exc
 
     @staticmethod

@@ -232,6 +232,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         "SWITCHBOARD_MESSAGGIO_TIMEOUT_SECONDS": str(CLIENT_TIMEOUT),
         "SWITCHBOARD_TEST_DEADLINE_SECONDS": str(DEADLINE_SECONDS),
         "SWITCHBOARD_CALLBACK_SIGNING_SECRET": SIGNING_SECRET,
+        # The producer receivers and image servers of these tests listen on this host.
+        "SWITCHBOARD_EGRESS_ALLOW": "127.0.0.1/32,::1/128",
         "SWITCHBOARD_NOTIFY_RETRY_SCALE": "0.01",
         "SWITCHBOARD_REQUEUE_STUCK_AFTER_SECONDS": "3",
         "SWITCHBOARD_RECOVER_INTERVAL_SECONDS": "1",

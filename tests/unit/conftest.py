@@ -2,17 +2,36 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from shared import db, uow
+from shared import db, egress, uow
 from shared.localrun import start_embedded_redis
 from shared.migrations import upgrade
 from shared.providers import get_provider
 from shared.settings import get_settings
+
+
+# The documentation host names the tests use (RFC 2606/6761) resolve to a public address
+# here, as they would for a producer's real host: the unit tests need no network, and the
+# egress policy refuses a name that does not resolve.
+PUBLIC_TEST_ADDRESS = ipaddress.ip_address("93.184.215.14")
+
+
+@pytest.fixture(autouse=True)
+def _documentation_hosts_resolve(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = egress.resolve
+
+    def resolve(host: str, port: int, timeout: float = egress.RESOLVE_TIMEOUT) -> list:
+        if host.endswith((".example", "example.com", "example.org")):
+            return [PUBLIC_TEST_ADDRESS]
+        return real(host, port, timeout)
+
+    monkeypatch.setattr(egress, "resolve", resolve)
 
 
 def clear_caches() -> None:

@@ -54,7 +54,11 @@ def test_known_contacts_only(session, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture()
-def producer():
+def producer(monkeypatch: pytest.MonkeyPatch):
+    # The producer's receiver runs on this host: open the egress policy to it, as in
+    # development (shared.egress refuses loopback otherwise).
+    monkeypatch.setenv("SWITCHBOARD_EGRESS_ALLOW", "127.0.0.1/32")
+    get_settings.cache_clear()
     answers: list[bytes] = []
     received: list[dict] = []
     block = threading.Event()

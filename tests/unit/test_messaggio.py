@@ -34,6 +34,7 @@ from shared.providers.base import (
     SendContext,
 )
 from shared.schemas import SendRequest
+from shared.settings import get_settings
 from tests.unit.conftest import clear_caches
 from shared.providers.messaggio import (
     PERMANENT_VIBER_REASONS,
@@ -121,6 +122,16 @@ def reply(status: int, body: bytes, headers: dict[str, str] | None = None) -> Be
         handler.end_headers()
         handler.wfile.write(body)
     return behaviour
+
+
+@pytest.fixture(autouse=True)
+def local_images(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The image servers here listen on 127.0.0.1: open the egress policy to it, as in
+    development (tests/unit/test_egress.py checks that it is closed by default)."""
+    monkeypatch.setenv("SWITCHBOARD_EGRESS_ALLOW", "127.0.0.1/32")
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
 
 
 @pytest.fixture
