@@ -66,7 +66,9 @@ def send(*, broker_url: str | None = None, app_id: str = DEFAULT_APP, **fields: 
     """Validate a send request and enqueue it; returns the message id immediately.
 
     The same ``idempotency_key`` always yields the same id, and the worker inserts each id
-    once, so calling ``send`` twice with one key sends one message. ``app_id`` is the producer
+    once, so calling ``send`` twice with one key sends one message; with another body the
+    first message stands (nobody can be answered 409 here: the worker logs a WARNING naming
+    the key and adds an ``idempotency_conflict`` event to it). ``app_id`` is the producer
     app the message belongs to (its events and callback URL); ``default`` is the bootstrap app.
     Raises ``pydantic.ValidationError`` naming the bad field.
     """

@@ -228,6 +228,24 @@ def test_the_worker_keeps_the_first_campaign_for_a_conflicting_send_campaign(
     assert any("'k8'" in r.getMessage() and r.levelname == "WARNING" for r in caplog.records)
 
 
+def test_send_campaign_after_the_same_http_campaign_is_a_quiet_replay(
+        api: FlaskClient, published: list[FollowUps], caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The client publishes only the fields it was given; the worker hashes the validated
+    request whole, as the API did, so the same campaign is recognised on both paths."""
+    from shared import uow
+    from worker.tasks.bulk import accept_campaign
+
+    uow.set_publisher(published.append)
+    first = api.post("/v1/campaigns", json=body(2, idempotency_key="k9"), headers=AUTH)
+    sent = campaigns.CampaignRequest.model_validate(body(2, idempotency_key="k9")).model_dump(
+        mode="json", exclude_unset=True)  # what shared.client.send_campaign publishes
+    with caplog.at_level("WARNING", logger="worker.tasks.bulk"):
+        assert accept_campaign(first.get_json()["id"], sent) == 0
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]
+    assert count(Message) == 2
+
+
 def test_a_phone_already_sent_with_the_derived_key_is_left_alone(api: FlaskClient) -> None:
     api.post("/v1/messages", json={"to": {"phone": phones(1)[0]}, "route": ["sms"],
                                    "text": "Hi", "idempotency_key": "k2:" + phones(1)[0]},
