@@ -6,6 +6,7 @@ import ipaddress
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -93,3 +94,19 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def queued_message(**fields: Any) -> tuple[str, str]:
+    """(message id, first attempt id): a send request stored as the API stores it and its
+    first hop's attempt created, ``pending``, by the engine's dispatch."""
+    from shared.messages import create_message, new_message_id
+    from shared.schemas import SendRequest
+    from worker import engine
+
+    request = SendRequest.model_validate(fields)
+    message_id = new_message_id(None)
+    with uow.unit_of_work() as work:
+        create_message(work.session, message_id, request)
+    attempt_id = engine.dispatch(message_id)
+    assert attempt_id is not None
+    return message_id, attempt_id

@@ -30,6 +30,7 @@ from shared.providers.base import (
 )
 from shared.schemas import SendRequest
 from shared.uow import FollowUps, unit_of_work
+from tests.unit.conftest import queued_message
 from worker import breaker, engine, expiry, reports
 
 
@@ -242,14 +243,7 @@ def test_a_report_before_the_answer_is_applied_and_the_answer_still_recorded(
 # --- claimed is not sent ------------------------------------------------------------------
 
 def _pending_sms() -> str:
-    request = SendRequest.model_validate(
-        {"to": {"phone": "+32470123456"}, "route": ["sms"], "text": "Hi"})
-    message_id = new_message_id(None)
-    with unit_of_work() as work:
-        create_message(work.session, message_id, request)
-    attempt_id = engine.dispatch(message_id)
-    assert attempt_id is not None
-    return attempt_id
+    return queued_message(to={"phone": "+32470123456"}, route=["sms"], text="Hi")[1]
 
 
 def _attempt(attempt_id: str) -> Attempt:

@@ -9,22 +9,16 @@ from datetime import timedelta
 from sqlalchemy import select
 
 from shared import tasknames
-from shared.messages import create_message, new_message_id
 from shared.models import Attempt, Callback, Event, Message, utcnow
-from shared.schemas import SendRequest
 from shared.uow import FollowUps, Task, unit_of_work
+from tests.unit.conftest import queued_message
 from worker import engine, expiry, reports
 
 
 def _viber_past_its_deadline() -> tuple[str, str, str]:
     """(message, viber attempt, sms attempt): the Viber hop submitted, its deadline fired."""
-    request = SendRequest.model_validate(
-        {"to": {"phone": "+32470123456"}, "route": ["viber", "sms"], "text": "Hi"})
-    message_id = new_message_id(None)
-    with unit_of_work() as work:
-        create_message(work.session, message_id, request)
-    viber = engine.dispatch(message_id)
-    assert viber is not None
+    message_id, viber = queued_message(to={"phone": "+32470123456"}, route=["viber", "sms"],
+                                       text="Hi")
     with unit_of_work() as work:
         attempt = work.session.get(Attempt, viber)
         assert attempt is not None

@@ -10,12 +10,12 @@ import pytest
 from sqlalchemy import select
 
 from shared import tasknames
-from shared.messages import create_message, new_message_id
 from shared.models import Attempt, Event, Message
 from shared.providers.base import PermanentError, RetryableError, SendResult
 from shared.schemas import SendRequest
 from shared.uow import FollowUps, unit_of_work
 from worker import engine, outcomes
+from tests.unit.conftest import queued_message
 from worker.outcomes import Batch, Item
 
 PHONES = ("32470000001", "32470000002", "32470000003")
@@ -24,19 +24,14 @@ PHONES = ("32470000001", "32470000002", "32470000003")
 def _claimed_batch() -> Batch:
     """Three messages on ``["viber", "sms"]``, their Viber attempts claimed (``sending``)."""
     items = []
-    request = None
     for phone in PHONES:
-        request = SendRequest.model_validate(
-            {"to": {"phone": "+" + phone}, "route": ["viber", "sms"], "text": "Hi"})
-        message_id = new_message_id(None)
-        with unit_of_work() as work:
-            create_message(work.session, message_id, request)
-        attempt_id = engine.dispatch(message_id)
-        assert attempt_id is not None
+        message_id, attempt_id = queued_message(to={"phone": "+" + phone},
+                                                route=["viber", "sms"], text="Hi")
         with unit_of_work() as work:
             work.session.get(Attempt, attempt_id).status = "sending"
         items.append(Item(attempt_id, message_id, 0, phone))
-    assert request is not None
+    request = SendRequest.model_validate(
+        {"to": {"phone": "+" + PHONES[0]}, "route": ["viber", "sms"], "text": "Hi"})
     return Batch("viber", "messaggio", 0, "default", request, tuple(items))
 
 

@@ -74,17 +74,11 @@ def test_a_reply_in_the_gateways_viber_shape_stays_with_an_sms_only_message(
         published: list[FollowUps]) -> None:
     """The gateway's typed reports name Viber; on a message whose route has no Viber hop the
     report is about the SMS it matched (a reply to a flow step over SMS), not another hop."""
-    from shared.messages import create_message, new_message_id
     from shared.models import Attempt, Event
-    from shared.schemas import SendRequest
-    from worker import engine
+    from tests.unit.conftest import queued_message
 
-    request = SendRequest.model_validate(
-        {"to": {"phone": "+32470123456"}, "route": ["sms"], "text": "Pick 1 or 2"})
-    message_id = new_message_id(None)
-    with unit_of_work() as work:
-        create_message(work.session, message_id, request)
-    attempt_id = engine.dispatch(message_id)
+    message_id, attempt_id = queued_message(to={"phone": "+32470123456"}, route=["sms"],
+                                            text="Pick 1 or 2")
     with unit_of_work() as work:
         attempt = work.session.get(Attempt, attempt_id)
         attempt.status, attempt.provider_message_id = "submitted", "m-sms-1"

@@ -15,12 +15,11 @@ import pytest
 from sqlalchemy import select
 
 from shared import tasknames
-from shared.messages import create_message, new_message_id
 from shared.models import Attempt, Callback, Event, Message, utcnow
 from shared.providers import get_provider
-from shared.schemas import SendRequest
 from shared.settings import get_settings
 from shared.uow import FollowUps, unit_of_work
+from tests.unit.conftest import queued_message
 from worker import engine, expiry, reports
 
 PHONE = "+32470120001"
@@ -40,14 +39,9 @@ def mode(request: pytest.FixtureRequest, published: list[FollowUps],
 
 def _viber_submitted(msg_id: str | None = "m-1", **extra: Any) -> tuple[str, str]:
     """(message, viber attempt): sent to the gateway, which accepted it as ``msg_id``."""
-    request = SendRequest.model_validate({
-        "to": {"phone": PHONE}, "route": ["viber", "sms"], "text": "Your order is ready",
-        "sms_text": "Order ready (SMS)", **extra})
-    message_id = new_message_id(None)
-    with unit_of_work() as work:
-        create_message(work.session, message_id, request)
-    viber = engine.dispatch(message_id)
-    assert viber is not None
+    message_id, viber = queued_message(to={"phone": PHONE}, route=["viber", "sms"],
+                                       text="Your order is ready",
+                                       sms_text="Order ready (SMS)", **extra)
     with unit_of_work() as work:
         attempt = work.session.get(Attempt, viber)
         attempt.status, attempt.provider_message_id = "submitted", msg_id
