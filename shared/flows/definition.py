@@ -16,9 +16,17 @@ from collections.abc import Iterator
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
-from shared.schemas import _ACTION_SCHEMES, Alert, Channel, Strict, _field_error
+from shared.schemas import _ACTION_SCHEMES, Alert, Channel, Strict, _field_error, error_list
 
 StepId = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.-]+$")]
 Tag = Annotated[str, Field(min_length=1, max_length=500)]
@@ -26,6 +34,9 @@ Keyword = Annotated[str, Field(min_length=1, max_length=200)]
 MAX_TIMEOUT = 7 * 86400
 # Captions the messenger's flow validator refuses outright (providers.md §1.9 source).
 _NATIVE_RESERVED_CAPTIONS = frozenset({"roger that", "in"})
+COORDINATE = 1_000_000  # layout positions beyond this are a typo, not a canvas
+# A problem found by the cross-step checks: (field, message, step id it is about or None).
+Problem = tuple[str, str, str | None]
 
 
 class _FlowModel(Strict):
@@ -102,6 +113,13 @@ Step = Annotated[MessageStep | QuestionStep | FlushStep | EndStep, Field(discrim
 AnyStep = MessageStep | QuestionStep | FlushStep | EndStep
 
 
+class StepPosition(_FlowModel):
+    """Where the console's designer drew a step (canvas pixels); the runtime never reads it."""
+
+    x: float = Field(ge=-COORDINATE, le=COORDINATE)
+    y: float = Field(ge=-COORDINATE, le=COORDINATE)
+
+
 class FlowTriggers(_FlowModel):
     """What starts a flow besides the API: a messenger poke (menu item, QR code) with one of
     ``poke_tags``, or an inbound text equal to one of ``keywords`` (trimmed, any case)."""
@@ -126,6 +144,10 @@ class FlowDefinition(_FlowModel):
     native: bool = False
     triggers: FlowTriggers = Field(default_factory=FlowTriggers)
     steps: list[Step] = Field(min_length=1, max_length=200)
+    # Designer layout metadata (step id -> position): saved with the flow, ignored by runs.
+    layout: dict[StepId, StepPosition] | None = Field(default=None, max_length=200)
+
+    _problems: list[Problem] = PrivateAttr(default_factory=list)
 
     @field_validator("route")
     @classmethod
@@ -135,13 +157,14 @@ class FlowDefinition(_FlowModel):
         return value
 
     @model_validator(mode="after")
-    def _runnable(self) -> FlowDefinition:
-        """The cross-step checks, in an order where each can rely on the ones before."""
-        _check_unique_steps(self)
-        _check_references(self)
-        if self.native:
-            _check_native(self)
-        _check_reachable(self)
+    def _runnable(self, info: ValidationInfo) -> FlowDefinition:
+        """The cross-step checks: the first problem refuses the flow, unless the caller asked
+        for all of them (``diagnose``, the designer's live check) with ``collect_problems``."""
+        problems = cross_step_problems(self)
+        if problems and not (info.context or {}).get("collect_problems"):
+            field, message, _ = problems[0]
+            raise _field_error(field, message)
+        self._problems = problems
         return self
 
     # --- helpers for the runtime ------------------------------------------------------------
@@ -195,80 +218,93 @@ def _is_edge_noise(char: str) -> bool:
     return char.isspace() or unicodedata.category(char)[0] in "PZ"
 
 
-def _check_unique_steps(flow: FlowDefinition) -> None:
+def cross_step_problems(flow: FlowDefinition) -> list[Problem]:
+    """Every cross-step problem, in the order the checks were written (the first is what
+    ``POST /v1/flows`` answers): unique ids, references, native limits, reachability."""
+    problems = [*_unique_steps(flow), *_references(flow)]
+    if flow.native:
+        problems.extend(_native(flow))
+    problems.extend(_unreachable(flow))
+    return problems
+
+
+def _unique_steps(flow: FlowDefinition) -> Iterator[Problem]:
     """Step ids, and button ids and captions within a step, must be unique."""
     seen: set[str] = set()
     for step in flow.steps:
         if step.id in seen:
-            raise _field_error(f"steps.{step.id}", "duplicate step id")
+            yield f"steps.{step.id}", "duplicate step id", step.id
         seen.add(step.id)
         if isinstance(step, MessageStep):
-            _check_buttons(step)
+            yield from _buttons(step)
 
 
-def _check_buttons(step: MessageStep) -> None:
+def _buttons(step: MessageStep) -> Iterator[Problem]:
     ids = [b.id for b in step.buttons]
     if len(set(ids)) != len(ids):
-        raise _field_error(f"steps.{step.id}.buttons", "button ids must be unique in a step")
+        yield f"steps.{step.id}.buttons", "button ids must be unique in a step", step.id
     captions = [normalize_answer(b.caption) for b in step.buttons]
     if len(set(captions)) != len(captions):
-        raise _field_error(f"steps.{step.id}.buttons",
-                           "button captions must differ (ignoring case and punctuation), "
-                           "or a typed answer could not tell them apart")
+        yield (f"steps.{step.id}.buttons",
+               "button captions must differ (ignoring case and punctuation), "
+               "or a typed answer could not tell them apart", step.id)
 
 
-def _check_references(flow: FlowDefinition) -> None:
+def _references(flow: FlowDefinition) -> Iterator[Problem]:
     """``start`` and every ``next``/``on_timeout.next``/``on_failed`` must name a step."""
     ids = {step.id for step in flow.steps}
     if flow.start is not None and flow.start not in ids:
-        raise _field_error("start", f"no step has the id {flow.start!r}")
+        yield "start", f"no step has the id {flow.start!r}", None
     for step in flow.steps:
         for field, target in _edges(step):
             if target not in ids:
-                raise _field_error(field, f"no step has the id {target!r}")
+                yield field, f"no step has the id {target!r}", step.id
 
 
-def _check_native(flow: FlowDefinition) -> None:
+def _native(flow: FlowDefinition) -> Iterator[Problem]:
     """What the messenger's own flow engine cannot do (providers.md §1.9)."""
     if flow.route != ["rogerthat"]:
-        raise _field_error("native", 'a native flow runs on the messenger only: '
-                                     'route must be ["rogerthat"]')
+        yield ("native", 'a native flow runs on the messenger only: route must be ["rogerthat"]',
+               None)
     for step in flow.steps:
         for name in ("on_timeout", "on_failed"):
             if getattr(step, name, None) is not None:
-                raise _field_error(f"steps.{step.id}.{name}",
-                                   f"a native flow cannot have {name}: the messenger runs it "
-                                   "and has no such thing")
+                yield (f"steps.{step.id}.{name}", f"a native flow cannot have {name}: the "
+                       "messenger runs it and has no such thing", step.id)
         if isinstance(step, MessageStep):
             for button in step.buttons:
                 if button.caption.lower() in _NATIVE_RESERVED_CAPTIONS:
-                    raise _field_error(f"steps.{step.id}.buttons.{button.id}.caption",
-                                       "the messenger refuses this caption in a flow")
+                    yield (f"steps.{step.id}.buttons.{button.id}.caption",
+                           "the messenger refuses this caption in a flow", step.id)
 
 
-def _check_reachable(flow: FlowDefinition) -> None:
+def _unreachable(flow: FlowDefinition) -> Iterator[Problem]:
     """Every step is reached from the start, and an end is reached from the start. A native
     flow also needs an end reachable from every step (the messenger refuses traps)."""
-    reached = _reachable(flow, flow.start_step().id)
+    ids = {step.id for step in flow.steps}
+    start = flow.start if flow.start in ids else flow.steps[0].id
+    reached = _reachable(flow, start)
     for step in flow.steps:
         if step.id not in reached:
-            raise _field_error(f"steps.{step.id}", "no path from the start reaches this step")
+            yield f"steps.{step.id}", "no path from the start reaches this step", step.id
     ends = {step.id for step in flow.steps if isinstance(step, EndStep)}
     if not ends & reached:
-        raise _field_error("steps", "no end step is reachable from the start")
+        yield "steps", "no end step is reachable from the start", None
     if flow.native:
         for step in flow.steps:
             if not ends & _reachable(flow, step.id):
-                raise _field_error(f"steps.{step.id}",
-                                   "no end is reachable from this step (the messenger refuses "
-                                   "flows that can trap a user)")
+                yield (f"steps.{step.id}", "no end is reachable from this step (the messenger "
+                       "refuses flows that can trap a user)", step.id)
 
 
 def _reachable(flow: FlowDefinition, start: str) -> set[str]:
+    """Step ids reached from ``start``; a reference to no step leads nowhere (reported by
+    ``_references``), so a flow with one still gets its other problems listed."""
+    ids = {step.id for step in flow.steps}
     seen, todo = {start}, [start]
     while todo:
         for target in flow.next_of(flow.step(todo.pop())):
-            if target not in seen:
+            if target in ids and target not in seen:
                 seen.add(target)
                 todo.append(target)
     return seen
@@ -328,11 +364,47 @@ def _yaml_problem(exc: yaml.YAMLError) -> str:
     return f"{problem} (line {mark.line + 1}, column {mark.column + 1})"
 
 
+def parse_document(text: str, content_type: str | None = None) -> dict[str, Any]:
+    """A flow document as data, not yet validated; ``FlowDocumentError`` if unreadable."""
+    data = _parse(text, content_type)
+    if not isinstance(data, dict):
+        raise FlowDocumentError("body", "the document must be an object with name and steps")
+    return data
+
+
+def diagnose(data: dict[str, Any]) -> tuple[FlowDefinition | None, list[dict[str, Any]]]:
+    """The definition (None if its fields are invalid) and every problem found, each as
+    ``{"field", "message", "step"}`` with the id of the step it is about (or None): the
+    console's designer marks the offending steps with these before anything is saved. The
+    rules are the ones ``load_definition`` applies; the cross-step checks run once every
+    field is valid, as there."""
+    try:
+        flow = FlowDefinition.model_validate(data, context={"collect_problems": True})
+    except ValidationError as exc:
+        return None, [{**error, "step": _step_of(data, loc)}
+                      for error, loc in zip(error_list(exc), _locations(exc), strict=True)]
+    return flow, [{"field": field, "message": message, "step": step}
+                  for field, message, step in flow._problems]
+
+
+def _locations(exc: ValidationError) -> list[tuple[Any, ...]]:
+    return [tuple(err.get("loc", ())) for err in exc.errors()]
+
+
+def _step_of(data: dict[str, Any], loc: tuple[Any, ...]) -> str | None:
+    """The id of the step a field error is inside (``steps.<index>...``), when it has one."""
+    steps = data.get("steps")
+    if len(loc) < 2 or loc[0] != "steps" or not isinstance(loc[1], int):
+        return None
+    if not isinstance(steps, list) or not 0 <= loc[1] < len(steps):
+        return None
+    step = steps[loc[1]]
+    step_id = step.get("id") if isinstance(step, dict) else None
+    return str(step_id) if isinstance(step_id, str | int) and str(step_id) else None
+
+
 def load_definition(text: str, content_type: str | None = None) -> FlowDefinition:
     """Parse and validate a flow document: JSON for JSON content types, else YAML (of which
     JSON is a subset). Raises ``FlowDocumentError`` for an unreadable document, pydantic's
     ``ValidationError`` (fields named by ``shared.schemas.error_list``) for invalid content."""
-    data = _parse(text, content_type)
-    if not isinstance(data, dict):
-        raise FlowDocumentError("body", "the document must be an object with name and steps")
-    return FlowDefinition.model_validate(data)
+    return FlowDefinition.model_validate(parse_document(text, content_type))

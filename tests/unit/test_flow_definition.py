@@ -16,7 +16,9 @@ from shared.flows.definition import (
     FlushStep,
     MessageStep,
     QuestionStep,
+    diagnose,
     load_definition,
+    parse_document,
 )
 from shared.schemas import error_list
 
@@ -370,3 +372,63 @@ def test_invalid_content_is_a_validation_error():
     with pytest.raises(ValidationError) as info:
         load_definition(YAML_DOC.replace("next: why", "next: gone"))
     assert error_list(info.value)[0]["field"] == "steps.ask.buttons.no.next"
+
+
+# --- the designer's live check: every problem, each on its step ------------------------------
+
+def test_diagnose_lists_every_cross_step_problem_on_its_step():
+    doc = flow()
+    doc["steps"][0]["buttons"][1]["id"] = doc["steps"][0]["buttons"][0]["id"]  # duplicate
+    doc["steps"].append({"id": "orphan", "type": "end"})
+    definition, problems = diagnose(doc)
+    assert definition is not None
+    assert [(p["step"], p["field"]) for p in problems] == [
+        ("ask", "steps.ask.buttons"), ("orphan", "steps.orphan")]
+    assert problems[1]["message"] == "no path from the start reaches this step"
+    # POST /v1/flows refuses the same document with the first of them.
+    assert refusal(doc)[0]["field"] == "steps.ask.buttons"
+
+
+def test_diagnose_keeps_going_past_a_missing_reference():
+    doc = flow()
+    doc["steps"][0]["buttons"][0]["next"] = "nowhere"
+    doc["steps"].append({"id": "orphan", "type": "end"})
+    _, problems = diagnose(doc)
+    assert [(p["step"], p["field"]) for p in problems][:2] == [
+        ("ask", "steps.ask.buttons.yes.next"), ("orphan", "steps.orphan")]
+
+
+def test_diagnose_names_the_step_of_a_field_error():
+    doc = flow()
+    del doc["steps"][0]["buttons"][0]["next"]  # a button with no next
+    definition, problems = diagnose(doc)
+    assert definition is None
+    assert problems == [{"field": "steps.0.message.buttons.0.next", "message": "Field required",
+                         "step": "ask"}]
+
+
+def test_diagnose_of_a_valid_flow_finds_nothing():
+    definition, problems = diagnose(flow())
+    assert definition is not None and problems == []
+
+
+def test_layout_is_kept_and_ignored_by_the_checks():
+    doc = flow(layout={"ask": {"x": 10, "y": 20.5}, "gone": {"x": 0, "y": 0}})
+    definition = FlowDefinition.model_validate(doc)
+    assert definition.model_dump(exclude_none=True)["layout"]["ask"] == {"x": 10, "y": 20.5}
+
+
+@pytest.mark.parametrize("layout, field", [
+    ({"ask": {"x": "left", "y": 0}}, "layout.ask.x"),
+    ({"ask": {"x": 0}}, "layout.ask.y"),
+    ({"ask": {"x": 0, "y": 1e9}}, "layout.ask.y"),
+    ({"bad id!": {"x": 0, "y": 0}}, "layout.bad id!.[key]"),
+])
+def test_layout_refusals_name_the_field(layout, field):
+    assert field in [e["field"] for e in refusal(flow(layout=layout))]
+
+
+def test_parse_document_refuses_a_list():
+    with pytest.raises(FlowDocumentError):
+        parse_document("- a\n- b\n")
+    assert parse_document("name: x\nsteps: []\n") == {"name": "x", "steps": []}
