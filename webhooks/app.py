@@ -35,6 +35,8 @@ def create_app() -> Flask:
     from webhooks.messaggio import messaggio
     from webhooks.openapi import openapi
     from webhooks.rogerthat import rogerthat
+    from webhooks.templates_api import templates_api
+    from webhooks.stats import stats_api
 
     app.register_blueprint(api)
     app.register_blueprint(campaigns_api)
@@ -44,6 +46,8 @@ def create_app() -> Flask:
     app.register_blueprint(flows)
     app.register_blueprint(messaggio)
     app.register_blueprint(rogerthat)
+    app.register_blueprint(templates_api)
+    app.register_blueprint(stats_api)
     app.register_blueprint(openapi)
     app.add_url_rule("/healthz", "healthz", healthz)
     app.add_url_rule("/metrics", "metrics", metrics_view)

@@ -312,7 +312,41 @@ BULK_AND_FLOW_OPERATIONS: tuple[Operation, ...] = (
               tag="flows", parameters=(RUN_ID,), example_path="/v1/flow-runs/x"),
 )
 
-API_OPERATIONS = MESSAGE_OPERATIONS + BULK_AND_FLOW_OPERATIONS
+COUNTS = {"type": "object", "additionalProperties": INTEGER}
+STATS_OVERVIEW = _object(
+    ("hours", "since", "until", "app_id", "messages", "fallback", "latency", "webhooks"),
+    hours=INTEGER, since=STRING, until=STRING,
+    app_id={**_nullable("string"), "description": "null: every app (a bootstrap key)"},
+    messages=_object(("total", "by_status", "by_channel"), total=INTEGER, by_status=COUNTS,
+                     by_channel={"type": "object", "additionalProperties": COUNTS,
+                                 "description": "attempts per channel, by their status"}),
+    fallback={"type": "array", "items": _object(
+        ("route", "messages", "fell_back", "rate"), route=STRING, messages=INTEGER,
+        fell_back=INTEGER, rate={"type": "number"})},
+    latency={"type": "array", "description": "seconds from submission to delivery report",
+             "items": _object(("provider", "reports", "p50", "p90", "p99"), provider=STRING,
+                              reports=INTEGER, p50=_nullable("number"),
+                              p90=_nullable("number"), p99=_nullable("number"))},
+    webhooks=_object(("delivered", "pending", "retrying", "failed", "failing_urls"),
+                     delivered=INTEGER, pending=INTEGER, retrying=INTEGER, failed=INTEGER,
+                     failing_urls={"type": "array", "items": _object(
+                         ("url", "failed", "retrying"), url=STRING, failed=INTEGER,
+                         retrying=INTEGER)}))
+STATS_OPERATIONS: tuple[Operation, ...] = (
+    Operation("get", "/v1/stats/overview", "statsOverview",
+              "The last hours at a glance: messages by status and channel, fallback rate by "
+              "route, delivery-report latency percentiles per provider, failing webhooks "
+              "(the console's dashboard reads the same endpoint)",
+              {"200": _ok("Counts for the app of the key (every app for a bootstrap key).",
+                          STATS_OVERVIEW),
+               **_errors(401, 422)},
+              tag="stats",
+              parameters=(_query_param("hours", "the window, default 24",
+                                       {"type": "integer", "minimum": 1,
+                                        "maximum": 720}),)),
+)
+
+API_OPERATIONS = MESSAGE_OPERATIONS + BULK_AND_FLOW_OPERATIONS + STATS_OPERATIONS
 
 CALLBACK_OPERATIONS: tuple[Operation, ...] = (
     *(Operation(method, "/callbacks/messaggio/{token}", f"messaggioReport{method.title()}",

@@ -177,6 +177,8 @@ CASES: dict[tuple[str, str], Case] = {
 # Routes that name no stored resource of an app: creating one, replaying one's own events.
 NOT_LOOKUPS = {("POST", "/v1/messages"), ("POST", "/v1/campaigns"), ("POST", "/v1/flows"),
                ("POST", "/v1/events/replay"), ("POST", "/v1/contacts/rogerthat/<action>")}
+# Routes that answer counts, not resources: checked by test_stats_count_only_the_own_app.
+AGGREGATES = {("GET", "/v1/stats/overview")}
 
 
 def _tenant_routes(app: Flask) -> set[tuple[str, str]]:
@@ -190,7 +192,18 @@ def _tenant_routes(app: Flask) -> set[tuple[str, str]]:
 
 def test_every_route_has_a_case(app: Flask) -> None:
     """A new tenant route must say how it is isolated: a case here (or a reason above)."""
-    assert _tenant_routes(app) - NOT_LOOKUPS == set(CASES)
+    assert _tenant_routes(app) - NOT_LOOKUPS - AGGREGATES == set(CASES)
+
+
+def test_stats_count_only_the_own_app(app: Flask, world: World) -> None:
+    """A's message and campaign are in A's overview; B's overview counts none of them."""
+    client = app.test_client()
+    own = client.get("/v1/stats/overview", headers=world.a.auth).get_json()
+    other = client.get("/v1/stats/overview", headers=world.b.auth).get_json()
+    assert own["app_id"] == world.a.id and own["messages"]["total"] >= 2
+    assert {f["route"] for f in own["fallback"]} >= {"rogerthat", "sms"}
+    assert other["app_id"] == world.b.id and world.a.id not in json.dumps(other)
+    assert other["messages"]["total"] == 0 and other["fallback"] == []
 
 
 def _call(client: Any, case: Case, world: World, auth: dict[str, str]) -> Any:
