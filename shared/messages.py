@@ -11,6 +11,7 @@ import hmac
 import json
 import logging
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -18,7 +19,8 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from shared.apps import delivery_target
+from shared import sendtime
+from shared.apps import default_quiet_hours, delivery_target
 from shared.lifecycle import MessageStatus
 from shared.models import DEFAULT_APP, Attempt, Delivery, Event, Message, utcnow
 from shared.schemas import SendRequest
@@ -77,7 +79,7 @@ def create_message(session: Session, message_id: str, request: SendRequest,
     existing = session.get(Message, message_id)
     if existing is None:
         try:  # the flush inside can already hit a concurrent insert of the same id
-            message = insert_message(session, message_id, request, app_id)
+            message = _insert_or_refuse(session, message_id, request, app_id)
             session.commit()
             return message, True
         except IntegrityError:
@@ -88,6 +90,17 @@ def create_message(session: Session, message_id: str, request: SendRequest,
     check_replay(existing.request_hash, request_hash(request.model_dump(mode="json")),
                  request.idempotency_key)
     return existing, False
+
+
+def _insert_or_refuse(session: Session, message_id: str, request: SendRequest,
+                      app_id: str) -> Message:
+    """``insert_message``, or for a template that cannot be rendered ``insert_refused``."""
+    from shared.templates import TemplateError
+
+    try:
+        return insert_message(session, message_id, request, app_id)
+    except TemplateError as exc:
+        return insert_refused(session, message_id, request, app_id, exc.errors)
 
 
 def record_conflict(session: Session, message: Message, request: SendRequest) -> None:
@@ -105,32 +118,125 @@ def record_conflict(session: Session, message: Message, request: SendRequest) ->
 def insert_message(session: Session, message_id: str, request: SendRequest,
                    app_id: str = DEFAULT_APP) -> Message:
     """Add a ``queued`` message and its first event to the session without committing, for
-    callers that create messages inside a larger transaction (a flow step)."""
+    callers that create messages inside a larger transaction (a flow step).
+
+    A templated request is rendered here, once (``shared.templates``): the row keeps the
+    rendered request and the template version; the hash is of the body the producer sent,
+    so a replay matches it. A template that cannot be rendered raises ``TemplateError``
+    before anything is added."""
+    body_hash = request_hash(request.model_dump(mode="json"))
+    request, use = _render_template(session, request, app_id)
+    timing = resolve_timing(session, request, app_id, utcnow())
     message = Message(
         id=message_id,
         app_id=app_id,
-        status=MessageStatus.QUEUED,
+        status=MessageStatus.SCHEDULED if timing.send_at else MessageStatus.QUEUED,
+        send_at=timing.send_at,
+        valid_until=timing.valid_until,
+        priority=request.priority,
+        quiet_hours=timing.quiet_hours,
         recipient=request.recipient(),
         route=list(request.route),
         hop=0,
         request=request.model_dump(mode="json"),
         idempotency_key=request.idempotency_key,
-        request_hash=request_hash(request.model_dump(mode="json")),
+        request_hash=body_hash,
         callback_url=str(request.callback_url) if request.callback_url else None,
     )
+    if use is not None:
+        message.template_name, message.template_version = use.name, use.version
+        message.template_locale = use.locale
     session.add(message)
     session.flush()  # the event's foreign key needs the message row first
-    add_event(session, message_id, "queued", route=list(request.route))
+    if use is not None:
+        add_event(session, message_id, "templated", **use.as_dict())
+    if timing.send_at:
+        add_event(session, message_id, "scheduled", route=list(request.route),
+                  send_at=_iso(timing.send_at))
+    else:
+        add_event(session, message_id, "queued", route=list(request.route))
+    if timing.note:
+        add_event(session, message_id, "quiet_hours", **timing.note)
     from shared.contacts import note_recipients  # (that module imports this one)
 
     note_recipients(session, request, app_id)  # the app lists whom it messaged (issue 14)
     return message
 
 
+def _render_template(session: Session, request: SendRequest,
+                     app_id: str) -> tuple[SendRequest, Any]:
+    """(the request with its template rendered in, the ``TemplateUse``), or the request as
+    it is when it names no template."""
+    if request.template is None:
+        return request, None
+    from shared.templates import render_request  # (that module imports schemas only)
+
+    return render_request(session, app_id, request)
+
+
+def insert_refused(session: Session, message_id: str, request: SendRequest, app_id: str,
+                   errors: list[dict[str, Any]]) -> Message:
+    """A broker-path message whose template could not be rendered (``shared.client.send``
+    has nobody to answer 422 to): stored ``failed`` with reason ``template_error`` and the
+    errors on its timeline, so nothing half-rendered leaves and the producer is told."""
+    message = Message(id=message_id, app_id=app_id, status=MessageStatus.FAILED,
+                      reason="template_error", recipient=request.recipient(),
+                      route=list(request.route), hop=0, request=request.model_dump(mode="json"),
+                      idempotency_key=request.idempotency_key,
+                      request_hash=request_hash(request.model_dump(mode="json")),
+                      callback_url=str(request.callback_url) if request.callback_url else None)
+    session.add(message)
+    session.flush()
+    add_event(session, message_id, "queued", route=list(request.route))
+    add_event(session, message_id, "status", status=MessageStatus.FAILED,
+              reason="template_error", errors=errors)
+    return message
+
+
+@dataclass(frozen=True)
+class Timing:
+    """When a message may go, as its row keeps it (naive UTC, the zone resolved)."""
+
+    send_at: datetime | None
+    valid_until: datetime | None
+    quiet_hours: dict[str, Any] | None
+    note: dict[str, Any] | None  # what the timeline says about the quiet-hours zone
+
+
+def resolve_timing(session: Session, request: SendRequest, app_id: str,
+                   now: datetime) -> Timing:
+    """``shared.sendtime``'s rules applied once, at accept: ``send_at`` (None when it has
+    passed), ``valid_until`` (a ttl counts from when the message may first go), and quiet
+    hours — the message's own, else the app's default; none for ``critical`` messages."""
+    send_at = sendtime.schedule_time(request.send_at, now)
+    valid_until = sendtime.validity_end(request.valid_until, request.ttl_seconds,
+                                        send_at or now)
+    if request.priority == sendtime.CRITICAL:
+        return Timing(send_at, valid_until, None, None)
+    asked = (request.quiet_hours.model_dump() if request.quiet_hours
+             else default_quiet_hours(session, app_id))
+    quiet = sendtime.resolve_quiet_hours(asked, request.to.phone, request.to.timezone)
+    return Timing(send_at, valid_until, quiet if quiet and quiet["timezone"] else None,
+                  _zone_note(quiet))
+
+
+def _zone_note(quiet: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The timeline says when quiet hours rest on a guess (the first of a number's zones)
+    or cannot be kept (no zone known for ``auto``)."""
+    if not quiet or quiet["zone_source"] not in ("phone_first_of_many", "unknown"):
+        return None
+    if quiet["zone_source"] == "unknown":
+        return {"applied": False, "reason": "no time zone known for the recipient: give "
+                "to.timezone or a zone in quiet_hours.timezone"}
+    return {"applied": True, "timezone": quiet["timezone"], "zones": quiet.get("zones"),
+            "reason": "the phone number spans several time zones; the first is used"}
+
+
 # Events a producer is told about (webhook and /v1/events); the rest is timeline detail.
-PUBLIC_EVENTS = frozenset({"queued", "status", "fallback", "cancelled", "replied", "sealed",
+PUBLIC_EVENTS = frozenset({"queued", "scheduled", "status", "fallback", "cancelled", "replied", "sealed",
                            "seal_failed",
-                           "contact", "poke", "flow_result", "inbound_message"})
+                           "contact", "poke", "flow_result", "inbound_message",
+                           "consent", "suppressed"})
 
 
 def add_event(
@@ -229,6 +335,8 @@ def message_view(session: Session, message: Message) -> dict[str, Any]:
         "current_channel": message.route[min(message.hop, len(message.route) - 1)],
         "idempotency_key": message.idempotency_key,
         "metadata": message.request.get("metadata", {}),
+        "template": ({"name": message.template_name, "version": message.template_version,
+                      "locale": message.template_locale} if message.template_name else None),
         "created_at": _iso(message.created_at),
         "updated_at": _iso(message.updated_at),
         "attempts": [_attempt_view(a) for a in message.attempts],

@@ -41,6 +41,10 @@ class App(Base):
     # After a rotation the old secret keeps signing beside the new one until then.
     previous_signing_secret: Mapped[str | None] = mapped_column(String(100))
     previous_secret_until: Mapped[datetime | None] = mapped_column(DateTime)
+    # The app's default quiet hours ({start, end, timezone}) for messages naming none.
+    quiet_hours: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # The app's own opt-out/opt-in keywords and confirmation texts (shared.consent).
+    consent_settings: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
 
 class Message(Base):
@@ -59,6 +63,16 @@ class Message(Base):
     callback_url: Mapped[str | None] = mapped_column(String(2048))
     event_seq: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     campaign_id: Mapped[str | None] = mapped_column(String(36), index=True)  # shared.campaigns
+    # When it may go (shared.sendtime), resolved at accept: ``scheduled`` until ``send_at``;
+    # no hop starts after ``valid_until``; quiet hours with the recipient's zone resolved.
+    send_at: Mapped[datetime | None] = mapped_column(DateTime)
+    valid_until: Mapped[datetime | None] = mapped_column(DateTime)
+    priority: Mapped[str] = mapped_column(String(16), default="normal", server_default="normal")
+    quiet_hours: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # The template version (and locale) the content was rendered from at accept (issue 19).
+    template_name: Mapped[str | None] = mapped_column(String(100))
+    template_version: Mapped[int | None] = mapped_column(Integer)
+    template_locale: Mapped[str | None] = mapped_column(String(35))
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
 
@@ -68,6 +82,7 @@ class Message(Base):
 
     __table_args__ = (
         Index("ix_messages_status_updated", "status", "updated_at"),
+        Index("ix_messages_status_send_at", "status", "send_at"),
         UniqueConstraint("app_id", "idempotency_key", name="uq_messages_app_idempotency"),
     )
 
@@ -153,6 +168,53 @@ class Contact(Base):
 
     __table_args__ = (UniqueConstraint("channel", "address", "app_id", name="uq_contacts"),)
 
+
+
+class Consent(Base):
+    """The consent registry (``shared.consent``): may this address be messaged on this
+    channel of this provider account (``scope``: the messenger app id, the in-app
+    advertiser, "" for the gateway's one account)? ``opted_out`` with no ``categories`` is
+    everything; with categories, only those. Every change is a ``ConsentChange`` row."""
+
+    __tablename__ = "consents"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    channel: Mapped[str] = mapped_column(String(32))
+    scope: Mapped[str] = mapped_column(String(100), default="")
+    address: Mapped[str] = mapped_column(String(320))
+    status: Mapped[str] = mapped_column(String(16))  # opted_in | opted_out
+    categories: Mapped[list[str]] = mapped_column(JSON, default=list)
+    source: Mapped[str] = mapped_column(String(32))  # of the latest change
+    app_id: Mapped[str | None] = mapped_column(String(36))  # whose message/request made it
+    message_id: Mapped[str | None] = mapped_column(String(36))  # the message that carried it
+    # A confirmation we send back after a keyword: the one message an opt-out lets through.
+    confirmation_message_id: Mapped[str | None] = mapped_column(String(36))
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+    __table_args__ = (
+        UniqueConstraint("channel", "scope", "address", name="uq_consents_address"),
+        Index("ix_consents_status", "status", "id"),)
+
+
+class ConsentChange(Base):
+    """One change of a consent record, kept for audit: when, what it became, from where
+    (keyword, provider report, the API and which app, an import, a friendship) and the
+    message that carried it."""
+
+    __tablename__ = "consent_changes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    consent_id: Mapped[int] = mapped_column(ForeignKey("consents.id"), index=True)
+    channel: Mapped[str] = mapped_column(String(32))
+    scope: Mapped[str] = mapped_column(String(100), default="")
+    address: Mapped[str] = mapped_column(String(320))
+    status: Mapped[str] = mapped_column(String(16))
+    categories: Mapped[list[str]] = mapped_column(JSON, default=list)
+    source: Mapped[str] = mapped_column(String(32))
+    app_id: Mapped[str | None] = mapped_column(String(36), index=True)
+    message_id: Mapped[str | None] = mapped_column(String(36))
+    detail: Mapped[str | None] = mapped_column(Text)  # e.g. the keyword as written
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 
 
 class AppContact(Base):
@@ -335,3 +397,20 @@ class Campaign(Base):
 
     __table_args__ = (
         UniqueConstraint("app_id", "idempotency_key", name="uq_campaigns_app_idempotency"),)
+
+
+class Template(Base):
+    """One saved version of an app's message template (``shared.templates``): content per
+    locale and channel; saving again adds a version, and a message records the one it used."""
+
+    __tablename__ = "templates"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    app_id: Mapped[str] = mapped_column(String(36), default=DEFAULT_APP, index=True)
+    name: Mapped[str] = mapped_column(String(100))
+    version: Mapped[int] = mapped_column(Integer)
+    document: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+    __table_args__ = (UniqueConstraint("app_id", "name", "version",
+                                       name="uq_templates_version"),)

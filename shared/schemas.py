@@ -12,6 +12,7 @@ from typing import Any, Literal
 import phonenumbers
 from pydantic import (
     AnyHttpUrl,
+    AwareDatetime,
     BaseModel,
     ConfigDict,
     EmailStr,
@@ -22,7 +23,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from shared import egress
+from shared import egress, sendtime
 
 Channel = Literal["viber", "sms", "rogerthat", "inapp"]
 CHANNELS: tuple[str, ...] = ("viber", "sms", "rogerthat", "inapp")
@@ -36,7 +37,9 @@ MAX_RECIPIENT_LENGTH = 200  # messages.recipient: what validation lets through m
 # Validation context that applies the egress policy to producer URLs, DNS included: the API
 # and shared.client pass it where a request comes in; the worker's re-reads of a stored
 # request do not (no lookups per hop; the transport checks the address dialled anyway).
-EGRESS_CHECK = {"egress": True}
+# ``intake`` marks the same moment for the rules that compare with the clock (``valid_until``
+# in the future): a stored request re-read later must still validate.
+EGRESS_CHECK = {"egress": True, "intake": True}
 
 # The gateway's dlr_timeout range (providers.md §2.3).
 MIN_DLR_TIMEOUT = 60
@@ -53,6 +56,15 @@ class Recipient(Strict):
     phone: str | None = Field(default=None, description="international; normalised to E.164")
     email: EmailStr | None = None
     app_id: str | None = Field(default=None, min_length=1, max_length=100)
+    timezone: str | None = Field(default=None, max_length=64,
+                                 description="IANA zone, for quiet_hours timezone auto")
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str | None) -> str | None:
+        if value is not None and not sendtime.is_zone(value):
+            raise ValueError(f"{value!r} is not an IANA time zone (e.g. Europe/Brussels)")
+        return value
 
     @field_validator("email")
     @classmethod
@@ -166,7 +178,82 @@ class Attachment(Strict):
     size: int = Field(default=0, ge=0)
 
 
-class SendRequest(Strict):
+class QuietHours(Strict):
+    """Hours in the recipient's zone in which nothing starts; ``start > end`` spans midnight."""
+
+    start: str = Field(description="HH:MM, local time", examples=["21:00"])
+    end: str = Field(description="HH:MM, local time", examples=["08:00"])
+    timezone: str = Field(default=sendtime.AUTO_ZONE, max_length=64,
+                          description="an IANA zone, or auto: to.timezone, else the phone's")
+
+    @field_validator("start", "end")
+    @classmethod
+    def _clock(cls, value: str) -> str:
+        sendtime.parse_clock(value)
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        if value != sendtime.AUTO_ZONE and not sendtime.is_zone(value):
+            raise ValueError(f"{value!r} is not an IANA time zone or auto")
+        return value
+
+    @classmethod
+    def parse_range(cls, spec: str, zone: str = sendtime.AUTO_ZONE) -> QuietHours:
+        """``21:00-08:00`` (the CLI's and the app settings' short form)."""
+        start, sep, end = spec.partition("-")
+        if not sep:
+            raise ValueError(f"{spec!r}: use START-END, e.g. 21:00-08:00")
+        return cls(start=start, end=end, timezone=zone)
+
+
+class Timing(Strict):
+    """When a message may go (``shared.sendtime`` holds the rules): messages, campaigns and
+    flow launches share these fields."""
+
+    send_at: AwareDatetime | None = Field(
+        default=None, description="RFC 3339 with an offset; at most a year ahead, past = now")
+    valid_until: AwareDatetime | None = Field(
+        default=None, description="no hop starts after it; undelivered by then = expired")
+    ttl_seconds: int | None = Field(default=None, ge=1, le=int(
+        sendtime.MAX_SCHEDULE_AHEAD.total_seconds()), description="valid_until, relative")
+    quiet_hours: QuietHours | None = None
+    priority: Literal["normal", "critical"] = "normal"
+
+    @field_validator("send_at")
+    @classmethod
+    def _within_a_year(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value > datetime.now(UTC) + sendtime.MAX_SCHEDULE_AHEAD:
+            raise ValueError("at most a year ahead")
+        return value
+
+    @model_validator(mode="after")
+    def _validity(self, info: ValidationInfo) -> Timing:
+        if self.valid_until is not None and self.ttl_seconds is not None:
+            raise _field_error("ttl_seconds", "give valid_until or ttl_seconds, not both")
+        if self.valid_until is None:
+            return self
+        if self.send_at is not None and self.valid_until <= self.send_at:
+            raise _field_error("valid_until", "must be after send_at")
+        if (info.context or {}).get("intake") and self.valid_until <= datetime.now(UTC):
+            raise _field_error("valid_until", "must be in the future")
+        return self
+
+
+class TemplateRef(Strict):
+    """A saved template to render this message's content from (``shared.templates``), at
+    accept, once: its latest version unless ``version`` is given; the locale falls back
+    ``nl-BE`` → ``nl`` → the template's default locale."""
+
+    name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.-]+$")
+    version: int | None = Field(default=None, ge=1, lt=2**31)
+    locale: str | None = Field(default=None, min_length=2, max_length=35,
+                               description="BCP 47, e.g. nl-BE")
+    data: dict[str, Any] = Field(default_factory=dict, description="the placeholders' values")
+
+
+class SendRequest(Timing):
     """One message to one recipient over an ordered route of channels."""
 
     to: Recipient = Field(default_factory=Recipient)
@@ -185,6 +272,9 @@ class SendRequest(Strict):
     idempotency_key: str | None = Field(default=None, min_length=1, max_length=200)
     callback_url: AnyHttpUrl | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
+    # What kind of message this is (free string, e.g. "marketing"): a person may opt out of
+    # some categories on a channel and still get the others (shared.consent).
+    category: str | None = Field(default=None, min_length=1, max_length=64)
     # Per-hop deadlines (seconds), e.g. {"rogerthat": 300, "viber": 3600}; default dlr_timeout.
     deadlines: dict[Channel, int] = Field(default_factory=dict)
     # Messenger (rogerthat) content
@@ -196,6 +286,8 @@ class SendRequest(Strict):
     tag: str | None = Field(default=None, min_length=1, max_length=500)
     parent_message_key: str | None = Field(default=None, min_length=1, max_length=100)
     attachments: list[Attachment] = Field(default_factory=list, max_length=10)
+    # Content from a saved template instead of text/sms_text/texts (rendered at accept).
+    template: TemplateRef | None = None
 
     @field_validator("texts")
     @classmethod
@@ -271,6 +363,11 @@ class SendRequest(Strict):
     def _content_fits_route(self) -> SendRequest:
         if self.image_url and self.image_id:
             raise _field_error("image_id", "give image_url or image_id, not both")
+        if self.template is not None:  # the rules apply to the rendered request (at accept)
+            for name in ("text", "sms_text", "texts"):
+                if getattr(self, name):
+                    raise _field_error(name, f"give {name} or template, not both")
+            return self
         if self.button and not self.text:
             raise _field_error("text", "a button needs text")
         if "sms" in self.route and not (self.text or self.sms_text):

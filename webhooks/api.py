@@ -27,6 +27,7 @@ from shared.messages import (
 )
 from shared.models import Contact, Message
 from shared.schemas import EGRESS_CHECK, FriendRequest, ReplayRequest, SendRequest, error_list
+from shared.templates import TemplateError
 from webhooks.auth import require_api_key
 from webhooks.publishing import recoverable_unit_of_work
 
@@ -106,6 +107,12 @@ def _bad_request(exc: BadRequest):  # type: ignore[no-untyped-def]
     return jsonify(exc.body), exc.status
 
 
+@api.errorhandler(TemplateError)
+def _template_error(exc: TemplateError):  # type: ignore[no-untyped-def]
+    """A template that is missing or cannot be rendered for this request: nothing stored."""
+    return jsonify(exc.body()), 422
+
+
 @api.errorhandler(IdempotencyConflict)
 def _idempotency_conflict(exc: IdempotencyConflict):  # type: ignore[no-untyped-def]
     return jsonify(exc.body()), 409
@@ -119,7 +126,7 @@ def create():  # type: ignore[no-untyped-def]
     status, created = _queue_message(message_id, send_request)
     if not created:
         return jsonify(id=message_id, status=status, idempotent_replay=True), 200
-    return jsonify(id=message_id, status=MessageStatus.QUEUED), 202
+    return jsonify(id=message_id, status=status), 202
 
 
 def _queue_message(message_id: str, send_request: SendRequest) -> tuple[str, bool]:
@@ -136,9 +143,11 @@ def _queue_message(message_id: str, send_request: SendRequest) -> tuple[str, boo
             if existing is not None:
                 check_replay(existing.request_hash, body_hash, send_request.idempotency_key)
                 return existing.status, False
-            insert_message(work.session, message_id, send_request, g.app_id)
-            work.task(tasknames.DISPATCH, message_id)
-            return MessageStatus.QUEUED, True
+            message = insert_message(work.session, message_id, send_request, g.app_id)
+            if message.status == MessageStatus.QUEUED:  # a scheduled one waits for the sweep
+                work.task(tasknames.DISPATCH, message_id,
+                          queue=tasknames.send_queue(send_request.priority))
+            return message.status, True
     except IntegrityError:  # rolled back, nothing published: the other insert's row stands
         with session_scope() as session:
             raced = session.get(Message, message_id)
