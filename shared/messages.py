@@ -148,8 +148,6 @@ def insert_message(session: Session, message_id: str, request: SendRequest,
         message.template_locale = use.locale
     session.add(message)
     session.flush()  # the event's foreign key needs the message row first
-    if use is not None:
-        add_event(session, message_id, "templated", **use.as_dict())
     if timing.send_at:
         add_event(session, message_id, "scheduled", route=list(request.route),
                   send_at=_iso(timing.send_at))
@@ -157,6 +155,8 @@ def insert_message(session: Session, message_id: str, request: SendRequest,
         add_event(session, message_id, "queued", route=list(request.route))
     if timing.note:
         add_event(session, message_id, "quiet_hours", **timing.note)
+    if use is not None:
+        add_event(session, message_id, "templated", **use.as_dict())
     from shared.contacts import note_recipients  # (that module imports this one)
 
     note_recipients(session, request, app_id)  # the app lists whom it messaged (issue 14)
