@@ -1,10 +1,7 @@
-"""The ``switchboard`` command: run everything locally, send, inspect, migrate.
+"""The switchboard command: run everything locally, send, inspect, migrate.
 
-    switchboard up [--demo]          everything on embedded defaults (or on SWITCHBOARD_* settings)
-    switchboard demo                 send demo messages to a running instance and watch them
-    switchboard send --to +32... --route viber,sms --text "Hi"
-    switchboard status <id>
-    switchboard db upgrade
+Its --help is plain text (argparse prints it as is) and every verb's help ends with an example
+(``EXAMPLES``, added by ``_add_examples``), so a person can copy a working line.
 """
 
 from __future__ import annotations
@@ -20,8 +17,86 @@ from pydantic import ValidationError
 from shared.schemas import error_list
 
 
+DESCRIPTION = "Switchboard: run everything locally, send messages, inspect them, migrate."
+
+# What each verb's --help ends with (a verb without one fails tests/unit/test_cli.py): keyed
+# by the words after "switchboard"; the first line of the top level's is where to begin.
+EXAMPLES: dict[str, list[str]] = {
+    "": ["switchboard up --demo", "switchboard send --to +32470120000 --text Hi",
+         "switchboard status <message id>", "switchboard logs worker -f"],
+    "up": ["switchboard up --demo", "switchboard up --port 8080 --verbose"],
+    "logs": ["switchboard logs", "switchboard logs worker -f"],
+    "demo": ["SWITCHBOARD_API_KEYS=<key> switchboard demo --api http://127.0.0.1:8000"],
+    "send": ["switchboard send --to +32470120000 --route viber,sms --text Hi "
+             "--sms-text 'Hi (SMS)'",
+             "switchboard send --to +32470120000 --template order_shipped --locale nl-BE "
+             "--data '{\"order\": {\"id\": \"A-17\"}}'"],
+    "seal": ["switchboard seal <message id>"],
+    "friends": ["switchboard friends invite ann@example.com --name Ann"],
+    "friends invite": ["switchboard friends invite ann@example.com --name Ann"],
+    "friends break-up": ["switchboard friends break-up ann@example.com"],
+    "friends list": ["switchboard friends list"],
+    "conversations": ["switchboard conversations user-42"],
+    "conversation": ["switchboard conversation <conversation id or VisitId>"],
+    "flows": ["switchboard flows load booking.yaml"],
+    "flows load": ["switchboard flows load booking.yaml"],
+    "flows list": ["switchboard flows list"],
+    "flows show": ["switchboard flows show booking --version 2"],
+    "flows start": ["switchboard flows start booking --email ann@example.com --to +32470120000"],
+    "flows stats": ["switchboard flows stats booking"],
+    "flows run": ["switchboard flows run <run id>"],
+    "templates": ["switchboard templates load order_shipped.yaml"],
+    "templates load": ["switchboard templates load order_shipped.yaml"],
+    "templates list": ["switchboard templates list"],
+    "templates show": ["switchboard templates show order_shipped --version 2"],
+    "templates preview": ["switchboard templates preview order_shipped --locale nl-BE "
+                          "--data '{\"order\": {\"id\": \"A-17\"}}'"],
+    "status": ["switchboard status <message id> --json"],
+    "apps": ["switchboard apps create shop --callback-url https://shop.example/events"],
+    "apps create": ["switchboard apps create shop --callback-url https://shop.example/events"],
+    "apps list": ["switchboard apps list"],
+    "apps rotate-secret": ["switchboard apps rotate-secret shop --overlap 2h"],
+    "db": ["switchboard db upgrade"],
+    "flower": ["FLOWER_BASIC_AUTH=admin:secret switchboard flower --port 5555"],
+    "simulator": ["switchboard simulator --port 8025"],
+}
+
+
+def _verb_help(parent: argparse.ArgumentParser | None, name: str) -> str | None:
+    """The one-line help a verb has in its parent's list, as its own description."""
+    for action in parent._actions if parent is not None else ():
+        if isinstance(action, argparse._SubParsersAction):
+            for choice in action._choices_actions:
+                if choice.dest == name and choice.help:
+                    return choice.help[0].upper() + choice.help[1:] + "."
+    return None
+
+
+def _add_examples(parser: argparse.ArgumentParser, path: str = "",
+                  parent: argparse.ArgumentParser | None = None) -> None:
+    """End this parser's help, and every verb's below it, with its lines from ``EXAMPLES``
+    (kept as written: the raw formatter does not rewrap them)."""
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    if parser.description is None:
+        parser.description = _verb_help(parent, path.rsplit(" ", 1)[-1])
+    lines = EXAMPLES.get(path)
+    if lines:
+        label = "example:" if len(lines) == 1 else "examples:"
+        parser.epilog = "\n".join([label, *(f"  {line}" for line in lines)])
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, child in action.choices.items():
+                _add_examples(child, f"{path} {name}".strip(), parser)
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="switchboard", description=__doc__.split("\n\n")[0])
+    parser = _build_parser()
+    _add_examples(parser)
+    return parser
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="switchboard", description=DESCRIPTION)
     sub = parser.add_subparsers(dest="command", required=True, metavar="command")
 
     up = sub.add_parser("up", help="run API, worker, beat, Flower (and simulator, Redis) locally")
@@ -30,6 +105,17 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--flower-port", type=int, default=5555)
     up.add_argument("--concurrency", type=int, default=2, help="worker processes (2)")
     up.add_argument("--demo", action="store_true", help="send demo messages and show them live")
+    up.add_argument("--verbose", action="store_true",
+                    help="stream every line of every process (default: each process when "
+                         "ready, warnings and errors; all of it is in <data dir>/log/)")
+
+    logs = sub.add_parser("logs", help="read the logs of `switchboard up`'s processes")
+    logs.add_argument("process", nargs="?",
+                      help="web, worker, sweeper, notifier, beat, flower, simulator, … "
+                           "(default: all)")
+    logs.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
+    logs.add_argument("-n", "--lines", type=int, default=None, metavar="N",
+                      help="only the last N lines (default: all of one process, 20 of each)")
 
     demo = sub.add_parser("demo", help="send demo messages to a running instance, watch them")
     demo.add_argument("--api", default="http://127.0.0.1:8000", help="API base URL")
@@ -61,6 +147,10 @@ def _parser() -> argparse.ArgumentParser:
     send.add_argument("--idempotency-key")
     send.add_argument("--callback-url")
     send.add_argument("--metadata", help="a JSON object")
+    send.add_argument("--template", help="a saved template's name, instead of --text")
+    send.add_argument("--template-version", type=int, help="default: the latest")
+    send.add_argument("--locale", help="the template's locale, e.g. nl-BE")
+    send.add_argument("--data", help="the template's placeholders, a JSON object")
 
     seal = sub.add_parser("seal", help="lock a message's messenger message (no more answers)")
     seal.add_argument("message_id")
@@ -68,7 +158,9 @@ def _parser() -> argparse.ArgumentParser:
     friends = sub.add_parser("friends", help="messenger friendships")
     friends_sub = friends.add_subparsers(dest="friends_command", required=True, metavar="action")
     for action in ("invite", "break-up"):
-        fp = friends_sub.add_parser(action, help=f"friend.{action.replace('-', '_')}")
+        fp = friends_sub.add_parser(action, help="invite someone to be the messenger "
+                                    "service's friend" if action == "invite"
+                                    else "end a messenger friendship")
         fp.add_argument("email")
         fp.add_argument("--app-id", default="rogerthat")
         if action == "invite":
@@ -83,6 +175,9 @@ def _parser() -> argparse.ArgumentParser:
     conv.add_argument("key", help="the conversation id, or the provider's VisitId")
 
     _flows_parser(sub)
+    from shared.templatecli import add_parser as _templates_parser
+
+    _templates_parser(sub, DEFAULT_APP_ID)
 
     status = sub.add_parser("status", help="show a message: status, attempts, timeline")
     status.add_argument("message_id")
@@ -140,10 +235,10 @@ def _flows_parser(sub: Any) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    handler = {"up": _up, "demo": _demo, "send": _send, "status": _status, "db": _db,
+    handler = {"up": _up, "logs": _logs, "demo": _demo, "send": _send, "status": _status, "db": _db,
                "apps": _apps, "seal": _seal, "friends": _friends,
                "conversations": _conversations, "conversation": _conversation,
-               "flows": _flows, "flower": _flower,
+               "flows": _flows, "templates": _templates, "flower": _flower,
                "simulator": _simulator}[args.command]
     try:
         return handler(args) or 0
@@ -162,7 +257,28 @@ def _up(args: argparse.Namespace) -> int:
     from shared.localrun import run
 
     return run(host=args.host, port=args.port, flower_port=args.flower_port,
-               concurrency=args.concurrency, demo=args.demo)
+               concurrency=args.concurrency, demo=args.demo, verbose=args.verbose)
+
+
+def _logs(args: argparse.Namespace) -> int:
+    """The files ``switchboard up`` writes in ``<data dir>/log``: one process's, or all."""
+    from shared import terminal
+    from shared.settings import get_settings
+
+    directory = terminal.log_dir(get_settings().data_dir)
+    known = terminal.log_names(directory)
+    if not known:
+        raise CliError(f"no logs in {directory}; `switchboard up` writes them there "
+                       "(set SWITCHBOARD_DATA_DIR if it ran elsewhere)")
+    if args.process is not None and args.process not in known:
+        raise CliError(f"no log for {args.process!r} in {directory}; there are: "
+                       f"{', '.join(known)}")
+    names = [args.process] if args.process else known
+    lines = args.lines if args.lines is not None else (None if args.process else 20)
+    ends = terminal.show(directory, names, lines, sys.stdout)
+    if args.follow:
+        terminal.follow(directory, [args.process] if args.process else None, ends, sys.stdout)
+    return 0
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -194,12 +310,51 @@ def _send_fields(args: argparse.Namespace) -> dict[str, Any]:
         fields["buttons"] = [_button(spec) for spec in args.button]
     if args.consumer:
         fields["conversation"] = _conversation_fields(args)
+    if args.template:
+        fields["template"] = _template_ref(args)
     if args.metadata:
         try:
             fields["metadata"] = json.loads(args.metadata)
         except json.JSONDecodeError as exc:
             raise CliError(f"--metadata is not JSON: {exc}") from None
     return fields
+
+
+def _check_template(fields: dict[str, Any]) -> None:
+    """Render a templated send here first (the CLI reads the database), so a missing
+    placeholder is a refusal naming it rather than a message that fails at accept; skipped
+    where the database cannot be read (the worker renders it anyway)."""
+    if "template" not in fields:
+        return
+    from sqlalchemy.exc import OperationalError
+
+    from shared import templatecli, templates
+    from shared.db import session_scope
+    from shared.schemas import SendRequest
+
+    request = SendRequest.model_validate(fields)
+    try:
+        with session_scope() as session:
+            templates.render_request(session, DEFAULT_APP_ID, request)
+    except OperationalError:
+        return
+    except templates.TemplateError as exc:
+        raise CliError(templatecli.describe(exc, "template")) from None
+
+
+def _template_ref(args: argparse.Namespace) -> dict[str, Any]:
+    """``--template`` with its version, locale and ``--data`` (JSON) as a send request's
+    ``template``."""
+    ref: dict[str, Any] = {"name": args.template}
+    if args.template_version is not None:
+        ref["version"] = args.template_version
+    if args.locale:
+        ref["locale"] = args.locale
+    try:
+        ref["data"] = json.loads(args.data) if args.data else {}
+    except json.JSONDecodeError as exc:
+        raise CliError(f"--data is not JSON: {exc}") from None
+    return ref
 
 
 def _conversation_fields(args: argparse.Namespace) -> dict[str, Any]:
@@ -244,6 +399,15 @@ def _flows(args: argparse.Namespace) -> int:
             return 0
         return _read_db(lambda session: action[args.flows_command](session, args))
     except flowcli.FlowCliError as exc:
+        raise CliError(str(exc)) from None
+
+
+def _templates(args: argparse.Namespace) -> int:
+    from shared import templatecli
+
+    try:
+        return _read_db(lambda session: templatecli.run(session, args))
+    except templatecli.TemplateCliError as exc:
         raise CliError(str(exc)) from None
 
 
@@ -359,8 +523,10 @@ def _list_contacts() -> int:
 def _send(args: argparse.Namespace) -> int:
     from shared.client import send
 
+    fields = _send_fields(args)
     try:
-        message_id = send(**_send_fields(args))
+        _check_template(fields)
+        message_id = send(**fields)
     except ValidationError as exc:
         for err in error_list(exc):
             print(f"switchboard: invalid {err['field']}: {err['message']}", file=sys.stderr)

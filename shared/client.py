@@ -24,8 +24,9 @@ from shared.settings import get_settings
 from shared.signing import verify_signature
 from shared.uow import FollowUps
 
-__all__ = ["break_up", "conversation", "conversations", "invite", "seal", "send",
-           "send_campaign", "send_task", "verify_signature"]
+__all__ = ["break_up", "conversation", "conversations", "invite", "list_templates",
+           "load_template", "preview_template", "seal", "send", "send_campaign", "send_task",
+           "show_template", "verify_signature"]
 
 
 def producer_app(broker_url: str | None = None) -> Celery:
@@ -44,10 +45,12 @@ def _producer_app(broker_url: str) -> Celery:
     return app
 
 
-def send_task(name: str, *args: Any, broker_url: str | None = None, **kwargs: Any) -> None:
-    """Publish task ``name`` on its queue; the one place producers talk to the broker."""
+def send_task(name: str, *args: Any, broker_url: str | None = None, queue: str | None = None,
+              **kwargs: Any) -> None:
+    """Publish task ``name`` on its queue (or ``queue``); the one place producers talk to
+    the broker."""
     producer_app(broker_url).send_task(
-        name, args=args, kwargs=kwargs or None, queue=tasknames.QUEUE_OF[name]
+        name, args=args, kwargs=kwargs or None, queue=queue or tasknames.QUEUE_OF[name]
     )
 
 
@@ -59,7 +62,7 @@ def publish_followups(followups: FollowUps) -> None:
     app = producer_app()
     for task in followups.tasks:
         app.send_task(task.name, args=task.args, countdown=task.countdown,
-                      queue=tasknames.QUEUE_OF[task.name])
+                      queue=task.destination)
 
 
 def send(*, broker_url: str | None = None, app_id: str = DEFAULT_APP, **fields: Any) -> str:
@@ -71,11 +74,17 @@ def send(*, broker_url: str | None = None, app_id: str = DEFAULT_APP, **fields: 
     the key and adds an ``idempotency_conflict`` event to it). ``app_id`` is the producer
     app the message belongs to (its events and callback URL); ``default`` is the bootstrap app.
     Raises ``pydantic.ValidationError`` naming the bad field.
+
+    ``template={"name": ..., "version": ..., "locale": ..., "data": {...}}`` instead of
+    ``text`` renders a saved template of ``app_id`` when the worker accepts the message; one
+    that cannot be rendered there (a placeholder missing from ``data``) leaves the message
+    ``failed`` with reason ``template_error``, nothing sent. Check with
+    ``preview_template`` first to be told at once.
     """
     request = SendRequest.model_validate(fields, context=EGRESS_CHECK)
     message_id = new_message_id(request.idempotency_key, app_id)
     send_task(tasknames.ACCEPT, message_id, request.model_dump(mode="json"), app_id,
-              broker_url=broker_url)
+              broker_url=broker_url, queue=tasknames.send_queue(request.priority))
     return message_id
 
 
@@ -132,6 +141,41 @@ def conversation(key: str, *, api_url: str | None = None,
                  api_key: str | None = None) -> dict[str, Any]:
     """One conversation (our id, or the provider's VisitId) with its merged transcript."""
     return _api_get(f"/v1/conversations/{_quote(key)}", None, api_url, api_key)
+
+
+def load_template(document: str, *, content_type: str = "application/yaml",
+                  api_url: str | None = None, api_key: str | None = None) -> dict[str, Any]:
+    """Save a template document (YAML or JSON text) as its next version: ``{"name",
+    "version"}``. A template that does not compile is a ``requests.HTTPError`` whose JSON
+    names the locale, field and line."""
+    return _api("POST", "/v1/templates", api_url, api_key, data=document.encode(),
+                headers={"Content-Type": content_type})
+
+
+def list_templates(*, api_url: str | None = None,
+                   api_key: str | None = None) -> dict[str, Any]:
+    """The latest version of each of the app's templates: ``{"templates": [...]}``."""
+    return _api_get("/v1/templates", None, api_url, api_key)
+
+
+def show_template(name: str, *, version: int | None = None, api_url: str | None = None,
+                  api_key: str | None = None) -> dict[str, Any]:
+    """A template's versions and the document of the latest (or of ``version``)."""
+    params = {"version": str(version)} if version is not None else None
+    return _api_get(f"/v1/templates/{_quote(name)}", params, api_url, api_key)
+
+
+def preview_template(name: str, data: dict[str, Any] | None = None, *,
+                     locale: str | None = None, version: int | None = None,
+                     api_url: str | None = None, api_key: str | None = None) -> dict[str, Any]:
+    """Render a saved template: the content per channel and, for SMS, its encoding, length
+    and segments. Send it with ``send(..., template={"name": ..., "data": ...})``."""
+    body: dict[str, Any] = {"data": data or {}}
+    if locale is not None:
+        body["locale"] = locale
+    if version is not None:
+        body["version"] = version
+    return _api("POST", f"/v1/templates/{_quote(name)}/preview", api_url, api_key, json=body)
 
 
 def load_flow(document: str, *, content_type: str = "application/yaml",
