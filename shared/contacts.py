@@ -1,9 +1,10 @@
-"""Per-contact consent on channels that need it (the messenger only talks to its "friends").
+"""The messenger's contacts: friendship stages, invitations, which app reached whom.
 
-The record is kept from the provider's friendship callbacks, our own invitations and the
-provider's "not in your friends list" refusals, so a message to someone who is known not to
-be a friend is refused before any provider call and the route moves on. Unknown contacts are
-tried: the provider is the authority, and its refusal is recorded.
+A contact's stage (invited, friend, declined, not_friend) is kept from the provider's
+friendship callbacks, our own invitations and the provider's "not in your friends list"
+refusals; the stages that mean consent (friend: in; declined, broke up: out) are changes of
+the one consent registry (``shared.consent``), which alone decides whether a message goes.
+Unknown contacts are tried: the provider is the authority, and its refusal is recorded.
 """
 
 from __future__ import annotations
@@ -17,13 +18,12 @@ from sqlalchemy import ColumnElement, exists, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from shared import egress, handlers
+from shared import consent, egress, handlers
 from shared.messages import add_app_event
 from shared.models import DEFAULT_APP, AppContact, Contact
 from shared.settings import get_settings
 
 log = logging.getLogger(__name__)
-NOT_REACHABLE = frozenset({"declined", "not_friend"})
 INVITE_TAG_PREFIX = "switchboard-invite:"  # + the invitation's request id
 INVITES_KEPT = 20  # per contact: whose recent invitations these were
 
@@ -62,25 +62,30 @@ def find_by_invite_tag(session: Session, channel: str, tag: str) -> Contact | No
 
 
 def may_message(session: Session, channel: str, address: str, app_id: str) -> bool:
-    contact = find(session, channel, address, app_id)
-    return contact is None or contact.status not in NOT_REACHABLE
+    """Asked of the consent registry, which the friendship stages feed (``record``)."""
+    return consent.may_message(session, channel, app_id, address.lower())
 
 
 def record(session: Session, channel: str, address: str, app_id: str, status: str | None,
            name: str | None = None, details: dict[str, Any] | None = None) -> Contact:
     """Create or update a contact; ``status=None`` keeps the current one (a profile update)."""
     contact = find(session, channel, address, app_id)
+    previous = contact.status if contact is not None else None
     if contact is None:
         contact = Contact(channel=channel, address=address.lower(), app_id=app_id,
-                          status=status or "unknown", details={})
+                          status="unknown", details={})
         try:
             with session.begin_nested():  # a savepoint: a concurrent insert must not undo ours
                 session.add(contact)
         except IntegrityError:  # created concurrently: update that one instead
             contact = find(session, channel, address, app_id)
             assert contact is not None
-    if status is not None:
+            previous = contact.status
+    if status is not None and status != previous:
         contact.status = status
+        session.flush()  # the apps that reached it are read by the contact's id
+        consent.friendship(session, channel, contact.address, app_id, status,
+                           apps_of(session, contact))
     if name:
         contact.name = name
     if details:
@@ -145,9 +150,10 @@ def decide_invitation(session: Session, email: str, app_id: str, invitation: dic
     if policy == "accept_all":
         accepted = True
     elif policy == "known_contacts":
-        accepted = session.scalars(select(Contact.id).where(
-            Contact.channel == "rogerthat", Contact.address == email.lower(),
-            Contact.status.not_in(sorted(NOT_REACHABLE)))).first() is not None
+        known = session.scalars(select(Contact.id).where(
+            Contact.channel == "rogerthat", Contact.address == email.lower())).first()
+        accepted = known is not None and \
+            not consent.opted_out_anywhere(session, "rogerthat", email)
     else:
         accepted = _ask_producer(invitation)
     return "accepted" if accepted else "declined"

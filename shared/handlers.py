@@ -22,7 +22,8 @@ from shared.messages import add_app_event
 from shared.providers.base import ProviderEvent
 
 # The modules that register handlers; imported on first dispatch (they import this one).
-HANDLER_MODULES = ("shared.contacts", "shared.conversations", "shared.flows.handlers")
+HANDLER_MODULES = ("shared.consent", "shared.contacts", "shared.conversations",
+                   "shared.flows.handlers")
 NOTIFY_ORDER = 100  # telling the producer comes after the features had their say
 
 

@@ -11,6 +11,10 @@ Two levels:
 
 Statuses only move forward by rank; duplicate and out-of-order reports become no-ops.
 
+A hop to an address that opted out is never sent: its ``pending`` attempt ends ``suppressed``
+(engine edge ``suppress``, not ``failed``), and a message whose every hop was suppressed ends
+``suppressed``.
+
 A ``pending`` attempt of a later hop is ``cancelled`` (event ``cancel``) when an earlier hop
 turns out delivered after all: the fallback is no longer needed, and it never left.
 
@@ -38,6 +42,7 @@ class AttemptStatus(StrEnum):
     UNDELIVERED = "undelivered"
     EXPIRED = "expired"
     CANCELLED = "cancelled"
+    SUPPRESSED = "suppressed"  # never sent: the recipient opted out (shared.consent)
 
 
 class MessageStatus(StrEnum):
@@ -49,6 +54,7 @@ class MessageStatus(StrEnum):
     SEEN = "seen"
     FAILED = "failed"
     EXPIRED = "expired"
+    SUPPRESSED = "suppressed"  # every hop was to an address that opted out
 
 
 class CallbackStatus(StrEnum):
@@ -79,15 +85,16 @@ class RunStatus(StrEnum):
 
 A = AttemptStatus
 ATTEMPT_RANK = {A.PENDING: 0, A.SENDING: 1, A.SUBMITTED: 2, A.DELIVERED: 3, A.SEEN: 4}
-ATTEMPT_ENDED_BADLY = frozenset({A.FAILED, A.UNDELIVERED, A.EXPIRED})
+ATTEMPT_ENDED_BADLY = frozenset({A.FAILED, A.UNDELIVERED, A.EXPIRED, A.SUPPRESSED})
 ATTEMPT_CANCELLED = A.CANCELLED  # never sent: an earlier hop was delivered first
 ATTEMPT_POSITIVE = frozenset({A.DELIVERED, A.SEEN})
 MESSAGE_RANK = {MessageStatus.QUEUED: 0, MessageStatus.SUBMITTED: 1,
                 MessageStatus.DELIVERED: 2, MessageStatus.SEEN: 3}
-MESSAGE_FINAL = frozenset({MessageStatus.FAILED, MessageStatus.EXPIRED})
+MESSAGE_FINAL = frozenset({MessageStatus.FAILED, MessageStatus.EXPIRED,
+                           MessageStatus.SUPPRESSED})
 # The engine's own edges: event -> (from, to).
 _ENGINE_EDGES = {"claim": (A.PENDING, A.SENDING), "retry": (A.SENDING, A.PENDING),
-                 "cancel": (A.PENDING, A.CANCELLED)}
+                 "cancel": (A.PENDING, A.CANCELLED), "suppress": (A.PENDING, A.SUPPRESSED)}
 
 # What a positive event means as a status (a reply proves the message was seen).
 _POSITIVE = {"submitted": A.SUBMITTED, "delivered": A.DELIVERED, "seen": A.SEEN,
@@ -170,11 +177,12 @@ def apply_message(current: str, event: str) -> MessageStatus:
 
 def route_outcome(route_length: int, hop: int, attempt_status: str) -> tuple[str, int | str]:
     """After the attempt at ``hop`` ended badly: ``("fallback", next_hop)`` when the route has
-    another channel, else ``("final", "expired" | "failed")`` for the message."""
+    another channel, else ``("final", "expired" | "suppressed" | "failed")`` for the message
+    (``suppressed`` only when the caller says every hop was: see ``worker.outcomes``)."""
     if hop + 1 < route_length:
         return "fallback", hop + 1
-    return "final", MessageStatus.EXPIRED if attempt_status == A.EXPIRED \
-        else MessageStatus.FAILED
+    final = {A.EXPIRED: MessageStatus.EXPIRED, A.SUPPRESSED: MessageStatus.SUPPRESSED}
+    return "final", final.get(AttemptStatus(attempt_status), MessageStatus.FAILED)
 
 
 def is_message_final(status: str) -> bool:

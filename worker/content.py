@@ -1,6 +1,7 @@
-"""What the engine knows about an attempt beyond its request, handed to the provider's
-``outbound`` (which alone knows its wire): the consent registry's answer, the in-app
-conversation the hop joins, and a shared cache of uploaded images.
+"""What the engine knows about an attempt beyond its request: the consent registry's answer
+for a batch (``opted_out``, asked before anything is claimed), and what it hands the
+provider's ``outbound`` (which alone knows its wire): the in-app conversation the hop joins
+and a shared cache of uploaded images.
 
 Nothing here branches on a channel or a provider name: the adapter says who its recipient is
 (``recipient``) and whether its hops join conversations (``uses_conversations``).
@@ -10,13 +11,13 @@ from __future__ import annotations
 
 import hashlib
 import random
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
-from shared import contacts, conversations
+from shared import consent, contacts, conversations
 from shared.db import session_scope
-from shared.providers.base import OutboundMessage, PermanentError, Provider, SendContext
+from shared.providers.base import OutboundMessage, Provider, SendContext
 from shared.schemas import SendRequest
 from shared.settings import get_settings
 from worker.timing import RetryLater
@@ -42,26 +43,30 @@ class RedisImageCache:
 
 def outbound(provider: Provider, request: SendRequest, attempt_id: str, channel: str,
              app_id: str, retries: int = 0) -> OutboundMessage:
-    """The attempt's content as its provider sends it. Raises ``PermanentError`` before any
-    call when the consent registry knows the recipient is not reachable. ``retries`` is how
-    often this attempt was tried already (a provider that caches answers by request id, errors
-    included, needs it to run a retry afresh)."""
-    _check_consent(provider, request, channel, app_id)
+    """The attempt's content as its provider sends it (consent was asked before, for the
+    whole batch: ``opted_out``). ``retries`` is how often this attempt was tried already (a
+    provider that caches answers by request id, errors included, needs it to run a retry
+    afresh)."""
     context = SendContext(attempt_id=attempt_id, channel=channel, app_id=app_id,
                           conversation=_conversation(provider, request, app_id),
                           images=RedisImageCache(), retries=retries)
     return provider.outbound(request, context)
 
 
-def _check_consent(provider: Provider, request: SendRequest, channel: str,
-                   app_id: str) -> None:
+def opted_out(provider: Provider, request: SendRequest, channel: str,
+              items: Sequence[tuple[str, str, str | None]]) -> dict[str, consent.Refusal]:
+    """The attempts (``(attempt id, message id, key)``) whose recipient opted out of this
+    channel, or of the request's category, by attempt id: ONE registry query for the whole
+    batch. A campaign item's key is its phone as the registry keys it; a single message's
+    recipient is the provider's to say. A critical message is sent anyway."""
     recipient = provider.recipient(request, channel)
-    if recipient is None:
-        return
+    if recipient is None or consent.is_critical(request):
+        return {}
+    recipients = {attempt_id: (recipient.scope, key or recipient.address)
+                  for attempt_id, _, key in items}
     with session_scope() as session:
-        if not contacts.may_message(session, channel, recipient.address, recipient.scope):
-            raise PermanentError("not_a_friend", f"{recipient.address} is not reachable on "
-                                 f"{channel}: they declined or ended the contact")
+        return consent.refusals(session, channel, recipients, request.category,
+                                {attempt_id: message_id for attempt_id, message_id, _ in items})
 
 
 def learn_refusal(provider: Provider, request: SendRequest, channel: str, reason: str) -> None:

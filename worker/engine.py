@@ -103,6 +103,9 @@ def _load(attempt_id: str) -> Batch | None:
 def send_batch(batch: Batch, provider: Provider, bulk: bool = False) -> None:
     """Send the batch's attempts in one provider request. ``bulk``: a campaign batch, whose
     request carries every item's phone and a batch id of its own."""
+    batch = _without_opted_out(batch, provider)
+    if not batch.items:
+        return
     request_id = str(uuid.uuid4()) if bulk else batch.items[0].attempt_id
     try:
         outbound = content.outbound(provider, batch.request, request_id, batch.channel,
@@ -120,6 +123,17 @@ def send_batch(batch: Batch, provider: Provider, bulk: bool = False) -> None:
     claimed = _claim(batch, summary, due)
     if claimed.items:
         _call(claimed, provider, outbound, window, due, request_id if bulk else None)
+
+
+def _without_opted_out(batch: Batch, provider: Provider) -> Batch:
+    """Before anything is built, taken or claimed: the hops to addresses that opted out
+    (one registry query for the whole batch) end ``suppressed`` and their routes move on;
+    the rest is sent."""
+    refused = content.opted_out(provider, batch.request, batch.channel,
+                                [(i.attempt_id, i.message_id, i.key) for i in batch.items])
+    if refused:
+        outcomes.suppressed(batch.only(set(refused)), refused)
+    return batch.only(set(batch.attempt_ids) - set(refused))
 
 
 def _for_every_phone(batch: Batch, template: OutboundMessage,

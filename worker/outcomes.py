@@ -10,7 +10,8 @@ every attempt of the batch, with one statement per table where the database allo
 * ``failed`` — refused (``PermanentError``), or refused before the call: the route moves on;
 * ``unsent`` — claimed, but the request never left (an error of ours): back to ``pending``;
 * ``held`` — not sent yet (rate limit, open circuit): ``pending`` until ``not_before``, and a
-  running hop deadline stays on the row, so the route still moves on when it passes.
+  running hop deadline stays on the row, so the route still moves on when it passes;
+* ``suppressed`` — not sent: the recipient opted out; the route moves on.
 
 Every status comes from ``shared.lifecycle``; each function begins with a compare-and-set on
 the expected status, so a batch recorded twice changes nothing the second time.
@@ -18,15 +19,17 @@ the expected status, so a batch recorded twice changes nothing the second time.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, func, insert, update
+from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from shared import conversations
 from shared.apps import delivery_target
+from shared.consent import Refusal
 from shared.lifecycle import (
     AttemptStatus,
     DeliveryStatus,
@@ -196,6 +199,40 @@ def failed(batch: Batch, exc: Exception, source: str) -> None:
 # --- accepted ---------------------------------------------------------------------------------
 
 def submitted(batch: Batch, result: SendResult | None, window: float,
+# --- not sent: the recipient opted out -----------------------------------------------------
+
+def suppressed(batch: Batch, refusals: Mapping[str, Refusal]) -> None:
+    """Not sent, before any call: the recipient opted out (``shared.consent``). Each attempt
+    ends ``suppressed`` (not ``failed``) with who opted out, when and through which message
+    on its timeline, and its route moves on; a message whose every hop was suppressed ends
+    ``suppressed``, one with an earlier hop that failed otherwise ends ``failed``."""
+    source, target = engine_edge("suppress")
+    with unit_of_work() as work:
+        moved = set(_set(work.session, batch, source, status=target, deadline_at=None,
+                         not_before=None, error_reason="opted_out",
+                         error_detail="the recipient opted out of this channel"))
+        tried = _tried_before(work.session, batch, moved)
+        for item in batch.items:
+            if item.attempt_id not in moved:
+                continue
+            work.unindex(item.attempt_id)  # a hop held behind a circuit had its deadline
+            add_event(work.session, item.message_id, "suppressed", item.attempt_id,
+                      **refusals[item.attempt_id].payload(batch.app_id, batch.request.category))
+            ended = AttemptStatus.FAILED if item.message_id in tried else target
+            route.advance(work, item.message_id, batch.hop, batch.channel, ended, "opted_out")
+
+
+def _tried_before(session: Session, batch: Batch, moved: set[str]) -> set[str]:
+    """On a route's last hop: the messages an earlier hop of which was not suppressed (one
+    query for the batch); they did not end only for want of consent."""
+    if batch.hop + 1 < len(batch.request.route) or not moved:
+        return set()
+    message_ids = [item.message_id for item in batch.items if item.attempt_id in moved]
+    return set(session.scalars(select(Attempt.message_id).where(
+        Attempt.message_id.in_(message_ids), Attempt.hop < batch.hop,
+        Attempt.status != AttemptStatus.SUPPRESSED)).all())
+
+
               ambiguous: AmbiguousError | None = None, batch_id: str | None = None) -> None:
     """Accepted (or maybe): each attempt ``submitted`` with its own provider id and deadline.
     A report may have overtaken us (matched by attempt id): what it set is kept."""

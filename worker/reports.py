@@ -117,6 +117,10 @@ def apply_event(work: UnitOfWork, attempt: Attempt, event: ProviderEvent) -> Non
     add_event(session, attempt.message_id, "report", attempt.id, channel=attempt.channel,
               kind=event.kind, status=event.status, reason=event.reason,
               applied=transition.changed, late=transition.late, raw=dict(event.raw))
+    if event.data.get("opt_out"):  # the provider says the person blocked us there
+        handlers.dispatch(work, handlers.Occurrence(
+            "opt_out", provider=attempt.provider, event=event, message_id=attempt.message_id,
+            attempt_id=attempt.id))
     if event.kind == "replied":
         add_event(session, attempt.message_id, "replied", attempt.id, channel=attempt.channel,
                   text=event.text, **event.data)

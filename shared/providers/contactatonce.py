@@ -54,6 +54,7 @@ from shared.providers.base import (
     PermanentError,
     ProviderError,
     ProviderEvent,
+    Recipient,
     RetryableError,
     SendContext,
     SendResult,
@@ -602,10 +603,14 @@ class ContactAtOnceService:
 
     # --- from a send request -------------------------------------------------------------
 
-    def recipient(self, request: SendRequest, channel: str) -> None:
-        """None: in-app consumers have no consent registry (yet)."""
+    def recipient(self, request: SendRequest, channel: str) -> Recipient | None:
+        """The conversation's consumer under its advertiser (the account the consent
+        registry keys an in-app opt-out by); None when the request names no conversation."""
         require_channel(self.channels, channel)
-        return None
+        ref = request.conversation
+        if ref is None:
+            return None
+        return Recipient(address=ref.consumer_id, scope=ref.advertiser_id or self.advertiser_id)
 
     def outbound(self, request: SendRequest, context: SendContext) -> OutboundMessage:
         """The channel's text and the conversation the engine resolved (``visit_id`` None:

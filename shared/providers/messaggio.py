@@ -102,6 +102,10 @@ PERMANENT_VIBER_REASONS: frozenset[str] = frozenset({
 })
 
 
+# The person chose not to hear from us: the report is also an opt-out of that channel.
+OPT_OUT_REASONS: frozenset[str] = frozenset({"viber_blocked_by_user"})
+
+
 # --------------------------------------------------------------------------------------
 # Signatures (§2.2, §2.6)
 # --------------------------------------------------------------------------------------
@@ -278,6 +282,8 @@ def parse_callback(params: Mapping[str, str]) -> ProviderEvent:
         kind=kind, dedupe_key=_dedupe_key(ref, kind_type, status, text),
         provider_message_id=msg_id, attempt_ref=attempt_ref, reason=reason, text=text,
         status=status, raw=dict(params),
+        # The user blocked the sender: an opt-out of Viber (shared.consent).
+        data={"opt_out": True} if reason in OPT_OUT_REASONS else {},
         channel="viber" if kind_type is not None else None,  # only Viber reports have a type
     )
 

@@ -70,7 +70,11 @@ def test_non_friend_moves_on_and_is_then_skipped_without_a_call(stack: Stack) ->
 
     second = _send(stack, stranger, ["rogerthat", "sms"])
     view = stack.wait_status(second, {"delivered"})
-    assert view["attempts"][0]["error"]["reason"] == "not_a_friend"
+    # The refusal is a consent record now: the hop is suppressed, not failed, before any call.
+    assert view["attempts"][0]["status"] == "suppressed"
+    assert view["attempts"][0]["error"]["reason"] == "opted_out"
+    why = next(e for e in view["events"] if e["type"] == "suppressed")["detail"]
+    assert (why["source"], why["channel"]) == ("friendship", "rogerthat")
     assert _calls_for(stack, view["attempts"][0]["id"]) == []  # refused before any call
 
 

@@ -238,9 +238,10 @@ def context(channel: str = "inapp", **fields: Any) -> SendContext:
     return SendContext(attempt_id="att-1", channel=channel, app_id="default", **fields)
 
 
-def test_in_app_hops_join_conversations_and_have_no_consent_registry():
+def test_in_app_hops_join_conversations_and_name_the_consumer_to_the_consent_registry():
     assert ContactAtOnceService.uses_conversations is True
-    assert service("http://cao.test/").recipient(send_request(), "inapp") is None
+    recipient = service("http://cao.test/").recipient(send_request(), "inapp")
+    assert (recipient.address, recipient.scope) == ("c-1", "adv-1")
     with pytest.raises(PermanentError, match="unsupported_channel"):
         service("http://cao.test/").recipient(send_request(), "sms")
 
