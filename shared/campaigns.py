@@ -26,7 +26,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from shared.apps import delivery_target
-from shared.messages import check_replay, request_hash
+from shared.messages import app_quiet_hours, check_replay, request_hash, resolve_timing
 from shared.lifecycle import AttemptStatus, MessageStatus
 from shared.models import DEFAULT_APP, Attempt, Campaign, Delivery, Event, Message, utcnow
 from shared.providers import provider_name
@@ -49,6 +49,9 @@ class CampaignRecipient(Strict):
 
     phone: str
     metadata: dict[str, Any] = Field(default_factory=dict)
+    # With a template: this phone's placeholders (over the template's ``data``) and locale.
+    data: dict[str, Any] = Field(default_factory=dict)
+    locale: str | None = Field(default=None, min_length=2, max_length=35)
 
     @field_validator("phone")
     @classmethod
@@ -84,6 +87,15 @@ class CampaignRequest(SendRequest):
         return self
 
     @model_validator(mode="after")
+    def _data_needs_a_template(self) -> CampaignRequest:
+        if self.template is None:
+            for index, recipient in enumerate(self.recipients):
+                if recipient.data or recipient.locale:
+                    raise _field_error(f"recipients.{index}.data",
+                                       "data and locale need a template")
+        return self
+
+    @model_validator(mode="after")
     def _unique_phones(self) -> CampaignRequest:
         seen: dict[str, int] = {}
         for index, recipient in enumerate(self.recipients):
@@ -103,7 +115,8 @@ class CampaignRequest(SendRequest):
                         ) -> dict[str, Any]:
         """One phone's message request: what ``SendRequest`` would hold for it."""
         key = f"{self.idempotency_key}:{recipient.phone}" if self.idempotency_key else None
-        return {**content, "to": {"phone": recipient.phone, "email": None, "app_id": None},
+        return {**content, "to": {"phone": recipient.phone, "email": None, "app_id": None,
+                                  "timezone": None},
                 "metadata": {**content["metadata"], **recipient.metadata},
                 "idempotency_key": key}
 
@@ -194,18 +207,63 @@ def _message_rows(session: Session, campaign_id: str, request: CampaignRequest, 
     """The messages rows, minus ids that exist already."""
     content = request.content()
     callback_url = content.get("callback_url")
+    app_default = app_quiet_hours(session, request, app_id)
+    template = _template_row(session, request, app_id)
     rows = []
-    for recipient in request.recipients:
-        data = request.message_request(content, recipient)
+    for index, recipient in enumerate(request.recipients):
+        data = _recipient_template(request.message_request(content, recipient), recipient)
+        stored, use = _rendered(session, app_id, data, template, index)
+        timing = resolve_timing(request, now, recipient.phone, None, app_default)
         rows.append({
             "id": message_id_for(campaign_id, request, recipient.phone, app_id),
-            "app_id": app_id, "status": MessageStatus.QUEUED, "recipient": recipient.phone,
-            "route": list(request.route), "hop": 0, "request": data,
+            "app_id": app_id, "recipient": recipient.phone,
+            "status": MessageStatus.SCHEDULED if timing.send_at else MessageStatus.QUEUED,
+            "send_at": timing.send_at, "valid_until": timing.valid_until,
+            "priority": request.priority, "quiet_hours": timing.quiet_hours,
+            "route": list(request.route), "hop": 0, "request": stored,
+            "template_name": use and use.name, "template_version": use and use.version,
+            "template_locale": use and use.locale,
             "idempotency_key": data["idempotency_key"], "callback_url": callback_url,
             "request_hash": request_hash(data),  # what send() of this phone's request hashes
             "event_seq": 1, "campaign_id": campaign_id, "created_at": now, "updated_at": now})
     taken = _existing_ids(session, [r["id"] for r in rows])
     return [r for r in rows if r["id"] not in taken]
+
+
+def _recipient_template(data: dict[str, Any], recipient: CampaignRecipient) -> dict[str, Any]:
+    """A phone's template reference: its ``data`` over the campaign's, its ``locale`` (else
+    the campaign's); hashed like ``send()`` of that phone's request would be."""
+    template = data.get("template")
+    if not template:
+        return data
+    return {**data, "template": {**template, "data": {**template["data"], **recipient.data},
+                                 "locale": recipient.locale or template["locale"]}}
+
+
+def _template_row(session: Session, request: CampaignRequest, app_id: str) -> Any:
+    """The campaign's template version, loaded once for all its phones (None: no template)."""
+    if request.template is None:
+        return None
+    from shared.templates import require_template
+
+    return require_template(session, app_id, request.template.name, request.template.version)
+
+
+def _rendered(session: Session, app_id: str, data: dict[str, Any], template: Any,
+              index: int) -> tuple[dict[str, Any], Any]:
+    """One phone's request as stored: its template rendered in with its own data and locale
+    (``shared.templates.render_request``), refusals naming ``recipients.<n>``."""
+    if template is None:
+        return data, None
+    from shared.templates import TemplateError, render_request
+
+    try:
+        request, use = render_request(session, app_id, SendRequest.model_validate(data),
+                                      template)
+    except TemplateError as exc:
+        raise TemplateError([{**e, "field": f"recipients.{index}.{e['field']}"}
+                             for e in exc.errors]) from None
+    return request.model_dump(mode="json"), use
 
 
 def _existing_ids(session: Session, ids: Sequence[str]) -> set[str]:
@@ -217,13 +275,15 @@ def _existing_ids(session: Session, ids: Sequence[str]) -> set[str]:
 
 def _insert_rows(session: Session, rows: list[dict[str, Any]], request: CampaignRequest,
                  app_id: str, now: Any) -> list[str]:
-    """Bulk inserts: messages, ``queued`` events (+ webhook deliveries), first attempts."""
+    """Bulk inserts: messages, ``queued`` (or ``scheduled``) events (+ webhook deliveries),
+    first attempts; returns the attempts to send now. A scheduled campaign's attempts wait
+    with ``not_before`` at its ``send_at``; the release sweep sends them in batches then."""
     if not rows:
         return []
     session.execute(insert(Message), rows)
     route = list(request.route)
-    events = [{"message_id": r["id"], "app_id": app_id, "seq": 1, "type": "queued",
-               "payload": {"route": route}, "created_at": now} for r in rows]
+    events = [{"message_id": r["id"], "app_id": app_id, "seq": 1,
+               **_first_event(r, route), "created_at": now} for r in rows]
     url = rows[0]["callback_url"] or delivery_target(session, app_id)[0]
     if url:
         event_ids = session.scalars(insert(Event).returning(
@@ -237,10 +297,18 @@ def _insert_rows(session: Session, rows: list[dict[str, Any]], request: Campaign
     channel = route[0]
     attempts = [{"id": str(uuid.uuid4()), "message_id": r["id"], "hop": 0, "channel": channel,
                  "provider": provider_name(channel), "status": AttemptStatus.PENDING,
-                 "retries": 0,
+                 "retries": 0, "not_before": r["send_at"],
                  "created_at": now, "updated_at": now} for r in rows]
     session.execute(insert(Attempt), attempts)
-    return [a["id"] for a in attempts]
+    return [a["id"] for a in attempts if a["not_before"] is None]
+
+
+def _first_event(row: dict[str, Any], route: list[str]) -> dict[str, Any]:
+    """``queued``, or ``scheduled`` with its time, like ``shared.messages.insert_message``."""
+    if row["send_at"] is None:
+        return {"type": "queued", "payload": {"route": route}}
+    return {"type": "scheduled",
+            "payload": {"route": route, "send_at": row["send_at"].isoformat() + "Z"}}
 
 
 def chunks(items: list[str], size: int) -> Iterator[list[str]]:

@@ -464,6 +464,16 @@ def document_of(row: Template) -> TemplateDocument:
     return TemplateDocument.model_validate(row.document)
 
 
+@lru_cache(maxsize=256)
+def _cached_document(row_id: int, document: str) -> TemplateDocument:
+    return TemplateDocument.model_validate_json(document)
+
+
+def _document(row: Template) -> TemplateDocument:
+    """``document_of``, parsed once per saved version (versions never change)."""
+    return _cached_document(row.id, json.dumps(row.document, sort_keys=True))
+
+
 def summary(row: Template) -> dict[str, Any]:
     """A version as listed: its name, number, locales and when it was saved."""
     return {"name": row.name, "version": row.version,
@@ -499,15 +509,16 @@ class TemplateUse:
         return {"name": self.name, "version": self.version, "locale": self.locale}
 
 
-def render_request(session: Session, app_id: str,
-                   request: SendRequest) -> tuple[SendRequest, TemplateUse]:
+def render_request(session: Session, app_id: str, request: SendRequest,
+                   row: Template | None = None) -> tuple[SendRequest, TemplateUse]:
     """The send request with its template rendered in (text, sms_text, the in-app text and
     the buttons) and the template reference dropped, validated again as a plain request so
-    every content rule applies to what was rendered. Raises ``TemplateError``."""
+    every content rule applies to what was rendered. ``row``: the template version, already
+    loaded (a campaign renders one per phone). Raises ``TemplateError``."""
     ref = request.template
     assert ref is not None
-    row = require_template(session, app_id, ref.name, ref.version)
-    rendered = render(document_of(row), ref.locale, ref.data)
+    row = row or require_template(session, app_id, ref.name, ref.version)
+    rendered = render(_document(row), ref.locale, ref.data)
     body = apply_content(request.model_dump(mode="json", exclude={"template"}), rendered)
     where = f"rendered from template {row.name} v{row.version} ({rendered.locale})"
     try:

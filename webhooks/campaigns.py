@@ -16,6 +16,7 @@ from shared.db import session_scope
 from shared.messages import IdempotencyConflict
 from shared.models import Campaign
 from shared.settings import get_settings
+from shared.templates import TemplateError
 from webhooks.api import BadRequest, _parse
 from webhooks.auth import require_api_key
 from webhooks.publishing import recoverable_unit_of_work
@@ -26,6 +27,13 @@ campaigns_api = Blueprint("campaigns", __name__, url_prefix="/v1")
 @campaigns_api.errorhandler(BadRequest)
 def _bad_request(exc: BadRequest):  # type: ignore[no-untyped-def]
     return jsonify(exc.body), exc.status
+
+
+@campaigns_api.errorhandler(TemplateError)
+def _template_error(exc: TemplateError):  # type: ignore[no-untyped-def]
+    """A recipient's template cannot be rendered (``recipients.<n>.template.data.<name>``):
+    nothing of the campaign is stored."""
+    return jsonify(exc.body()), 422
 
 
 @campaigns_api.errorhandler(IdempotencyConflict)

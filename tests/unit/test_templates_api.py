@@ -206,3 +206,46 @@ def test_the_broker_path_stores_a_failed_message_when_rendering_fails(
         message = session.get_one(Message, "m-1")
         assert message.request["template"]["name"] == "nope"
         assert message.template_name is None
+
+
+# --- campaigns: data and locale per recipient --------------------------------------------
+
+def _campaign(**template: Any) -> dict[str, Any]:
+    return {"route": ["viber", "sms"], "template": {"name": "order_shipped", **template},
+            "recipients": [
+                {"phone": "+32470000101", "data": {"order": {"id": "A1", "total": 1}}},
+                {"phone": "+32470000102", "locale": "nl-BE",
+                 "data": {"order": {"id": "B2", "total": 2}}}]}
+
+
+def test_a_templated_campaign_renders_each_recipient(api: FlaskClient, published: list) -> None:
+    _save(api)
+    answer = api.post("/v1/campaigns", headers=AUTH, json=_campaign(locale="en"))
+    assert answer.status_code == 202, answer.get_json()
+    with session_scope() as session:
+        rows = {m.recipient: m for m in session.query(Message)}
+        assert rows["+32470000101"].request["text"] == "Order A1 has shipped."
+        assert rows["+32470000102"].request["text"] == "Bestelling B2 is verzonden."
+        assert rows["+32470000102"].request["sms_text"] == "Bestelling B2: € 2,00"
+        assert [(m.template_version, m.template_locale) for m in rows.values()] == [
+            (1, "en"), (1, "nl")]
+
+
+def test_a_campaign_recipient_missing_a_placeholder_is_named(api: FlaskClient,
+                                                             published: list) -> None:
+    _save(api)
+    bad = _campaign()
+    bad["recipients"][1]["data"] = {"order": {"total": 2}}
+    answer = api.post("/v1/campaigns", headers=AUTH, json=bad)
+    assert answer.status_code == 422
+    assert answer.get_json()["errors"][0]["field"] == "recipients.1.template.data.order.id"
+    with session_scope() as session:
+        assert session.query(Message).count() == 0
+
+
+def test_recipient_data_without_a_template_is_refused(api: FlaskClient) -> None:
+    body = {"route": ["sms"], "text": "hi", "recipients": [{"phone": "+32470000101",
+                                                            "data": {"a": 1}}]}
+    answer = api.post("/v1/campaigns", headers=AUTH, json=body)
+    assert answer.status_code == 422
+    assert answer.get_json()["errors"][0]["field"] == "recipients.0.data"
