@@ -334,6 +334,17 @@ FILTERS = {"date": _date, "datetime": _datetime, "time": _time, "number": _numbe
            "currency": _currency, "percent": _percent}
 _ENV = _Environment(autoescape=False, undefined=_Undefined, keep_trailing_newline=False)
 _ENV.filters.update(FILTERS)
+MAX_RANGE = 1000  # range() in a template (the sandbox's own cap is 100,000)
+
+
+def _range(*args: int) -> range:
+    numbers_ = range(*args)
+    if len(numbers_) > MAX_RANGE:
+        raise SecurityError(f"range() is limited to {MAX_RANGE} items in a template")
+    return numbers_
+
+
+_ENV.globals["range"] = _range
 
 
 @lru_cache(maxsize=2048)

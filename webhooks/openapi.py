@@ -21,6 +21,7 @@ from shared.campaigns import CampaignRequest
 from shared.flows.definition import FlowDefinition
 from shared.flows.requests import FlowLinkRequest, FlowStartRequest
 from shared.schemas import FriendRequest, ReplayRequest, SendRequest
+from shared.templates import PreviewRequest, TemplateDocument
 
 openapi = Blueprint("openapi", __name__)
 
@@ -28,7 +29,7 @@ REF = "#/components/schemas/{model}"
 JSON = "application/json"
 MODELS: tuple[type[BaseModel], ...] = (SendRequest, ReplayRequest, FriendRequest,
                                        CampaignRequest, FlowDefinition, FlowStartRequest,
-                                       FlowLinkRequest)
+                                       FlowLinkRequest, TemplateDocument, PreviewRequest)
 _FLASK_PARAM = re.compile(r"<(?:[^<>:]+:)?([^<>]+)>")
 
 ERROR_DESCRIPTIONS = {
@@ -70,6 +71,8 @@ MESSAGE_VIEW = _object(
     ("id", "status", "route", "attempts", "events"), id=STRING, status=STRING,
     reason=_nullable("string"), to=OBJECT, route={"type": "array", "items": STRING},
     current_channel=STRING, idempotency_key=_nullable("string"), metadata=OBJECT,
+    template={"anyOf": [{"type": "null"}, OBJECT],
+              "description": "the template name, version and locale it was rendered from"},
     created_at=_nullable("string"), updated_at=_nullable("string"),
     attempts={"type": "array", "items": _ref("Attempt")},
     deliveries={"type": "array", "items": OBJECT},
@@ -346,7 +349,66 @@ STATS_OPERATIONS: tuple[Operation, ...] = (
                                         "maximum": 720}),)),
 )
 
-API_OPERATIONS = MESSAGE_OPERATIONS + BULK_AND_FLOW_OPERATIONS + STATS_OPERATIONS
+TEMPLATE_NAME = _path_param("name", "the template's name", pattern=r"^[A-Za-z0-9_.-]+$",
+                            maxLength=100)
+TEMPLATE_EXAMPLE = {"name": "order_shipped", "default_locale": "en", "locales": {
+    "en": {"text": "Order {{ order.id }} ships on {{ order.date | date('long') }}"},
+    "nl-BE": {"text": "Bestelling {{ order.id }}: {{ order.total | currency('EUR') }}",
+              "sms_text": "Bestelling {{ order.id }} is verzonden"}}}
+TEMPLATE_SUMMARY = _object(("name", "version", "locales"), name=STRING, version=INTEGER,
+                           default_locale=_nullable("string"),
+                           locales={"type": "array", "items": STRING},
+                           description=_nullable("string"), created_at=STRING)
+SMS_COST = _object(
+    ("encoding", "length", "segments"), text=STRING,
+    encoding={"enum": ["GSM-7", "UCS-2"], "description": "3GPP TS 23.038"},
+    characters={**INTEGER, "description": "code points"},
+    length={**INTEGER, "description": "septets (GSM-7, extension characters twice) or UTF-16 "
+                                      "code units (UCS-2, an emoji twice)"},
+    segments={**INTEGER, "description": "160/153 per segment for GSM-7, 70/67 for UCS-2"},
+    per_segment=INTEGER, remaining=INTEGER, not_gsm7={"type": "array", "items": STRING})
+TEMPLATE_OPERATIONS: tuple[Operation, ...] = (
+    Operation("post", "/v1/templates", "saveTemplate",
+              "Save a template (JSON, or YAML with a YAML content type) as its next version; "
+              "one that does not compile is a 422 naming the locale, field and line",
+              {"201": _ok("Saved.", _object(("name", "version"), name=STRING,
+                                            version=INTEGER)),
+               **_errors(401, 413, 422)},
+              tag="templates", body={"required": True, "content": {
+                  JSON: {"schema": _ref("TemplateDocument"), "example": TEMPLATE_EXAMPLE},
+                  "application/yaml": {"schema": STRING}}}),
+    Operation("get", "/v1/templates", "listTemplates", "The latest version of every template",
+              {"200": _ok("Templates.", _object(("templates",), templates={
+                  "type": "array", "items": TEMPLATE_SUMMARY})), **_errors(401)},
+              tag="templates"),
+    Operation("get", "/v1/templates/{name}", "getTemplate",
+              "A template's versions and the document of the latest (or of ?version=)",
+              {"200": _ok("The template.", _object(
+                  ("name", "version", "document", "versions"), name=STRING, version=INTEGER,
+                  document=OBJECT, versions={"type": "array", "items": TEMPLATE_SUMMARY})),
+               **_errors(401, 404, 422)},
+              tag="templates", example_path="/v1/templates/x",
+              parameters=(TEMPLATE_NAME, _query_param("version", "default: the latest",
+                                                      {"type": "integer", "minimum": 1}))),
+    Operation("post", "/v1/templates/{name}/preview", "previewTemplate",
+              "Render with data and a locale: the content per channel and the SMS's encoding, "
+              "length and segments (a `document` renders an unsaved draft)",
+              {"200": _ok("Rendered.", _object(
+                  ("name", "locale", "content", "channels"), name=STRING,
+                  version=_nullable("integer"), locale=STRING,
+                  requested_locale=_nullable("string"), content=OBJECT, channels=OBJECT,
+                  sms={"anyOf": [{"type": "null"}, SMS_COST]})),
+               **_errors(400, 401, 404, 413, 422)},
+              tag="templates", parameters=(TEMPLATE_NAME,),
+              example_path="/v1/templates/x/preview",
+              body=_json_body("PreviewRequest", {  # an unsaved draft: no template needed
+                  "locale": "nl-BE", "data": {"order": {"id": "A-17", "total": 12.5}},
+                  "document": {"locales": {k: v for k, v in TEMPLATE_EXAMPLE["locales"].items()
+                                           if k == "nl-BE"}}})),
+)
+
+API_OPERATIONS = (MESSAGE_OPERATIONS + BULK_AND_FLOW_OPERATIONS + TEMPLATE_OPERATIONS
+                  + STATS_OPERATIONS)
 
 CALLBACK_OPERATIONS: tuple[Operation, ...] = (
     *(Operation(method, "/callbacks/messaggio/{token}", f"messaggioReport{method.title()}",

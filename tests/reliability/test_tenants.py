@@ -45,6 +45,7 @@ SMS_FLOW = {"name": "survey-a", "route": ["sms"], "steps": [
      "buttons": [{"id": "y", "caption": "Yes", "next": "done"},
                  {"id": "n", "caption": "No", "next": "done"}]},
     {"id": "done", "type": "end"}]}
+TEMPLATE_A = {"name": "tpl-of-a", "locales": {"en": {"text": "Hi {{ name }}"}}}
 
 
 @pytest.fixture(autouse=True)
@@ -121,6 +122,7 @@ def world(app: Flask, published: Recorder) -> World:
                                                "recipients": [{"phone": PHONE_A}]},
                      a.auth)["id"]
     flow = _post(client, "/v1/flows", SMS_FLOW, a.auth)["name"]
+    _post(client, "/v1/templates", TEMPLATE_A, a.auth)
     run = _post(client, f"/v1/flows/{flow}/start", {"contacts": [{"to": {"phone": PHONE_A}}]},
                 a.auth)["runs"][0]["id"]
     _post(client, f"/v1/flows/{flow}/links", {"contact": {"to": {"phone": PHONE_A}}}, a.auth)
@@ -170,13 +172,34 @@ CASES: dict[tuple[str, str], Case] = {
     ("GET", "/v1/conversations"):
         Case("GET", lambda w: f"/v1/conversations?consumer_id={CONSUMER}",
              lambda w: w.conversation),
-    ("GET", "/console"): Case("GET", lambda w: "/console", lambda w: w.message),
-    ("GET", "/console/"): Case("GET", lambda w: "/console/", lambda w: EMAIL_A),
+    ("GET", "/console/messages"):
+        Case("GET", lambda w: "/console/messages", lambda w: w.message),
     ("GET", "/console/flows"): Case("GET", lambda w: "/console/flows", lambda w: w.flow),
+    ("GET", "/v1/templates/<name>"): Case("GET", lambda w: "/v1/templates/tpl-of-a"),
+    ("POST", "/v1/templates/<name>/preview"):
+        Case("POST", lambda w: "/v1/templates/tpl-of-a/preview",
+             body=lambda w: {"data": {"name": "Ann"}}),
+    ("GET", "/v1/templates"): Case("GET", lambda w: "/v1/templates", lambda w: "tpl-of-a"),
+    ("GET", "/console/flows/<name>"): Case("GET", lambda w: f"/console/flows/{w.flow}"),
+    ("GET", "/console/flows/<name>/edit"):
+        Case("GET", lambda w: f"/console/flows/{w.flow}/edit"),
+    ("GET", "/console/flows/<name>/results.csv"):
+        Case("GET", lambda w: f"/console/flows/{w.flow}/results.csv"),
+    ("POST", "/console/flows/<name>/try"):
+        Case("POST", lambda w: f"/console/flows/{w.flow}/try",
+             body=lambda w: {"contact": {"to": {"phone": "+32470120009"}}}),
+    ("GET", "/console/flow-runs/<run_id>"): Case("GET", lambda w: f"/console/flow-runs/{w.run}"),
 }
 # Routes that name no stored resource of an app: creating one, replaying one's own events.
 NOT_LOOKUPS = {("POST", "/v1/messages"), ("POST", "/v1/campaigns"), ("POST", "/v1/flows"),
-               ("POST", "/v1/events/replay"), ("POST", "/v1/contacts/rogerthat/<action>")}
+               ("POST", "/v1/events/replay"), ("POST", "/v1/contacts/rogerthat/<action>"),
+               ("POST", "/v1/templates")}
+# The console's pages and checks that name no stored resource: the dashboard (its numbers
+# come from /v1/stats/overview), a blank designer, checking or saving a flow of one's own,
+# the static files.
+NOT_LOOKUPS |= {("GET", "/console"), ("GET", "/console/"), ("GET", "/console/flows/new"),
+                ("POST", "/console/flows"), ("POST", "/console/flows/check"),
+                ("GET", "/console/static/<path:filename>")}
 # Routes that answer counts, not resources: checked by test_stats_count_only_the_own_app.
 AGGREGATES = {("GET", "/v1/stats/overview")}
 
