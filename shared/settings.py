@@ -81,6 +81,9 @@ class Settings(BaseSettings):
     rogerthat_friend_policy_url: str | None = None
     rogerthat_friend_policy_timeout_seconds: float = 2.0
     rogerthat_friend_policy_default: Literal["accepted", "declined"] = "declined"
+    # The messenger service's brandings the flow designer offers: comma-separated branding
+    # keys, each optionally with a label (``<key>=<label>``).
+    rogerthat_brandings: str = ""
 
     # --- ContactAtOnce-style in-app messaging (REST) ------------------------------------
     contactatonce_url: str | None = Field(

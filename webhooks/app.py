@@ -31,6 +31,7 @@ def create_app() -> Flask:
     from webhooks.console import console
     from webhooks.contactatonce import contactatonce
     from webhooks.conversations import conversations
+    from webhooks.designer import designer
     from webhooks.flows import flows
     from webhooks.messaggio import messaggio
     from webhooks.openapi import openapi
@@ -41,6 +42,7 @@ def create_app() -> Flask:
     app.register_blueprint(api)
     app.register_blueprint(campaigns_api)
     app.register_blueprint(console)
+    app.register_blueprint(designer)
     app.register_blueprint(contactatonce)
     app.register_blueprint(conversations)
     app.register_blueprint(flows)

@@ -1,7 +1,10 @@
 """The operator console: a small server-rendered HTML view of messages, timelines and flows.
 
-Plain Jinja templates (autoescaped) with inline CSS and no JavaScript, so it needs no build
-step and works in any browser, including a text one. A browser logs in with HTTP basic auth
+Plain Jinja templates (autoescaped) with inline CSS. The message list and timelines need no
+JavaScript and work in any browser, including a text one; the dashboard (``/console``) and
+the flow designer and results (``webhooks.designer``) draw with vendored Drawflow and
+Chart.js served from ``webhooks/static`` (no build step, no inline script: the CSP allows
+scripts from this origin only). A browser logs in with HTTP basic auth
 whose password is an API key (the user name is ignored); scripts may send the API's
 ``Authorization: Bearer <key>`` instead. The bootstrap keys (the ``default`` app) see every
 app's messages; an app's own key sees only that app's messages.
@@ -32,7 +35,8 @@ from shared.models import DEFAULT_APP, Attempt, Callback, Message
 from shared.providers import PROVIDER_FOR_CHANNEL
 from shared.schemas import Channel
 
-console = Blueprint("console", __name__, url_prefix="/console", template_folder="templates")
+console = Blueprint("console", __name__, url_prefix="/console", template_folder="templates",
+                    static_folder="static")
 
 REALM = "switchboard console"
 STATUSES = (*MESSAGE_RANK, *sorted(MESSAGE_FINAL))
@@ -44,10 +48,13 @@ DEFAULT_LIMIT, MAX_LIMIT, MAX_PAGE = 50, 200, 10_000
 RECIPIENT_MAX = 64  # the column's width: a longer filter can match nothing
 _PHONE_LIKE = re.compile(r"[+\d\s().-]+")  # "+32 470 12-34" finds "+3247012..." too
 
-# No script may run on these pages and nothing may frame them; they only need inline CSS.
+# Only this origin's own script files may run (no inline script, no eval), data is fetched
+# from this origin only, and nothing may frame the pages.
 _SECURITY_HEADERS = {
-    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
-                               "form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+    "Content-Security-Policy": "default-src 'none'; script-src 'self'; "
+                               "style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+                               "connect-src 'self'; form-action 'self'; "
+                               "frame-ancestors 'none'; base-uri 'none'",
     "Cache-Control": "no-store",
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
@@ -224,6 +231,14 @@ def _page_url(filters: Filters, page: int) -> str:
 @console.get("")
 @console.get("/")
 @require_operator
+def dashboard() -> str:
+    """The last hours at a glance, drawn from ``GET /v1/stats/overview`` (the producers'
+    endpoint, read here with the same login)."""
+    return render_template("console/dashboard.html", all_apps=g.console_scope is None)
+
+
+@console.get("/messages")
+@require_operator
 def messages() -> str:
     """Recent messages, newest first, filtered by the query parameters."""
     filters = parse_filters(request.args.to_dict())
@@ -282,6 +297,7 @@ class FlowStats(TypedDict):
 
     name: str
     version: int | str
+    app_id: str
     started: int
     finished: int
     timed_out: int
@@ -298,10 +314,11 @@ def flow_stats(session: Session, app_id: str | None = None) -> list[FlowStats]:
     if app_id is not None:
         query = query.where(Flow.app_id == app_id)
     versions = list(session.scalars(query).all())
-    return [{"name": entry["name"], "version": entry["version"], "started": entry["started"],
-             "finished": entry["finished"], "timed_out": entry["timed_out"],
+    return [{"name": entry["name"], "version": entry["version"], "app_id": flow.app_id,
+             "started": entry["started"], "finished": entry["finished"],
+             "timed_out": entry["timed_out"],
              "steps": [_step_counts(step) for step in entry["steps"]]}
-            for entry in runtime.stats(session, versions)]
+            for flow, entry in zip(versions, runtime.stats(session, versions), strict=True)]
 
 
 def _step_counts(step: dict[str, Any]) -> StepStats:
@@ -320,7 +337,7 @@ def flows() -> str:
     """Each flow's runs and how recipients answered each step."""
     with session_scope() as session:
         stats = flow_stats(session, g.console_scope)
-    return render_template("console/flows.html", flows=stats)
+    return render_template("console/flows.html", flows=stats, app_id=g.app_id)
 
 
 @console.app_template_filter("console_json")

@@ -148,7 +148,7 @@ def test_console_renders_a_real_message_timeline(stack: Stack, browser: Any,
     message_id = view["id"]
     host = urlsplit(stack.api_url).netloc
 
-    browser.get(f"http://operator:{API_KEY}@{host}/console")  # as a person logging in
+    browser.get(f"http://operator:{API_KEY}@{host}/console/messages")  # as a person logging in
     assert browser.title.startswith("Messages")
     field = browser.find_element(By.ID, "f-recipient")
     field.send_keys(PHONE)

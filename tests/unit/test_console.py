@@ -106,7 +106,7 @@ def test_wrong_credentials_are_refused(client: FlaskClient, headers: dict[str, s
 
 def test_basic_auth_with_an_api_key_as_password_works(client: FlaskClient) -> None:
     message_id = make_message()
-    response = client.get("/console", headers=ADMIN)
+    response = client.get("/console/messages", headers=ADMIN)
     assert response.status_code == 200 and "text/html" in response.content_type
     assert listed(response) == {message_id}
     assert client.get("/console/", headers=basic(BOOTSTRAP_KEY, user="")).status_code == 200
@@ -117,10 +117,35 @@ def test_bearer_key_works_like_the_api(client: FlaskClient) -> None:
     assert response.status_code == 200
 
 
-def test_pages_forbid_scripts_and_caching(client: FlaskClient) -> None:
-    response = client.get("/console", headers=ADMIN)
-    assert "default-src 'none'" in response.headers["Content-Security-Policy"]
-    assert response.headers["Cache-Control"] == "no-store"
+def test_pages_allow_only_own_script_files_and_no_caching(client: FlaskClient) -> None:
+    for path in ("/console", "/console/messages", "/console/flows/new"):
+        response = client.get(path, headers=ADMIN)
+        policy = response.headers["Content-Security-Policy"]
+        assert "default-src 'none'" in policy and "script-src 'self';" in policy
+        assert "unsafe-inline" not in policy.split("script-src", 1)[1].split(";", 1)[0]
+        assert response.headers["Cache-Control"] == "no-store"
+        assert "<script>" not in response.get_data(as_text=True)  # no inline script
+
+
+def test_the_console_opens_on_the_dashboard(client: FlaskClient) -> None:
+    body = client.get("/console", headers=ADMIN).get_data(as_text=True)
+    assert "<title>Dashboard" in body
+    assert 'data-endpoint="/v1/stats/overview"' in body
+    for chart in ("chart-status", "chart-channel", "chart-fallback", "chart-latency",
+                  "chart-webhooks"):
+        assert f'id="{chart}"' in body
+    assert "/console/static/vendor/chartjs/chart.umd.min.js" in body
+
+
+@pytest.mark.parametrize("path", ["vendor/drawflow/drawflow.min.js",
+                                  "vendor/drawflow/LICENSE",
+                                  "vendor/chartjs/chart.umd.min.js",
+                                  "vendor/chartjs/LICENSE.md", "console/designer.js",
+                                  "console/dashboard.js", "console/results.js",
+                                  "console/designer.css"])
+def test_static_files_are_served(client: FlaskClient, path: str) -> None:
+    response = client.get(f"/console/static/{path}")
+    assert response.status_code == 200 and len(response.get_data()) > 100
 
 
 # --- app scoping ---------------------------------------------------------------------------
@@ -131,10 +156,10 @@ def test_an_app_sees_only_its_own_messages(client: FlaskClient) -> None:
     mine = make_message(app_id=shop.app.id)
     theirs = make_message("+32470000002")
     as_shop = basic(shop.api_key)
-    assert listed(client.get("/console", headers=as_shop)) == {mine}
+    assert listed(client.get("/console/messages", headers=as_shop)) == {mine}
     assert client.get(f"/console/messages/{theirs}", headers=as_shop).status_code == 404
     assert client.get(f"/console/messages/{mine}", headers=as_shop).status_code == 200
-    assert listed(client.get("/console", headers=ADMIN)) == {mine, theirs}  # the operator
+    assert listed(client.get("/console/messages", headers=ADMIN)) == {mine, theirs}  # the operator
 
 
 # --- filters -------------------------------------------------------------------------------
@@ -147,7 +172,7 @@ def test_filters_narrow_the_list(client: FlaskClient) -> None:
                              created_at=T0 + timedelta(hours=4))
 
     def ids(query: str) -> set[str]:
-        response = client.get(f"/console?{query}", headers=ADMIN)
+        response = client.get(f"/console/messages?{query}", headers=ADMIN)
         assert response.status_code == 200, response.get_data(as_text=True)
         return listed(response)
 
@@ -169,7 +194,7 @@ def test_filters_narrow_the_list(client: FlaskClient) -> None:
 
 def test_newest_first_and_paginated(client: FlaskClient) -> None:
     ids = [make_message(created_at=T0 + timedelta(minutes=i)) for i in range(3)]
-    first = client.get("/console?limit=2&status=seen", headers=ADMIN).get_data(as_text=True)
+    first = client.get("/console/messages?limit=2&status=seen", headers=ADMIN).get_data(as_text=True)
     assert first.index(ids[2]) < first.index(ids[1]) and ids[0] not in first
     older = re.search(r'href="([^"]*page=2[^"]*)"', first)
     assert older is not None and "status=seen" in older.group(1)
@@ -185,7 +210,7 @@ def test_newest_first_and_paginated(client: FlaskClient) -> None:
 ])
 def test_bad_filters_are_refused_naming_the_field(client: FlaskClient, query: str,
                                                   field: str) -> None:
-    response = client.get(f"/console?{query}", headers=ADMIN)
+    response = client.get(f"/console/messages?{query}", headers=ADMIN)
     body = response.get_data(as_text=True)
     assert response.status_code == 400
     assert f"<code>{field}</code>" in body and "Traceback" not in body
@@ -197,9 +222,9 @@ def test_hostile_text_is_escaped(client: FlaskClient) -> None:
     message_id = make_message(HOSTILE, text=HOSTILE)
     with session_scope() as session:
         add_event(session, message_id, "replied", text=HOSTILE)
-    pages = [client.get("/console", headers=ADMIN),
+    pages = [client.get("/console/messages", headers=ADMIN),
              client.get(f"/console/messages/{message_id}", headers=ADMIN),
-             client.get(f"/console?recipient={HOSTILE[:60]}", headers=ADMIN)]
+             client.get(f"/console/messages?recipient={HOSTILE[:60]}", headers=ADMIN)]
     for page in pages:
         body = page.get_data(as_text=True)
         assert "<script>" not in body and "<img src=x" not in body
