@@ -9,6 +9,7 @@ report that falls back to SMS when its 60 s delivery deadline passes.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import requests
@@ -51,17 +52,30 @@ def _settled(view: dict[str, Any]) -> bool:
     return view["status"] == MessageStatus.DELIVERED and view["attempts"][-1]["channel"] == "sms"
 
 
-def run_demo(api: str, api_key: str, watch_seconds: float = 100.0) -> int:
+Out = Callable[[str], None]
+
+
+def _print(text: str) -> None:
+    print(text, flush=True)
+
+
+def run_demo(api: str, api_key: str, watch_seconds: float = 100.0, out: Out = _print) -> int:
+    """Send the demo messages and show their statuses as a table, a row per change, then where
+    each ended. ``out`` prints a line (``switchboard up`` passes its console's, so the rows
+    never interleave with a process's line)."""
     try:
-        return _run(api, api_key, watch_seconds)
+        return _run(api, api_key, watch_seconds, out)
     except requests.RequestException as exc:  # e.g. Ctrl-C stopped the API mid-demo
-        print(f"demo: stopped, the API is not answering ({type(exc).__name__})", flush=True)
+        out(f"demo: stopped, the API is not answering ({type(exc).__name__})")
         return 1
 
 
-def _run(api: str, api_key: str, watch_seconds: float) -> int:
+ROW = "demo  {:<8}  {:<8}  {:<44}  {}"
+
+
+def _run(api: str, api_key: str, watch_seconds: float, out: Out) -> int:
     if not _wait_healthy(api):
-        print(f"demo: the API at {api} did not come up", flush=True)
+        out(f"demo: the API at {api} did not come up")
         return 1
     headers = {"Authorization": f"Bearer {api_key}"}
     sent: dict[str, str] = {}
@@ -71,12 +85,19 @@ def _run(api: str, api_key: str, watch_seconds: float) -> int:
         response = requests.post(f"{api}/v1/messages", json=body, headers=headers, timeout=10)
         response.raise_for_status()
         sent[response.json()["id"]] = label
-        print(f"demo: sent {response.json()['id']}  ({label})", flush=True)
-    _watch(api, headers, sent, watch_seconds)
+    out(f"demo: sent {len(sent)} messages; each row is a change of status "
+        "(the SMS fallback after a deadline takes about a minute):")
+    out(ROW.format("time", "message", "scenario", "status     [attempts]"))
+    last = _watch(api, headers, sent, watch_seconds, out)
+    out("demo: where they ended:")
+    for message_id, label in sent.items():
+        out(f"demo  {message_id}  {label:<44}  {last.get(message_id, '?')}")
+    out("demo: done; inspect one with `switchboard status <id>`")
     return 0
 
 
-def _watch(api: str, headers: dict[str, str], sent: dict[str, str], seconds: float) -> None:
+def _watch(api: str, headers: dict[str, str], sent: dict[str, str], seconds: float,
+           out: Out) -> dict[str, str]:
     last: dict[str, str] = {}
     settled: set[str] = set()
     deadline = time.monotonic() + seconds
@@ -89,7 +110,6 @@ def _watch(api: str, headers: dict[str, str], sent: dict[str, str], seconds: flo
             line = _summary(view)
             if last.get(message_id) != line:
                 last[message_id] = line
-                print(f"demo: {time.strftime('%H:%M:%S')} {message_id[:8]} {label:<44} {line}",
-                      flush=True)
+                out(ROW.format(time.strftime("%H:%M:%S"), message_id[:8], label, line))
         time.sleep(0.5)
-    print("demo: done; inspect one with `switchboard status <id>`", flush=True)
+    return last

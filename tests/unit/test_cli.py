@@ -1,13 +1,19 @@
-"""The switchboard command: clear messages for bad input, readable status output."""
+"""The switchboard command: clear messages for bad input, readable status output, plain help
+that ends with an example, and ``switchboard logs``."""
 
 from __future__ import annotations
 
+import argparse
+import io
+import re
+from collections.abc import Iterator
+from contextlib import redirect_stdout
 from pathlib import Path
 
 import pytest
 
 from shared import db
-from shared.cli import main
+from shared.cli import _parser, main
 
 
 @pytest.fixture()
@@ -59,3 +65,103 @@ def test_db_upgrade_reports_the_database(database: None, capsys: pytest.CaptureF
                                          ) -> None:
     assert main(["db", "upgrade"]) == 0
     assert "latest revision" in capsys.readouterr().out
+
+
+# --- help: plain text, and an example at the end of every verb's --------------------------
+
+def _verbs(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()) -> Iterator[
+        tuple[tuple[str, ...], argparse.ArgumentParser]]:
+    """Every parser of the command, top level first, with the words that reach it."""
+    yield path, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, child in action.choices.items():
+                yield from _verbs(child, (*path, name))
+
+
+VERBS = list(_verbs(_parser()))
+
+
+def test_every_verb_is_covered() -> None:
+    names = {" ".join(path) for path, _ in VERBS}
+    assert {"", "up", "logs", "send", "status", "apps create", "flows start"} <= names
+
+
+@pytest.mark.parametrize("path", [" ".join(p) or "(top level)" for p, _ in VERBS])
+def test_each_verbs_help_ends_with_an_example(path: str) -> None:
+    words = [] if path == "(top level)" else path.split()
+    lines = _help(words).rstrip().splitlines()
+    label = next(i for i in range(len(lines) - 1, -1, -1) if lines[i] in ("example:",
+                                                                          "examples:"))
+    examples = [line.strip() for line in lines[label + 1:]]
+    assert examples and all(e.startswith(("switchboard ", "SWITCHBOARD_", "FLOWER_"))
+                            for e in examples), lines[label:]
+    if words:  # the example runs the verb it documents
+        assert all(" ".join(["switchboard", *words]) in e for e in examples), examples
+
+
+@pytest.mark.parametrize("path", [" ".join(p) or "(top level)" for p, _ in VERBS])
+def test_help_is_plain_text(path: str) -> None:
+    text = _help([] if path == "(top level)" else path.split())
+    assert "``" not in text and not re.search(r"::\s*$", text, re.M), text
+    assert not re.search(r":(func|class|mod|meth):`", text), text
+
+
+def test_each_verb_says_what_it_does() -> None:
+    for path, parser in VERBS:
+        assert parser.description, f"switchboard {' '.join(path)} has no description"
+
+
+def _help(words: list[str]) -> str:
+    with pytest.raises(SystemExit) as exit_info, redirect_stdout(io.StringIO()) as out:
+        main([*words, "--help"])
+    assert exit_info.value.code == 0
+    return out.getvalue()
+
+
+# --- switchboard logs ----------------------------------------------------------------------
+
+@pytest.fixture()
+def logs_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    from shared.settings import get_settings
+
+    monkeypatch.setenv("SWITCHBOARD_DATA_DIR", str(tmp_path))
+    get_settings.cache_clear()
+    directory = tmp_path / "log"
+    directory.mkdir()
+    (directory / "worker.log").write_text("".join(f"worker line {i}\n" for i in range(30)))
+    (directory / "web.log").write_text("web line 0\nweb line 1\n")
+    yield directory
+    get_settings.cache_clear()
+
+
+def test_logs_of_one_process_prints_its_whole_log(logs_dir: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["logs", "worker"]) == 0
+    assert capsys.readouterr().out.splitlines() == [f"worker line {i}" for i in range(30)]
+
+
+def test_logs_without_a_process_prints_the_end_of_each(logs_dir: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["logs", "-n", "1"]) == 0
+    assert capsys.readouterr().out.splitlines() == ["web    | web line 1",
+                                                    "worker | worker line 29"]
+
+
+def test_logs_of_an_unknown_process_names_the_known_ones(
+        logs_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["logs", "beet"]) == 2
+    err = capsys.readouterr().err
+    assert "no log for 'beet'" in err and "web, worker" in err and "Traceback" not in err
+
+
+def test_logs_before_any_up_says_where_they_would_be(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    from shared.settings import get_settings
+
+    monkeypatch.setenv("SWITCHBOARD_DATA_DIR", str(tmp_path))
+    get_settings.cache_clear()
+    assert main(["logs"]) == 2
+    assert f"no logs in {tmp_path / 'log'}" in capsys.readouterr().err
+    get_settings.cache_clear()
