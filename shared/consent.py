@@ -119,8 +119,8 @@ def address_for(channel: str, raw: str) -> str:
     if channel not in CHANNELS:
         raise ConsentError("channel", f"one of {', '.join(CHANNELS)}")
     value = raw.strip()
-    if not value or len(value) > 320:
-        raise ConsentError("address", "1 to 320 characters")
+    if not value or len(value) > 320 or "\x00" in value:
+        raise ConsentError("address", "1 to 320 characters, no NUL")
     if channel in PHONE_CHANNELS:
         return _phone_digits(value)
     if channel in EMAIL_CHANNELS:
@@ -214,7 +214,9 @@ def refusals(session: Session, channel: str, recipients: Mapping[str, tuple[str,
     found = {}
     for key, pair in recipients.items():
         record = stopped.get(pair)
-        if record is not None and record.confirmation_message_id != message_ids.get(key):
+        confirming = record is not None and record.confirmation_message_id is not None and \
+            record.confirmation_message_id == message_ids.get(key)
+        if record is not None and not confirming:
             found[key] = Refusal(channel, record.address, record.status,
                                  tuple(record.categories or ()), record.source,
                                  record.updated_at, record.app_id, record.message_id)
@@ -388,17 +390,17 @@ def _recipients_of(message: Message, channel: str, every_channel: bool,
 def on_conversation_text(work: Any, occurrence: handlers.Occurrence) -> bool:
     """An in-app message whose whole text is a keyword: the conversation's consumer under
     its advertiser (in-app has one channel, so STOPALL is the same as STOP)."""
-    from shared.providers import channel_for
+    from shared.providers import get_provider
 
     event, ref = occurrence.event, dict(occurrence.data)
-    if event is None or not event.text or not ref.get("consumer_id"):
+    if event is None or not event.text or not ref.get("consumer_id") or not occurrence.provider:
         return False
     app_id = ref.get("app_id") or DEFAULT_APP
     own = app_settings(work.session, app_id)
     keyword = interpret(event.text, own)
     if keyword is None:
         return False
-    channel = channel_for("conversations")
+    channel = get_provider(occurrence.provider).channels[0]  # its conversations' channel
     scope = ref.get("advertiser_id") or default_scope(channel)
     record, changed = change(work.session, channel, scope, str(ref["consumer_id"]), Change(
         keyword.status, source=KEYWORD, app_id=app_id, detail=event.text[:100]))
@@ -482,3 +484,113 @@ def opted_out_anywhere(session: Session, channel: str, address: str) -> bool:
     return any(not record.categories for record in session.scalars(select(Consent).where(
         Consent.channel == channel, Consent.address == address.lower(),
         Consent.status == OPTED_OUT)))
+
+
+# --- suppression lists (CSV) ----------------------------------------------------------------
+
+CSV_COLUMNS = ("channel", "address", "status", "categories", "account")
+MAX_IMPORT_ROWS = 10_000
+
+
+@dataclass(frozen=True)
+class ImportRow:
+    channel: str
+    scope: str
+    address: str
+    status: str
+    categories: tuple[str, ...]
+
+
+def parse_csv(text: str) -> list[ImportRow]:
+    """A suppression list: a header naming ``channel`` and ``address`` (and optionally
+    ``status``, default opted_out; ``categories``, separated by ``;``; ``account``). Every
+    row is checked before any is applied; raises ``ConsentError`` naming ``rows.<n>.<col>``
+    (n counts data rows from 0)."""
+    import csv
+    import io
+
+    if "\x00" in text:
+        raise ConsentError("body", "must not contain NUL characters")
+    reader = csv.DictReader(io.StringIO(text))
+    header = [name.strip().lower() for name in reader.fieldnames or []]
+    missing = [c for c in ("channel", "address") if c not in header]
+    if missing:
+        raise ConsentError("header", f"needs the columns channel and address (missing "
+                                     f"{', '.join(missing)})")
+    unknown = [c for c in header if c not in CSV_COLUMNS]
+    if unknown:
+        raise ConsentError("header", f"unknown column {unknown[0]!r}")
+    reader.fieldnames = header
+    rows = []
+    try:
+        for index, raw in enumerate(reader):
+            if index >= MAX_IMPORT_ROWS:
+                raise ConsentError("rows", f"at most {MAX_IMPORT_ROWS} rows")
+            rows.append(_import_row(index, raw))
+    except csv.Error as exc:
+        raise ConsentError("body", f"not CSV: {exc}") from None
+    if not rows:
+        raise ConsentError("rows", "no rows")
+    return rows
+
+
+def _import_row(index: int, raw: Mapping[str, Any]) -> ImportRow:
+    def cell(name: str) -> str:
+        value = raw.get(name)
+        return value.strip() if isinstance(value, str) else ""
+
+    try:
+        channel = cell("channel").lower()
+        address = address_for(channel, cell("address"))
+    except ConsentError as exc:
+        raise ConsentError(f"rows.{index}.{exc.field}", exc.message) from None
+    status = cell("status").lower() or OPTED_OUT
+    if status not in STATUSES:
+        raise ConsentError(f"rows.{index}.status", "opted_out or opted_in")
+    categories = tuple(sorted({c.strip() for c in cell("categories").split(";") if c.strip()}))
+    if any(len(c) > 64 for c in categories) or len(categories) > MAX_CATEGORIES:
+        raise ConsentError(f"rows.{index}.categories", "at most 50 names of 1 to 64 characters")
+    scope = cell("account") or default_scope(channel)
+    if len(scope) > 100:
+        raise ConsentError(f"rows.{index}.account", "at most 100 characters")
+    return ImportRow(channel, scope, address, status, categories)
+
+
+def apply_import(session: Session, rows: list[ImportRow], app_id: str, source: str = IMPORT,
+                 ) -> dict[str, int]:
+    """Apply checked rows (one audit row per change) and tell the app once: {rows, changed,
+    skipped}. A row opting in to some categories of an address opted out of everything
+    cannot narrow that opt-out: it is skipped and counted."""
+    changed = skipped = 0
+    for row in rows:
+        try:
+            _, did = change(session, row.channel, row.scope, row.address, Change(
+                row.status, row.categories, source=source, app_id=app_id), tell=False)
+        except ConsentError:
+            skipped += 1
+            continue
+        changed += did
+    counts = {"rows": len(rows), "changed": changed, "skipped": skipped}
+    add_app_event(session, "consent", {"source": source, **counts}, app_id)
+    return counts
+
+
+def export_csv(records: Iterable[Consent]) -> str:
+    """Records as a suppression list ``parse_csv`` reads back."""
+    import csv
+    import io
+
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for r in records:
+        writer.writerow([r.channel, r.address, r.status, ";".join(r.categories or ()), r.scope])
+    return out.getvalue()
+
+
+def visible(app_id: str) -> Any:
+    """The records ``app_id`` lists: those it changed (its requests, imports, replies to and
+    reports on its messages); the default app (the operator) lists every record."""
+    if app_id == DEFAULT_APP:
+        return Consent.id.is_not(None)
+    return Consent.id.in_(select(ConsentChange.consent_id).where(ConsentChange.app_id == app_id))

@@ -442,6 +442,22 @@ class ReplayRequest(Strict):
         return value
 
 
+class ConsentUpdate(Strict):
+    """``PUT /v1/consent/<channel>/<address>``: opt an address out (of everything, or of some
+    categories) or back in (shared.consent merges it into the record)."""
+
+    status: Literal["opted_out", "opted_in"]
+    categories: list[str] = Field(default_factory=list, max_length=50)
+
+    @field_validator("categories")
+    @classmethod
+    def _category_names(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if not 1 <= len(name.strip()) <= 64:
+                raise ValueError("each category: 1 to 64 characters")
+        return sorted({name.strip() for name in value})
+
+
 class FriendRequest(Strict):
     """Invite someone to be the messenger service's friend, or end the friendship."""
 

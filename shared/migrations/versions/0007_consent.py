@@ -70,11 +70,11 @@ def _move_friendships() -> None:
     bind = op.get_bind()
     contacts = sa.table('contacts', sa.column('channel'), sa.column('address'),
                         sa.column('app_id'), sa.column('status'), sa.column('updated_at'))
-    consents = sa.table('consents', *(sa.column(c) for c in (
-        'id', 'channel', 'scope', 'address', 'status', 'categories', 'source', 'updated_at')))
-    changes = sa.table('consent_changes', *(sa.column(c) for c in (
-        'consent_id', 'channel', 'scope', 'address', 'status', 'categories', 'source',
-        'detail', 'created_at')))
+    consents = sa.table('consents', sa.column('categories', sa.JSON), *(sa.column(c) for c in (
+        'id', 'channel', 'scope', 'address', 'status', 'source', 'updated_at')))
+    changes = sa.table('consent_changes', sa.column('categories', sa.JSON), *(
+        sa.column(c) for c in ('consent_id', 'channel', 'scope', 'address', 'status',
+                               'source', 'detail', 'created_at')))
     rows = bind.execute(sa.select(contacts).where(
         contacts.c.status.in_(sorted(_FRIENDSHIP_CONSENT)))).all()
     for row in rows:
