@@ -38,12 +38,13 @@ def create_app() -> Flask:
     from webhooks.openapi import openapi
     from webhooks.rogerthat import rogerthat
     from webhooks.templates_api import templates_api
+    from webhooks.console_templates import console_templates
     from webhooks.stats import stats_api
 
     app.register_blueprint(api)
     app.register_blueprint(campaigns_api)
-    app.register_blueprint(console)
     app.register_blueprint(consent_api)
+    app.register_blueprint(console)
     app.register_blueprint(designer)
     app.register_blueprint(contactatonce)
     app.register_blueprint(conversations)
@@ -51,6 +52,7 @@ def create_app() -> Flask:
     app.register_blueprint(messaggio)
     app.register_blueprint(rogerthat)
     app.register_blueprint(templates_api)
+    app.register_blueprint(console_templates)
     app.register_blueprint(stats_api)
     app.register_blueprint(openapi)
     app.add_url_rule("/healthz", "healthz", healthz)

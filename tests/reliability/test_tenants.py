@@ -180,6 +180,9 @@ CASES: dict[tuple[str, str], Case] = {
         Case("POST", lambda w: "/v1/templates/tpl-of-a/preview",
              body=lambda w: {"data": {"name": "Ann"}}),
     ("GET", "/v1/templates"): Case("GET", lambda w: "/v1/templates", lambda w: "tpl-of-a"),
+    ("GET", "/console/templates/<name>"): Case("GET", lambda w: "/console/templates/tpl-of-a"),
+    ("GET", "/console/templates"):
+        Case("GET", lambda w: "/console/templates", lambda w: "tpl-of-a"),
     ("GET", "/console/flows/<name>"): Case("GET", lambda w: f"/console/flows/{w.flow}"),
     ("GET", "/console/flows/<name>/edit"):
         Case("GET", lambda w: f"/console/flows/{w.flow}/edit"),
@@ -193,7 +196,8 @@ CASES: dict[tuple[str, str], Case] = {
 # Routes that name no stored resource of an app: creating one, replaying one's own events.
 NOT_LOOKUPS = {("POST", "/v1/messages"), ("POST", "/v1/campaigns"), ("POST", "/v1/flows"),
                ("POST", "/v1/events/replay"), ("POST", "/v1/contacts/rogerthat/<action>"),
-               ("POST", "/v1/templates")}
+               ("POST", "/v1/templates"), ("POST", "/console/templates"),
+               ("POST", "/console/templates/preview"), ("GET", "/console/templates/new")}
 # The console's pages and checks that name no stored resource: the dashboard (its numbers
 # come from /v1/stats/overview), a blank designer, checking or saving a flow of one's own,
 # the static files.
