@@ -62,6 +62,18 @@ class Button(_FlowModel):
         return value or None
 
 
+class StepTemplate(_FlowModel):
+    """A saved message template (``shared.templates``) whose ``text`` (and ``buttons``
+    captions, by button id) replace the step's when it is sent; the data it renders with is
+    ``data`` plus the run's ``contact`` and ``answers`` so far (step id → caption or text).
+    The step's own text stays the designer's label and the native flows' content."""
+
+    name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.-]+$")
+    version: int | None = Field(default=None, ge=1, lt=2**31)
+    locale: str | None = Field(default=None, min_length=2, max_length=35)
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
 class Timeout(_FlowModel):
     """Where a run goes when a step gets no answer within ``after`` seconds."""
 
@@ -76,6 +88,7 @@ class MessageStep(_FlowModel):
     id: StepId
     text: str = Field(min_length=1, max_length=2048)
     buttons: list[Button] = Field(min_length=1, max_length=20)
+    template: StepTemplate | None = None
     branding: str | None = Field(default=None, min_length=1, max_length=200)
     alert: Alert | None = None
     auto_lock: bool = True
@@ -89,6 +102,7 @@ class QuestionStep(_FlowModel):
     type: Literal["question"] = "question"
     id: StepId
     text: str = Field(min_length=1, max_length=2048)
+    template: StepTemplate | None = None
     next: StepId
     on_timeout: Timeout | None = None
     on_failed: StepId | None = None
@@ -267,7 +281,7 @@ def _native(flow: FlowDefinition) -> Iterator[Problem]:
         yield ("native", 'a native flow runs on the messenger only: route must be ["rogerthat"]',
                None)
     for step in flow.steps:
-        for name in ("on_timeout", "on_failed"):
+        for name in ("on_timeout", "on_failed", "template"):
             if getattr(step, name, None) is not None:
                 yield (f"steps.{step.id}.{name}", f"a native flow cannot have {name}: the "
                        "messenger runs it and has no such thing", step.id)

@@ -9,6 +9,9 @@ reports the pressed button's id instead (``match_answer_id``).
 from __future__ import annotations
 
 import re
+from typing import Any
+
+from sqlalchemy.orm import Session
 
 from shared.flows.definition import Button, MessageStep, QuestionStep, normalize_answer
 
@@ -57,3 +60,32 @@ def match_answer_id(step: MessageStep, answer_id: str | None) -> Button | None:
     if not answer_id:
         return None
     return next((b for b in step.buttons if b.id == answer_id), None)
+
+
+def templated_step(session: Session, app_id: str, step: MessageStep | QuestionStep,
+                   data: dict[str, Any]) -> tuple[MessageStep | QuestionStep, Any]:
+    """The step as it is sent when it names a template: its text and button captions
+    rendered (``shared.templates``) with the step template's data over ``data`` (the run's
+    contact and answers); (step, None) when it names none. Raises ``TemplateError``."""
+    if step.template is None:
+        return step, None
+    from shared import templates
+
+    ref = step.template
+    row = templates.require_template(session, app_id, ref.name, ref.version)
+    rendered = templates.render(templates.document_of(row), ref.locale,
+                                {**data, **ref.data})
+    update: dict[str, Any] = {"text": rendered.get("text") or step.text}
+    if isinstance(step, MessageStep):
+        update["buttons"] = with_captions(step, rendered.buttons).buttons
+    use = templates.TemplateUse(row.name, row.version, rendered.locale)
+    return step.model_copy(update=update), use
+
+
+def with_captions(step: MessageStep, captions: dict[str, str]) -> MessageStep:
+    """The step with these captions on its buttons (by id), e.g. the ones a template gave
+    when the step was sent, so a typed reply is matched against what the contact saw."""
+    if not captions:
+        return step
+    return step.model_copy(update={"buttons": [
+        b.model_copy(update={"caption": captions.get(b.id, b.caption)}) for b in step.buttons]})

@@ -22,7 +22,14 @@ from sqlalchemy.orm import Session
 
 from shared import tasknames
 from shared.flows.definition import FlowDefinition
-from shared.flows.render import match_answer_id, match_reply, render_reask, render_text
+from shared.flows.render import (
+    match_answer_id,
+    match_reply,
+    render_reask,
+    render_text,
+    templated_step,
+    with_captions,
+)
 from shared.flows.requests import contact_key
 from shared.lifecycle import MESSAGE_FINAL
 from shared.messages import add_app_event, insert_message
@@ -193,9 +200,23 @@ def _enter(session: Session, run: FlowRun, definition: FlowDefinition, step_id: 
 
 def _send_step(session: Session, run: FlowRun, definition: FlowDefinition, step: Any,
                work: Work, reask: bool = False) -> None:
+    from shared.templates import TemplateError
+
+    try:
+        step, use = templated_step(session, run.app_id, step, template_data(run))
+    except TemplateError as exc:  # nothing half-rendered leaves: the run fails here
+        run.steps = [*run.steps, {"step_id": step.id, "type": step.type, "message_id": None,
+                                  "text": None, "sent_at": _iso(utcnow()), "answer": None,
+                                  "answered_at": None, "outcome": "failed",
+                                  "error": exc.errors}]
+        finish(session, run, "failed", work=work)
+        return
     message_id = str(uuid.uuid4())
     request = step_request(run, definition, step, reask)
-    insert_message(session, message_id, request, run.app_id)
+    message = insert_message(session, message_id, request, run.app_id)
+    if use is not None:
+        message.template_name, message.template_version = use.name, use.version
+        message.template_locale = use.locale
     now = utcnow()
     if reask:
         last = dict(run.steps[-1])
@@ -205,7 +226,9 @@ def _send_step(session: Session, run: FlowRun, definition: FlowDefinition, step:
         run.steps = [*run.steps, {
             "step_id": step.id, "type": step.type, "message_id": message_id,
             "text": step.text, "sent_at": _iso(now), "answer": None, "answered_at": None,
-            "outcome": None}]
+            "outcome": None,
+            **({"captions": {b.id: b.caption for b in step.buttons}}
+               if use is not None and step.type == "message" else {})}]
     run.current_step, run.current_message_id = step.id, message_id
     run.reasked = 1 if reask else 0
     _set_deadline(run, step, now, work)
@@ -221,6 +244,15 @@ def _set_deadline(run: FlowRun, step: Any, now: datetime, work: Work) -> None:
         return
     run.deadline_at = now + timedelta(seconds=timeout.after)
     work.index.append((key, run.deadline_at))
+
+
+def template_data(run: FlowRun) -> dict[str, Any]:
+    """What a step's template renders with: the run's contact, and each answered step's
+    answer (its button caption, or the text typed)."""
+    answers = {e["step_id"]: (e.get("answer") or {}).get("caption")
+               or (e.get("answer") or {}).get("text")
+               for e in run.steps if e.get("answer")}
+    return {"contact": run.contact, "answers": answers}
 
 
 def step_request(run: FlowRun, definition: FlowDefinition, step: Any,
@@ -294,6 +326,7 @@ def on_reply(session: Session, message_id: str, work: Work, *, answer_id: str | 
         _record_outcome(run, "answered", {"text": text})
         _enter(session, run, definition, step.next, work)
         return True
+    step = with_captions(step, (run.steps[-1] if run.steps else {}).get("captions") or {})
     button = match_answer_id(step, answer_id) if answer_id else match_reply(step, text)
     if button is not None:
         _record_outcome(run, "answered", {"button_id": button.id, "caption": button.caption})
