@@ -460,17 +460,14 @@ _FRIENDSHIP = {"friend": OPTED_IN, "declined": OPTED_OUT, "not_friend": OPTED_OU
 def friendship(session: Session, channel: str, address: str, scope: str, stage: str,
                apps: Iterable[str]) -> None:
     """A friendship stage with a consent meaning (friend: in; declined, broke up: out) is a
-    registry change; the apps that reached the contact hear of it."""
+    registry change, audited under the first app that reached the contact. Its apps hear of
+    it as the ``contact`` event they already get (``shared.contacts``), not a second one."""
     status = _FRIENDSHIP.get(stage)
     if status is None:
         return
     told = list(apps) or [DEFAULT_APP]
-    record, changed = change(session, channel, scope, address.lower(), Change(
+    change(session, channel, scope, address.lower(), Change(
         status, source=FRIENDSHIP, app_id=told[0], detail=f"friendship {stage}"), tell=False)
-    if changed:
-        for app_id in told:
-            add_app_event(session, "consent", event_payload(record, Change(
-                status, source=FRIENDSHIP)), app_id)
 
 
 def may_message(session: Session, channel: str, scope: str, address: str) -> bool:
@@ -511,8 +508,11 @@ def parse_csv(text: str) -> list[ImportRow]:
 
     if "\x00" in text:
         raise ConsentError("body", "must not contain NUL characters")
-    reader = csv.DictReader(io.StringIO(text))
-    header = [name.strip().lower() for name in reader.fieldnames or []]
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    try:
+        header = [name.strip().lower() for name in reader.fieldnames or []]
+    except csv.Error as exc:
+        raise ConsentError("body", f"not CSV: {exc}") from None
     missing = [c for c in ("channel", "address") if c not in header]
     if missing:
         raise ConsentError("header", f"needs the columns channel and address (missing "

@@ -29,6 +29,7 @@ def create_app() -> Flask:
     from webhooks.api import api
     from webhooks.campaigns import campaigns_api
     from webhooks.consent import consent_api
+    from webhooks.console_consent import console_consent
     from webhooks.console import console
     from webhooks.contactatonce import contactatonce
     from webhooks.conversations import conversations
@@ -44,6 +45,7 @@ def create_app() -> Flask:
     app.register_blueprint(api)
     app.register_blueprint(campaigns_api)
     app.register_blueprint(consent_api)
+    app.register_blueprint(console_consent)
     app.register_blueprint(console)
     app.register_blueprint(designer)
     app.register_blueprint(contactatonce)

@@ -20,7 +20,7 @@ from werkzeug.exceptions import HTTPException
 from shared.campaigns import CampaignRequest
 from shared.flows.definition import FlowDefinition
 from shared.flows.requests import FlowLinkRequest, FlowStartRequest
-from shared.schemas import FriendRequest, ReplayRequest, SendRequest
+from shared.schemas import ConsentUpdate, FriendRequest, ReplayRequest, SendRequest
 from shared.templates import PreviewRequest, TemplateDocument
 
 openapi = Blueprint("openapi", __name__)
@@ -29,7 +29,8 @@ REF = "#/components/schemas/{model}"
 JSON = "application/json"
 MODELS: tuple[type[BaseModel], ...] = (SendRequest, ReplayRequest, FriendRequest,
                                        CampaignRequest, FlowDefinition, FlowStartRequest,
-                                       FlowLinkRequest, TemplateDocument, PreviewRequest)
+                                       FlowLinkRequest, TemplateDocument, PreviewRequest,
+                                       ConsentUpdate)
 _FLASK_PARAM = re.compile(r"<(?:[^<>:]+:)?([^<>]+)>")
 
 ERROR_DESCRIPTIONS = {
@@ -82,6 +83,12 @@ FEED_EVENT = _object(("id", "type", "data"), id=INTEGER, type=STRING,
                      created_at=_nullable("string"), data=OBJECT)
 CONTACT = _object(("channel", "address", "status"), channel=STRING, address=STRING,
                   app_id=STRING, status=STRING, name=_nullable("string"), updated_at=STRING)
+CONSENT = _object(("channel", "account", "address", "status", "categories", "recorded"),
+                  channel=STRING, account=STRING, address=STRING,
+                  status={"enum": ["opted_out", "opted_in"]},
+                  categories={"type": "array", "items": STRING}, recorded={"type": "boolean"},
+                  source=STRING, updated_at=STRING, changed={"type": "boolean"},
+                  history={"type": "array", "items": OBJECT})
 RPC_ENVELOPE = _object(("id", "method", "params"), id=STRING, method=STRING, params=OBJECT)
 RPC_ANSWER = _object(("id", "result", "error"), id={}, result={},
                      error={"anyOf": [{"type": "null"}, _object(
@@ -94,7 +101,7 @@ MESSAGGIO_REPORT = _object((), **{name: STRING for name in (
 SCHEMAS: dict[str, dict[str, Any]] = {
     "Error": ERROR, "FieldError": FIELD_ERROR, "Attempt": ATTEMPT,
     "TimelineEvent": TIMELINE_EVENT, "MessageView": MESSAGE_VIEW, "FeedEvent": FEED_EVENT,
-    "Contact": CONTACT, "RpcEnvelope": RPC_ENVELOPE, "RpcAnswer": RPC_ANSWER,
+    "Contact": CONTACT, "Consent": CONSENT, "RpcEnvelope": RPC_ENVELOPE, "RpcAnswer": RPC_ANSWER,
     "ContactAtOnceAnswer": CAO_ANSWER, "MessaggioReport": MESSAGGIO_REPORT,
 }
 
@@ -407,8 +414,54 @@ TEMPLATE_OPERATIONS: tuple[Operation, ...] = (
                                            if k == "nl-BE"}}})),
 )
 
+CONSENT_PATH = (_path_param("channel", "viber, sms, rogerthat or inapp"),
+                _path_param("address", "a phone (E.164, or its digits), an e-mail, an in-app "
+                                       "consumer id"),
+                _query_param("account", "the provider account (messenger app id, in-app "
+                                        "advertiser); default: the channel's default",
+                             {"type": "string", "maxLength": 100}))
+CONSENT_OPERATIONS: tuple[Operation, ...] = (
+    Operation("get", "/v1/consent/{channel}/{address}", "getConsent",
+              "An address's consent on a channel, with the history of the app's own changes",
+              {"200": _ok("The record (opted in when never recorded).", _ref("Consent")),
+               **_errors(401, 422)},
+              tag="consent", parameters=CONSENT_PATH,
+              example_path="/v1/consent/sms/32470123456"),
+    Operation("put", "/v1/consent/{channel}/{address}", "setConsent",
+              "Opt an address out (of everything, or of categories) or back in",
+              {"200": _ok("The record after the change.", _ref("Consent")),
+               **_errors(400, 401, 409, 413, 422)},  # 409: another app's opt-out
+              tag="consent", parameters=CONSENT_PATH,
+              example_path="/v1/consent/sms/32470123456",
+              body=_json_body("ConsentUpdate", {"status": "opted_out",
+                                                "categories": ["marketing"]})),
+    Operation("get", "/v1/consent", "listConsent",
+              "The records this app changed, by status, after a cursor",
+              {"200": _ok("A page; ask again with after=next.", _object(
+                  ("consents", "next"), consents={"type": "array", "items": _ref("Consent")},
+                  next=_nullable("integer"))),
+               **_errors(401, 422)},
+              tag="consent",
+              parameters=(
+                  _query_param("status", "opted_out (default) or opted_in",
+                               {"enum": ["opted_out", "opted_in"]}),
+                  _query_param("after", "the `next` of the previous page",
+                               {"type": "integer", "minimum": 0, "format": "int64"}),
+                  _query_param("limit", "page size", {"type": "integer", "minimum": 1,
+                                                      "maximum": 1000}))),
+    Operation("post", "/v1/consent/import", "importConsent",
+              "A CSV suppression list: columns channel, address and optionally status "
+              "(default opted_out), categories (separated by ;) and account",
+              {"200": _ok("Applied.", _object(("rows", "changed", "skipped"), rows=INTEGER,
+                                              changed=INTEGER, skipped=INTEGER)),
+               **_errors(400, 401, 413, 422)},
+              tag="consent", body={"required": True, "content": {
+                  "text/csv": {"schema": STRING,
+                               "example": "channel,address\nsms,+32470123456\n"}}}),
+)
+
 API_OPERATIONS = (MESSAGE_OPERATIONS + BULK_AND_FLOW_OPERATIONS + TEMPLATE_OPERATIONS
-                  + STATS_OPERATIONS)
+                  + STATS_OPERATIONS + CONSENT_OPERATIONS)
 
 CALLBACK_OPERATIONS: tuple[Operation, ...] = (
     *(Operation(method, "/callbacks/messaggio/{token}", f"messaggioReport{method.title()}",

@@ -98,7 +98,7 @@ def test_documented_examples_are_accepted(api_schema: Any, operation: Any,
     if operation.path not in api_schema:
         pytest.skip(f"{operation.path} is not routed (yet)")
     api_operation = api_schema[operation.path][operation.method.upper()]
-    known = {"action": "invite", "name": flow_name}
+    known = {"action": "invite", "name": flow_name, "channel": "sms", "address": "32470123456"}
     path_parameters = {k: v for k, v in known.items() if f"{{{k}}}" in operation.path}
     case = api_operation.Case(body=documented_example(operation), media_type="application/json",
                               path_parameters=path_parameters or None)

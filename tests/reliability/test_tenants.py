@@ -40,6 +40,7 @@ from tests.reliability.conftest import AUTH, Recorder
 EMAIL_A = "alice@tenant-a.example"
 PHONE_A = "+32470120001"
 CONSUMER = "consumer-shared-1"  # both apps talk to a consumer of this id
+OPTED_OUT_A = "32470120077"  # app A opted this phone out of SMS (the registry is shared)
 SMS_FLOW = {"name": "survey-a", "route": ["sms"], "steps": [
     {"id": "q1", "type": "message", "text": "Did you like it?",
      "buttons": [{"id": "y", "caption": "Yes", "next": "done"},
@@ -127,6 +128,9 @@ def world(app: Flask, published: Recorder) -> World:
                 a.auth)["runs"][0]["id"]
     _post(client, f"/v1/flows/{flow}/links", {"contact": {"to": {"phone": PHONE_A}}}, a.auth)
     conversation = _conversation_of(a.id)
+    resp = client.put(f"/v1/consent/sms/{OPTED_OUT_A}", json={"status": "opted_out"},
+                      headers=a.auth)
+    assert resp.status_code == 200, resp.get_data()[:300]
     with session_scope() as session:
         feed.number_events(session)
     return World(a, b, message, campaign, flow, run, conversation)
@@ -192,12 +196,22 @@ CASES: dict[tuple[str, str], Case] = {
         Case("POST", lambda w: f"/console/flows/{w.flow}/try",
              body=lambda w: {"contact": {"to": {"phone": "+32470120009"}}}),
     ("GET", "/console/flow-runs/<run_id>"): Case("GET", lambda w: f"/console/flow-runs/{w.run}"),
+    # The consent registry is the provider account's: B reads the status (it decides
+    # whether B's messages go) but never who changed it, and lists only its own changes.
+    ("GET", "/v1/consent/<channel>/<address>"):
+        Case("GET", lambda w: f"/v1/consent/sms/{OPTED_OUT_A}", lambda w: w.a.id),
+    ("GET", "/v1/consent"): Case("GET", lambda w: "/v1/consent", lambda w: OPTED_OUT_A),
+    ("GET", "/console/consent/<channel>/<address>"):
+        Case("GET", lambda w: f"/console/consent/sms/{OPTED_OUT_A}", lambda w: w.a.id),
 }
 # Routes that name no stored resource of an app: creating one, replaying one's own events.
 NOT_LOOKUPS = {("POST", "/v1/messages"), ("POST", "/v1/campaigns"), ("POST", "/v1/flows"),
                ("POST", "/v1/events/replay"), ("POST", "/v1/contacts/rogerthat/<action>"),
                ("POST", "/v1/templates"), ("POST", "/console/templates"),
                ("POST", "/console/templates/preview"), ("GET", "/console/templates/new")}
+# Any app may opt an address out of the shared registry; opting in what another app opted
+# out is a 409 (tests/unit/test_consent_api.py). An import creates, it names nothing.
+NOT_LOOKUPS |= {("PUT", "/v1/consent/<channel>/<address>"), ("POST", "/v1/consent/import")}
 # The console's pages and checks that name no stored resource: the dashboard (its numbers
 # come from /v1/stats/overview), a blank designer, checking or saving a flow of one's own,
 # the static files.
