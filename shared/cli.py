@@ -51,6 +51,13 @@ EXAMPLES: dict[str, list[str]] = {
     "templates show": ["switchboard templates show order_shipped --version 2"],
     "templates preview": ["switchboard templates preview order_shipped --locale nl-BE "
                           "--data '{\"order\": {\"id\": \"A-17\"}}'"],
+    "consent": ["switchboard consent show sms +32470120000"],
+    "consent show": ["switchboard consent show sms +32470120000"],
+    "consent set": ["switchboard consent set sms +32470120000 opted_out --category marketing"],
+    "consent import": ["switchboard consent import suppression.csv --app shop"],
+    "consent export": ["switchboard consent export --status opted_out"],
+    "consent keywords": ["switchboard consent keywords --app shop --opt-out STOP,ARRET "
+                         "--opt-out-confirmation 'You will get no more messages'"],
     "status": ["switchboard status <message id> --json"],
     "apps": ["switchboard apps create shop --callback-url https://shop.example/events"],
     "apps create": ["switchboard apps create shop --callback-url https://shop.example/events"],
@@ -178,6 +185,9 @@ def _build_parser() -> argparse.ArgumentParser:
     from shared.templatecli import add_parser as _templates_parser
 
     _templates_parser(sub, DEFAULT_APP_ID)
+    from shared.consentcli import add_parser as _consent_parser
+
+    _consent_parser(sub, DEFAULT_APP_ID)
 
     status = sub.add_parser("status", help="show a message: status, attempts, timeline")
     status.add_argument("message_id")
@@ -238,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     handler = {"up": _up, "logs": _logs, "demo": _demo, "send": _send, "status": _status, "db": _db,
                "apps": _apps, "seal": _seal, "friends": _friends,
                "conversations": _conversations, "conversation": _conversation,
-               "flows": _flows, "templates": _templates, "flower": _flower,
+               "flows": _flows, "templates": _templates, "consent": _consent, "flower": _flower,
                "simulator": _simulator}[args.command]
     try:
         return handler(args) or 0
@@ -408,6 +418,15 @@ def _templates(args: argparse.Namespace) -> int:
     try:
         return _read_db(lambda session: templatecli.run(session, args))
     except templatecli.TemplateCliError as exc:
+        raise CliError(str(exc)) from None
+
+
+def _consent(args: argparse.Namespace) -> int:
+    from shared import consentcli
+
+    try:
+        return _read_db(lambda session: consentcli.run(session, args))
+    except consentcli.ConsentCliError as exc:
         raise CliError(str(exc)) from None
 
 
