@@ -253,6 +253,7 @@
   }
 
   function scheduleCheck() {
+    document.body.dataset.checking = "1"; // pending until the answer to the latest change
     clearTimeout(checkTimer);
     checkTimer = setTimeout(function () { check({definition: model}); }, 250);
   }
