@@ -13,6 +13,7 @@ import secrets
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
@@ -99,3 +100,17 @@ def signing_secrets(session: Session, app_id: str, now: datetime | None = None) 
             and app.previous_secret_until > (now or utcnow())):
         return [current, app.previous_signing_secret]
     return [current]
+
+
+def default_quiet_hours(session: Session, app_id: str) -> dict[str, Any] | None:
+    """The app's default quiet hours (``{start, end, timezone}``) for messages naming none;
+    none globally, and the bootstrap ``default`` app has no stored settings."""
+    if app_id == DEFAULT_APP:
+        return None
+    quiet = session.execute(select(App.quiet_hours).where(App.id == app_id)).scalar()
+    return quiet or None
+
+
+def set_quiet_hours(session: Session, app: App, quiet: dict[str, Any] | None) -> None:
+    """Set (or with None, clear) an app's default quiet hours; the caller commits."""
+    app.quiet_hours = quiet

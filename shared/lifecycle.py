@@ -7,7 +7,9 @@ Two levels:
   ``expired`` (our deadline passed). A positive report that arrives after an attempt ended badly
   is still applied to it and flagged ``late``: the user did get that message.
 * a **message**: ``queued → submitted → delivered → seen``, terminal ``failed``/``expired`` when
-  the route is exhausted. ``replied`` is an event and implies ``seen``.
+  the route is exhausted. ``replied`` is an event and implies ``seen``. A message with a
+  future ``send_at`` starts ``scheduled`` and is ``release``d to ``queued`` when it is due; one
+  not yet sent on any hop may be ``cancel``led (``cancelled``, terminal).
 
 Statuses only move forward by rank; duplicate and out-of-order reports become no-ops.
 
@@ -55,6 +57,8 @@ class MessageStatus(StrEnum):
     FAILED = "failed"
     EXPIRED = "expired"
     SUPPRESSED = "suppressed"  # every hop was to an address that opted out
+    SCHEDULED = "scheduled"  # waits for its send_at (shared.sendtime)
+    CANCELLED = "cancelled"  # cancelled by the producer before any hop was sent
 
 
 class CallbackStatus(StrEnum):
@@ -92,6 +96,10 @@ MESSAGE_RANK = {MessageStatus.QUEUED: 0, MessageStatus.SUBMITTED: 1,
                 MessageStatus.DELIVERED: 2, MessageStatus.SEEN: 3}
 MESSAGE_FINAL = frozenset({MessageStatus.FAILED, MessageStatus.EXPIRED,
                            MessageStatus.SUPPRESSED})
+# Ended before anything was sent: no report can follow, so nothing reopens it.
+MESSAGE_CLOSED = frozenset({*MESSAGE_FINAL, MessageStatus.CANCELLED})
+# Where a producer's cancel may still land (nothing sent on any hop is checked on attempts).
+MESSAGE_CANCELLABLE = frozenset({MessageStatus.SCHEDULED, MessageStatus.QUEUED})
 # The engine's own edges: event -> (from, to).
 _ENGINE_EDGES = {"claim": (A.PENDING, A.SENDING), "retry": (A.SENDING, A.PENDING),
                  "cancel": (A.PENDING, A.CANCELLED), "suppress": (A.PENDING, A.SUPPRESSED)}
@@ -157,11 +165,20 @@ def engine_edge(event: str) -> tuple[AttemptStatus, AttemptStatus]:
 
 
 def apply_message(current: str, event: str) -> MessageStatus:
-    """Apply ``event`` (a positive event, or ``failed``/``expired`` when the route is exhausted)
-    to a message. A late delivery report still turns a ``failed`` or ``expired`` message into
+    """Apply ``event`` (a positive event, ``failed``/``expired`` when the route is exhausted,
+    ``release`` when a scheduled message is due, ``cancel`` from the producer) to a message.
+    A cancelled message takes no further event. A late delivery report still turns a ``failed`` or ``expired`` message into
     ``delivered``/``seen``: the person did get it (e.g. the Viber message arrived after its
     SMS fallback had failed), and a status that hides that would mislead the producer."""
     current = MessageStatus(current)
+    if current == MessageStatus.CANCELLED:
+        return current
+    if event == "release":
+        return MessageStatus.QUEUED if current == MessageStatus.SCHEDULED else current
+    if event == "cancel":
+        return MessageStatus.CANCELLED if current in MESSAGE_CANCELLABLE else current
+    if current == MessageStatus.SCHEDULED:
+        current = MessageStatus.QUEUED  # (a report cannot come before it is sent)
     if event in _POSITIVE:
         target = MessageStatus(_POSITIVE[event])
         if current in MESSAGE_FINAL:
@@ -186,4 +203,4 @@ def route_outcome(route_length: int, hop: int, attempt_status: str) -> tuple[str
 
 
 def is_message_final(status: str) -> bool:
-    return status in MESSAGE_FINAL
+    return status in MESSAGE_CLOSED

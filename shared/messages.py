@@ -24,6 +24,7 @@ from shared.apps import default_quiet_hours, delivery_target
 from shared.lifecycle import MessageStatus
 from shared.models import DEFAULT_APP, Attempt, Delivery, Event, Message, utcnow
 from shared.schemas import SendRequest
+from shared.schemas import Timing as Timing_
 
 _IDEMPOTENCY_NAMESPACE = uuid.UUID("6f1c3a52-6c0e-4b0e-9a57-5b1f0b2a9c11")
 log = logging.getLogger(__name__)
@@ -126,7 +127,8 @@ def insert_message(session: Session, message_id: str, request: SendRequest,
     before anything is added."""
     body_hash = request_hash(request.model_dump(mode="json"))
     request, use = _render_template(session, request, app_id)
-    timing = resolve_timing(session, request, app_id, utcnow())
+    timing = resolve_timing(request, utcnow(), request.to.phone, request.to.timezone,
+                            app_quiet_hours(session, request, app_id))
     message = Message(
         id=message_id,
         app_id=app_id,
@@ -203,8 +205,15 @@ class Timing:
     note: dict[str, Any] | None  # what the timeline says about the quiet-hours zone
 
 
-def resolve_timing(session: Session, request: SendRequest, app_id: str,
-                   now: datetime) -> Timing:
+def app_quiet_hours(session: Session, request: Timing_, app_id: str) -> dict[str, Any] | None:
+    """The app's default quiet hours, read only where they would apply."""
+    if request.quiet_hours is not None or request.priority == sendtime.CRITICAL:
+        return None
+    return default_quiet_hours(session, app_id)
+
+
+def resolve_timing(request: Timing_, now: datetime, phone: str | None,
+                   to_timezone: str | None, app_default: dict[str, Any] | None) -> Timing:
     """``shared.sendtime``'s rules applied once, at accept: ``send_at`` (None when it has
     passed), ``valid_until`` (a ttl counts from when the message may first go), and quiet
     hours — the message's own, else the app's default; none for ``critical`` messages."""
@@ -213,9 +222,8 @@ def resolve_timing(session: Session, request: SendRequest, app_id: str,
                                         send_at or now)
     if request.priority == sendtime.CRITICAL:
         return Timing(send_at, valid_until, None, None)
-    asked = (request.quiet_hours.model_dump() if request.quiet_hours
-             else default_quiet_hours(session, app_id))
-    quiet = sendtime.resolve_quiet_hours(asked, request.to.phone, request.to.timezone)
+    asked = request.quiet_hours.model_dump() if request.quiet_hours else app_default
+    quiet = sendtime.resolve_quiet_hours(asked, phone, to_timezone)
     return Timing(send_at, valid_until, quiet if quiet and quiet["timezone"] else None,
                   _zone_note(quiet))
 

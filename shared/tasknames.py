@@ -24,9 +24,20 @@ ACCEPT_CAMPAIGN = "switchboard.accept_campaign"
 SEND_BULK = "switchboard.send_bulk"
 
 SEND_QUEUE = "send"
+# Sends of ``priority: critical`` messages (one-time codes, alerts): their own queue, which
+# every sending worker consumes beside ``send``, so they never wait behind bulk or normal work.
+CRITICAL_QUEUE = "critical"
 EVENTS_QUEUE = "events"
 SWEEP_QUEUE = "sweep"
 NOTIFY_QUEUE = "notify"
+
+SEND_TASKS = frozenset({ACCEPT, DISPATCH, SEND_ATTEMPT})  # a critical message's go on CRITICAL
+
+
+def send_queue(priority: str | None) -> str | None:
+    """The queue override for a message's send tasks: ``critical`` ones jump the line."""
+    return CRITICAL_QUEUE if priority == "critical" else None
+
 
 QUEUE_OF = {
     ACCEPT: SEND_QUEUE,
@@ -47,3 +58,6 @@ QUEUE_OF = {
     ACCEPT_CAMPAIGN: SEND_QUEUE,
     SEND_BULK: SEND_QUEUE,
 }
+
+# Every queue some worker must consume (deployment files are checked against it).
+ALL_QUEUES = frozenset({*QUEUE_OF.values(), CRITICAL_QUEUE})

@@ -26,16 +26,24 @@ from sqlalchemy.orm import Session
 
 from shared.broker import bounded
 from shared.db import session_scope
+from shared.tasknames import QUEUE_OF
 
 
 class Task(NamedTuple):
     """A task to publish by name on its queue (``shared.tasknames``), after ``countdown``
     seconds when set (a short retry; long waits are data, swept, never ETA tasks). ``publish``
-    clamps the countdown under the broker's visibility timeout (``shared.broker.bounded``)."""
+    clamps the countdown under the broker's visibility timeout (``shared.broker.bounded``).
+    ``queue`` overrides the task's own queue (a critical message's sends: ``tasknames``)."""
 
     name: str
     args: tuple[Any, ...]
     countdown: float | None = None
+    queue: str | None = None
+
+    @property
+    def destination(self) -> str:
+        """The queue it is published on."""
+        return self.queue or QUEUE_OF[self.name]
 
 
 @dataclass
@@ -93,8 +101,9 @@ class UnitOfWork:
     session: Session
     followups: FollowUps
 
-    def task(self, name: str, *args: Any, countdown: float | None = None) -> None:
-        self.followups.tasks.append(Task(name, args, countdown))
+    def task(self, name: str, *args: Any, countdown: float | None = None,
+             queue: str | None = None) -> None:
+        self.followups.tasks.append(Task(name, args, countdown, queue))
 
     def index(self, member: str, due: datetime) -> None:
         self.followups.index.append((member, due))
@@ -112,6 +121,7 @@ def unit_of_work(url: str | None = None) -> Iterator[UnitOfWork]:
     publish(followups)
 
 
-def publish_task(name: str, *args: Any, countdown: float | None = None) -> None:
+def publish_task(name: str, *args: Any, countdown: float | None = None,
+                 queue: str | None = None) -> None:
     """One task that needs no transaction of its own (a retry, a batch to send)."""
-    publish(FollowUps(tasks=[Task(name, args, countdown)]))
+    publish(FollowUps(tasks=[Task(name, args, countdown, queue)]))

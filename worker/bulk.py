@@ -33,7 +33,7 @@ from typing import Any
 from sqlalchemy import select
 
 from shared.db import session_scope
-from shared.lifecycle import MESSAGE_FINAL, AttemptStatus
+from shared.lifecycle import MESSAGE_FINAL, AttemptStatus, MessageStatus
 from shared.models import Attempt, Message
 from shared.providers import get_provider
 from shared.schemas import SendRequest
@@ -71,14 +71,17 @@ def load_batches(attempt_ids: list[str]) -> list[Batch]:
     with session_scope() as session:
         rows = session.execute(
             select(Attempt.id, Attempt.message_id, Attempt.channel, Attempt.provider,
-                   Attempt.hop, Attempt.retries, Message.request, Message.app_id)
+                   Attempt.hop, Attempt.retries, Message.request, Message.app_id,
+                   Message.valid_until, Message.quiet_hours, Message.priority)
             .join(Message, Message.id == Attempt.message_id)
             .where(Attempt.id.in_(attempt_ids), Attempt.status == AttemptStatus.PENDING,
-                   Message.status.not_in(sorted(MESSAGE_FINAL)))).all()
+                   Message.status.not_in(sorted({*MESSAGE_FINAL, MessageStatus.SCHEDULED})))
+        ).all()
     groups: dict[tuple[Any, ...], list[Any]] = {}
     for row in rows:
         content = {k: v for k, v in row.request.items() if k not in _NOT_CONTENT}
-        key = (row.channel, row.provider, row.hop, row.app_id, json.dumps(content, sort_keys=True))
+        key = (row.channel, row.provider, row.hop, row.app_id, row.priority,
+               json.dumps(content, sort_keys=True))
         groups.setdefault(key, []).append(row)
     size = get_settings().bulk_batch_size
     return [batch for group in groups.values() for batch in _split(group, size)]
@@ -101,6 +104,7 @@ def _batch(chunk: dict[str, Any]) -> Batch:
     """The first row's content, channel and hop stand for the whole batch (only the phone
     differs between its messages)."""
     first = next(iter(chunk.values()))
-    items = tuple(Item(r.id, r.message_id, r.retries, phone) for phone, r in chunk.items())
+    items = tuple(Item(r.id, r.message_id, r.retries, phone, r.valid_until, r.quiet_hours)
+                  for phone, r in chunk.items())
     return Batch(first.channel, first.provider, first.hop, first.app_id,
-                 SendRequest.model_validate(first.request), items)
+                 SendRequest.model_validate(first.request), items, priority=first.priority)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import calendar
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import UTC, datetime
 
 import redis
 
@@ -29,6 +29,14 @@ def remove(client: redis.Redis, attempt_ids: Iterable[str]) -> None:
     ids = list(attempt_ids)
     if ids:
         client.zrem(KEY, *ids)
+
+
+def next_due(client: redis.Redis) -> datetime | None:
+    """When the earliest entry falls due (naive UTC), or None when the index is empty."""
+    first = client.zrange(KEY, 0, 0, withscores=True)
+    if not first:
+        return None
+    return datetime.fromtimestamp(first[0][1], UTC).replace(tzinfo=None)
 
 
 def due(client: redis.Redis, now: datetime, limit: int = 500) -> list[str]:

@@ -19,6 +19,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
+from shared import sendtime
 from shared.db import session_scope
 from shared.lifecycle import MESSAGE_FINAL, AttemptStatus, MessageStatus, engine_edge
 from shared.messages import IdempotencyConflict, create_message, record_conflict
@@ -36,7 +37,7 @@ from shared.schemas import SendRequest
 from shared.settings import get_settings
 from shared.uow import FollowUps, publish
 from shared.windows import deadline_window
-from worker import breaker, content, outcomes, route
+from worker import breaker, content, outcomes, route, timeliness
 from worker.outcomes import Batch, Item
 from worker.ratelimit import RateLimiter
 from worker.redis_conn import get_redis
@@ -93,11 +94,13 @@ def _load(attempt_id: str) -> Batch | None:
         if attempt is None or attempt.status != AttemptStatus.PENDING:
             return None
         message = attempt.message
-        if message.status in MESSAGE_FINAL:
-            return None
+        if message.status in MESSAGE_FINAL or message.status == MessageStatus.SCHEDULED:
+            return None  # ended, or not yet due (its release sends it)
         return Batch(attempt.channel, attempt.provider, attempt.hop, message.app_id,
                      SendRequest.model_validate(message.request),
-                     (Item(attempt.id, message.id, attempt.retries),), attempt.deadline_at)
+                     (Item(attempt.id, message.id, attempt.retries,
+                           valid_until=message.valid_until, quiet_hours=message.quiet_hours),),
+                     attempt.deadline_at, priority=message.priority)
 
 
 def send_batch(batch: Batch, provider: Provider, bulk: bool = False) -> None:
@@ -106,9 +109,14 @@ def send_batch(batch: Batch, provider: Provider, bulk: bool = False) -> None:
     batch = _without_opted_out(batch, provider)
     if not batch.items:
         return
+    batch = timeliness.admit(batch)  # not past valid_until, not in quiet hours
+    if not batch.items:
+        return
     request_id = str(uuid.uuid4()) if bulk else batch.items[0].attempt_id
+    request = timeliness.within_validity(
+        batch, deadline_window(batch.channel, batch.request))
     try:
-        outbound = content.outbound(provider, batch.request, request_id, batch.channel,
+        outbound = content.outbound(provider, request, request_id, batch.channel,
                                     batch.app_id, retries=0 if bulk else batch.retries)
         summary = provider.summarize(outbound)
     except (PermanentError, RetryableError) as exc:
@@ -116,10 +124,11 @@ def send_batch(batch: Batch, provider: Provider, bulk: bool = False) -> None:
         return
     if bulk:
         outbound, summary = _for_every_phone(batch, outbound, summary)
-    window = deadline_window(batch.channel, batch.request)
+    window = timeliness.clamp_window(batch, deadline_window(batch.channel, request))
     _wait_for_slot(batch)
     _wait_for_circuit(batch, window)
-    due = batch.deadline_at or utcnow() + timedelta(seconds=window)
+    due = sendtime.clamp_due(batch.deadline_at or utcnow() + timedelta(seconds=window),
+                             timeliness.valid_until(batch))
     claimed = _claim(batch, summary, due)
     if claimed.items:
         _call(claimed, provider, outbound, window, due, request_id if bulk else None)
@@ -174,7 +183,8 @@ def _wait_for_circuit(batch: Batch, window: float) -> None:
     wait = breaker.admit(batch.provider)
     if wait is None:
         return
-    due = batch.deadline_at or utcnow() + timedelta(seconds=window)
+    due = sendtime.clamp_due(batch.deadline_at or utcnow() + timedelta(seconds=window),
+                             timeliness.valid_until(batch))
     outcomes.held(batch, wait + random.uniform(0, 1), "circuit open", deadline_at=due)
 
 

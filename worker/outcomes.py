@@ -58,6 +58,8 @@ class Item:
     message_id: str
     retries: int
     key: str | None = None
+    valid_until: datetime | None = None  # its message's (shared.sendtime, worker.timeliness)
+    quiet_hours: dict[str, Any] | None = None  # its message's, the zone resolved
 
 
 @dataclass(frozen=True)
@@ -71,6 +73,7 @@ class Batch:
     request: SendRequest
     items: tuple[Item, ...]
     deadline_at: datetime | None = None  # a hop deadline already running (held attempts)
+    priority: str = "normal"  # its messages' (critical ones ignore quiet hours)
 
     @property
     def attempt_ids(self) -> list[str]:
@@ -196,9 +199,6 @@ def failed(batch: Batch, exc: Exception, source: str) -> None:
                           reason)
 
 
-# --- accepted ---------------------------------------------------------------------------------
-
-def submitted(batch: Batch, result: SendResult | None, window: float,
 # --- not sent: the recipient opted out -----------------------------------------------------
 
 def suppressed(batch: Batch, refusals: Mapping[str, Refusal]) -> None:
@@ -233,6 +233,9 @@ def _tried_before(session: Session, batch: Batch, moved: set[str]) -> set[str]:
         Attempt.status != AttemptStatus.SUPPRESSED)).all())
 
 
+# --- accepted ---------------------------------------------------------------------------------
+
+def submitted(batch: Batch, result: SendResult | None, window: float,
               ambiguous: AmbiguousError | None = None, batch_id: str | None = None) -> None:
     """Accepted (or maybe): each attempt ``submitted`` with its own provider id and deadline.
     A report may have overtaken us (matched by attempt id): what it set is kept."""

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from celery import Celery
 
-from shared import tasknames, uow
+from shared import uow
 from worker import deadlines
 from worker.redis_conn import get_redis
 
@@ -22,6 +22,6 @@ def install(app: Celery) -> None:
         deadlines.remove(client, followups.unindex)
         for task in followups.tasks:
             app.send_task(task.name, args=list(task.args), countdown=task.countdown,
-                          queue=tasknames.QUEUE_OF[task.name])
+                          queue=task.destination)
 
     uow.set_publisher(publish)

@@ -16,8 +16,14 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from shared import handlers, metrics, tasknames
-from shared.lifecycle import AttemptStatus, apply_attempt, apply_message, route_outcome
+from shared import handlers, metrics, sendtime, tasknames
+from shared.lifecycle import (
+    AttemptStatus,
+    MessageStatus,
+    apply_attempt,
+    apply_message,
+    route_outcome,
+)
 from shared.messages import add_event
 from shared.models import Attempt, Message, utcnow
 from shared.providers import get_provider, provider_name
@@ -26,6 +32,7 @@ from shared.schemas import SendRequest
 from shared.uow import UnitOfWork
 from shared.windows import deadline_window
 
+VALID_UNTIL = "valid_until"  # the reason a message ends when its validity ran out
 CAS_TRIES = 10  # a row that keeps changing under us this often is a bug, not contention
 
 
@@ -64,11 +71,14 @@ def new_attempt(session: Session, message: Message, hop: int, **values: Any) -> 
 
 def advance(work: UnitOfWork, message_id: str, hop: int, channel: str, attempt_status: str,
             reason: str | None) -> None:
-    """The attempt at ``hop`` ended badly: fall back to the next channel or end the message."""
+    """The attempt at ``hop`` ended badly: fall back to the next channel or end the message.
+    Past the message's ``valid_until`` no hop starts: it ends ``expired`` (``valid_until``)."""
     session = work.session
     message = session.get(Message, message_id, populate_existing=True)
     assert message is not None
     kind, value = route_outcome(len(message.route), hop, attempt_status)
+    if sendtime.remaining(message.valid_until, utcnow()) == 0:
+        kind, value, reason = "final", MessageStatus.EXPIRED, VALID_UNTIL
     if kind == "fallback":
         _fall_back(work, message, hop, int(value), channel, reason)
         return
@@ -92,7 +102,7 @@ def _fall_back(work: UnitOfWork, message: Message, hop: int, next_hop: int, chan
     add_event(session, message.id, "fallback", attempt_id, from_channel=channel,
               to_channel=message.route[next_hop], reason=reason)
     metrics.fallback(channel, message.route[next_hop], reason)
-    work.task(tasknames.SEND_ATTEMPT, attempt_id)
+    work.task(tasknames.SEND_ATTEMPT, attempt_id, queue=tasknames.send_queue(message.priority))
 
 
 def _carried_by_provider(session: Session, message: Message, hop: int,
@@ -122,8 +132,8 @@ def _sent_by_provider(work: UnitOfWork, message: Message, next_hop: int, channel
     any hop we sent."""
     session, next_channel = work.session, message.route[next_hop]
     now = utcnow()
-    due = now + timedelta(seconds=deadline_window(
-        next_channel, SendRequest.model_validate(message.request)))
+    due = sendtime.clamp_due(now + timedelta(seconds=deadline_window(
+        next_channel, SendRequest.model_validate(message.request))), message.valid_until)
     attempt_id = new_attempt(
         session, message, next_hop, status=apply_attempt(AttemptStatus.PENDING, "submitted")
         .status, submitted_at=now, deadline_at=due, request_summary=summary)

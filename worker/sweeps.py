@@ -1,7 +1,14 @@
-"""Periodic safety nets: fire due deadlines, and re-publish whatever a crash left behind.
+"""Periodic safety nets: fire due deadlines, release due schedules, and re-publish whatever
+a crash left behind.
 
 Each sweep is idempotent (the work it triggers starts with a status guard), and a short Redis
 lock keeps two overlapping deadline sweeps from doing the same work twice.
+
+The deadline sweep is started by beat every ``sweep_interval_seconds``; when it ends it looks
+at the next due entry (a deadline, a scheduled message's ``send_at``, a quiet-hours wake-up)
+and, if that comes before the next tick, publishes one more sweep for exactly then (a
+countdown shorter than the interval, held by the worker, not a pool process): what falls due
+between two ticks is fired on time instead of up to a whole interval late.
 """
 
 from __future__ import annotations
@@ -9,11 +16,11 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import redis
 from redis.exceptions import LockError
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from shared import feed, tasknames
@@ -22,8 +29,9 @@ from shared.flows.runtime import STEP_DEADLINE_PREFIX
 from shared.lifecycle import AttemptStatus, CallbackStatus, MessageStatus, RunStatus
 from shared.models import Attempt, Callback, FlowRun, Message, utcnow
 from shared.settings import get_settings
-from shared.uow import FollowUps, Task, publish
-from worker import deadlines, expiry
+from shared.campaigns import chunks
+from shared.uow import FollowUps, Task, UnitOfWork, publish, unit_of_work
+from worker import deadlines, expiry, route, timeliness
 from worker.redis_conn import get_redis
 
 UNSETTLED = (AttemptStatus.SENDING, AttemptStatus.SUBMITTED)  # may have left: a deadline runs
@@ -31,6 +39,7 @@ UNSETTLED = (AttemptStatus.SENDING, AttemptStatus.SUBMITTED)  # may have left: a
 log = logging.getLogger(__name__)
 _SWEEP_LOCK = "switchboard:lock:sweep-deadlines"
 SET_ASIDE_SECONDS = 30  # a deadline whose handling failed is looked at again after this
+_WAKE_KEY = "switchboard:sweep:wake"  # set while a sweep for the next due entry is on its way
 
 
 def sweep_deadlines(budget_seconds: float = 5.0, batch: int = 500) -> int:
@@ -51,19 +60,82 @@ def sweep_deadlines(budget_seconds: float = 5.0, batch: int = 500) -> int:
             lock.release()
         except LockError:  # it expired and may be another sweep's now: leave it alone
             log.warning("deadline sweep outlived its lock")
+        try:
+            client.delete(_WAKE_KEY)
+            wake_for_next(client)
+        except Exception:  # noqa: BLE001 - beat's next tick sweeps anyway
+            log.exception("could not arrange the sweep for the next due entry")
 
 
 def _sweep(client: redis.Redis, budget_seconds: float, batch: int) -> int:
     fired, started = 0, time.monotonic()
     while time.monotonic() - started < budget_seconds:
+        released = release_scheduled(limit=batch)
         due = deadlines.due(client, utcnow(), limit=batch)
+        fired += released
         if not due:
+            if released:
+                continue
             break
         for member in due:
             fired += _expire_or_set_aside(client, member)
             if time.monotonic() - started >= budget_seconds:
                 return fired  # a batch of 500 can outlast the lock: stop on budget
     return fired
+
+
+def wake_for_next(client: redis.Redis, now: datetime | None = None) -> float | None:
+    """One more sweep at the next due entry when it comes before beat's next tick; returns
+    its countdown (None when the tick comes first, or a wake-up is already on its way)."""
+    now = now or utcnow()
+    interval = get_settings().sweep_interval_seconds
+    with session_scope() as session:
+        next_send = session.execute(select(func.min(Message.send_at)).where(
+            Message.status == MessageStatus.SCHEDULED)).scalar()
+    candidates = [deadlines.next_due(client), next_send]
+    soonest = min((c for c in candidates if c is not None), default=None)
+    if soonest is None:
+        return None
+    countdown = max(0.0, (soonest - now).total_seconds())
+    if countdown >= interval or not client.set(
+            _WAKE_KEY, 1, nx=True, px=int((countdown + interval) * 1000)):
+        return None
+    publish(FollowUps(tasks=[Task(tasknames.SWEEP_DEADLINES, (), countdown=countdown)]))
+    return countdown
+
+
+def release_scheduled(limit: int = 500, now: datetime | None = None) -> int:
+    """``scheduled → queued`` for every message whose ``send_at`` has come, and its dispatch
+    published after commit; returns how many. The database is the schedule (indexed on
+    ``(status, send_at)``), so a Redis loss loses none, and a release run twice releases
+    each message once (compare-and-set on the status)."""
+    now = now or utcnow()
+    with unit_of_work() as work:
+        due = work.session.execute(select(Message.id, Message.priority, Message.campaign_id)
+                                   .where(Message.status == MessageStatus.SCHEDULED,
+                                          Message.send_at <= now)
+                                   .order_by(Message.send_at).limit(limit)).all()
+        released = [r for r in due
+                    if route.move_message(work.session, r.id, "release") is not None]
+        for row in released:
+            if row.campaign_id is None:
+                work.task(tasknames.DISPATCH, row.id, queue=tasknames.send_queue(row.priority))
+        _send_campaign_batches(work, [r.id for r in released if r.campaign_id is not None])
+    return len(due)
+
+
+def _send_campaign_batches(work: UnitOfWork, message_ids: list[str]) -> None:
+    """A scheduled campaign's first-hop attempts wait ``pending`` from the start: released,
+    they go the bulk path, in batches, like an unscheduled campaign's."""
+    if not message_ids:
+        return
+    attempt_ids = list(work.session.scalars(
+        update(Attempt).where(Attempt.message_id.in_(message_ids), Attempt.hop == 0,
+                              Attempt.status == AttemptStatus.PENDING)
+        .values(not_before=None).returning(Attempt.id)
+        .execution_options(synchronize_session=False)).all())
+    for batch in chunks(attempt_ids, get_settings().bulk_batch_size):
+        work.task(tasknames.SEND_BULK, batch)
 
 
 def _expire_or_set_aside(client: redis.Redis, member: str) -> bool:
@@ -86,7 +158,25 @@ def _expire(member: str) -> bool:
         from worker import flows
 
         return flows.expire_step(member.removeprefix(STEP_DEADLINE_PREFIX), utcnow())
+    if member.startswith(timeliness.WAKE_PREFIX):
+        return _wake(member.removeprefix(timeliness.WAKE_PREFIX))
     return expiry.expire_attempt(member, utcnow())
+
+
+def _wake(attempt_id: str) -> bool:
+    """A waiting attempt's time has come (its quiet hours ended): send it, on its message's
+    queue. The send starts with the status guard, and asks the quiet hours again."""
+    with session_scope() as session:
+        row = session.execute(select(Attempt.status, Message.priority)
+                              .join(Message, Message.id == Attempt.message_id)
+                              .where(Attempt.id == attempt_id)).first()
+    client = get_redis()
+    deadlines.remove(client, [timeliness.WAKE_PREFIX + attempt_id])
+    if row is None or row.status != AttemptStatus.PENDING:
+        return False
+    publish(FollowUps(tasks=[Task(tasknames.SEND_ATTEMPT, (attempt_id,),
+                                  queue=tasknames.send_queue(row.priority))]))
+    return True
 
 
 def reindex_deadlines() -> int:
@@ -95,11 +185,17 @@ def reindex_deadlines() -> int:
         rows = session.execute(select(Attempt.id, Attempt.deadline_at).where(
             Attempt.deadline_at.is_not(None),
             Attempt.status.in_(UNSETTLED))).all()
+        waiting = session.execute(select(Attempt.id, Attempt.not_before).where(
+            Attempt.status == AttemptStatus.PENDING, Attempt.not_before.is_not(None))).all()
+        pending_deadlines = session.execute(select(Attempt.id, Attempt.deadline_at).where(
+            Attempt.status == AttemptStatus.PENDING, Attempt.deadline_at.is_not(None))).all()
     from worker import flows
 
     steps = flows.reindex_steps()
-    deadlines.index(get_redis(), [(r.id, r.deadline_at) for r in rows] + steps)
-    return len(rows) + len(steps)
+    wakes = [(timeliness.WAKE_PREFIX + r.id, r.not_before) for r in waiting]
+    deadlines.index(get_redis(), [(r.id, r.deadline_at) for r in (*rows, *pending_deadlines)]
+                    + steps + wakes)
+    return len(rows) + len(pending_deadlines) + len(steps) + len(wakes)
 
 
 def recover() -> dict[str, int]:

@@ -87,7 +87,7 @@ class ReliabilityStack(Stack):
     def start_worker(self) -> None:
         """Sends and reports (and webhooks) with the module's concurrency; waits until ready."""
         self._worker_runs += 1
-        self.worker = self._start(f"worker-{self._worker_runs}", "send,events,notify",
+        self.worker = self._start(f"worker-{self._worker_runs}", "critical,send,events,notify",
                                   self.options.concurrency)
 
     def start_sweeper(self) -> None:

@@ -146,9 +146,9 @@ def test_invalid_phone_is_422_naming_to_phone(client: FlaskClient,
 
 
 def test_unknown_field_is_422(client: FlaskClient, published: list[FollowUps]) -> None:
-    resp = client.post("/v1/messages", json=send_body(priority="high"), headers=AUTH)
+    resp = client.post("/v1/messages", json=send_body(colour="blue"), headers=AUTH)
     assert resp.status_code == 422
-    assert {"field": "priority", "message": "unknown field"} in resp.get_json()["errors"]
+    assert {"field": "colour", "message": "unknown field"} in resp.get_json()["errors"]
     assert published == []
 
 

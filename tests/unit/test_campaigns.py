@@ -306,6 +306,7 @@ def _row(n: int, phone: str) -> Any:
 
     return SimpleNamespace(id=f"a{n}", message_id=f"m{n}", channel="viber",
                            provider="messaggio", hop=0, retries=n % 3, app_id="default",
+                           valid_until=None, quiet_hours=None, priority="normal",
                            request={**{k: v for k, v in body(1).items() if k != "recipients"},
                                     "to": {"phone": phone}})
 

@@ -57,7 +57,7 @@ def test_full_valid_request() -> None:
     assert request.dlr_timeout == 600
     assert request.metadata == {"order": 1}
     dumped = request.model_dump(mode="json")
-    assert dumped["to"] == {"phone": E164, "email": None, "app_id": None}
+    assert dumped["to"] == {"phone": E164, "email": None, "app_id": None, "timezone": None}
     assert dumped["image_url"] == "https://example.com/a.png"
 
 
@@ -119,7 +119,7 @@ def test_text_for_sms_falls_back_to_text() -> None:
         pytest.param(valid(to={"phone": "hello"}), "to.phone", id="phone-not-a-number"),
         pytest.param(valid(to={"phone": ""}), "to.phone", id="phone-empty"),
         pytest.param(valid(to={}), "to.phone", id="phone-missing"),
-        pytest.param(valid(priority="high"), "priority", id="unknown-top-level-field"),
+        pytest.param(valid(colour="blue"), "colour", id="unknown-top-level-field"),
         pytest.param(valid(to={"phone": E164, "name": "Ann"}), "to.name",
                      id="unknown-field-inside-to"),
         pytest.param(valid(route=[]), "route", id="empty-route"),
@@ -148,8 +148,8 @@ def test_field_refusal_names_the_field(body: dict[str, Any], field: str) -> None
 
 
 def test_unknown_field_message() -> None:
-    errors = refusal(valid(priority="high"))
-    assert errors == [{"field": "priority", "message": "unknown field"}]
+    errors = refusal(valid(colour="blue"))
+    assert errors == [{"field": "colour", "message": "unknown field"}]
 
 
 def test_value_error_prefix_is_removed() -> None:

@@ -1,6 +1,7 @@
 """The deadline sweep (worker/sweeps.py): one failing entry does not block the ones behind
-it, and a sweep never releases a lock it no longer owns. Real (embedded) Redis; the firing of
-one member is replaced, so no database or worker is needed."""
+it, and a sweep never releases a lock it no longer owns. Real (embedded) Redis and a fresh
+database (the sweep also releases scheduled messages); the firing of one member is replaced,
+so no worker is needed."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ from worker import deadlines, sweeps
 
 
 @pytest.fixture()
-def client(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> redis.Redis:
+def client(redis_url: str, temp_db: object, published: object,
+           monkeypatch: pytest.MonkeyPatch) -> redis.Redis:
     client = redis.Redis.from_url(redis_url)
     client.delete(deadlines.KEY, sweeps._SWEEP_LOCK)
     monkeypatch.setattr(sweeps, "get_redis", lambda: client)
