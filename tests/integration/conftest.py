@@ -101,7 +101,7 @@ def _purge_queues(broker_url: str) -> None:
 
     with Connection(broker_url, connect_timeout=5) as conn:
         channel = conn.default_channel
-        for queue in set(tasknames.QUEUE_OF.values()):
+        for queue in sorted(tasknames.ALL_QUEUES):
             try:
                 channel.queue_purge(queue)
             except Exception:  # noqa: BLE001 - a queue not declared yet holds nothing
