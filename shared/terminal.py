@@ -55,10 +55,10 @@ RECORD = re.compile(r"^\[|^(DEBUG|INFO|WARNING|ERROR|CRITICAL):")
 PY_WARNING = re.compile(r"^\S+:\d+: (\w*Warning): ")
 SUPERUSER = "running the worker with superuser privileges"
 SUPERUSER_NOTE = (
-    "note: Celery warns that its workers run with superuser privileges (root), which it does "
-    "not recommend. Said once here for every worker (each log keeps its copy); to avoid it, "
-    "run `switchboard up` as an ordinary user, e.g. `su -c '.venv/bin/switchboard up' "
-    "someone`, or in a container with a non-root USER.")
+    "note: running as root, so Celery warns that its workers have superuser privileges, which "
+    "it does not recommend (said once here for every worker; each log keeps its copy). To "
+    "avoid it, run `switchboard up` as an ordinary user, or in a container with a non-root "
+    "USER.")
 STARTED = re.compile(r"^(\S+) started \(pid=(\d+)\)")
 STOPPED = re.compile(r"^(\S+) stopped \(rc=(-?\d+)\)")
 SIGNALLED = re.compile(r"^(SIGINT|SIGTERM) received")
