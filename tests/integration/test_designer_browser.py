@@ -151,6 +151,7 @@ def _step_message(stack: Stack, run_id: str, step: str) -> str:
 
 
 def test_build_check_save_try_and_read_a_flow(stack: Stack, browser: Any, shots: Path) -> None:
+    from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
 
@@ -177,6 +178,19 @@ def test_build_check_save_try_and_read_a_flow(stack: Stack, browser: Any, shots:
     assert steps[1]["buttons"][0]["next"] == "end_1"
     problems = browser.find_element(By.ID, "problems").text
     assert "No problems" in problems, problems
+
+    # Delete a link (select it, press Delete): the button has no next, shown on its step.
+    node_id = _node(browser, "message_1").get_attribute("id")  # node-<n>: the link's class
+    path = browser.find_element(By.CSS_SELECTOR, f".connection.node_out_{node_id} .main-path")
+    ActionChains(browser).move_to_element(path).click().perform()
+    browser.find_element(By.ID, "drawflow").send_keys(Keys.DELETE)
+    wait_for(lambda: "next" not in _model(browser)["steps"][0]["buttons"][0], 5, 0.05,
+             "the link removed")
+    _checked(browser)
+    assert "missing next" in _node(browser, "message_1").text
+    _link(browser, "message_1", 1, "message_2")  # and linked again
+    _checked(browser)
+    assert "No problems" in browser.find_element(By.ID, "problems").text
     layout = _model(browser)["layout"]
     assert layout["message_2"]["x"] > layout["message_1"]["x"] + 200  # where it was dropped
 

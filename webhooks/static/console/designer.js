@@ -553,9 +553,14 @@
   }
 
   // --- trying a run -------------------------------------------------------------------------
+  // "tester@example.com", "+32470123456", or both (comma-separated) for a route with the
+  // messenger and a phone channel.
   function contactOf(text) {
-    var v = text.trim();
-    return v.indexOf("@") > 0 ? {to: {email: v}} : {to: {phone: v}};
+    var to = {};
+    text.split(/[,;\s]+/).filter(Boolean).forEach(function (part) {
+      if (part.indexOf("@") > 0) { to.email = part; } else { to.phone = part; }
+    });
+    return {to: to};
   }
 
   function tryRun() {
