@@ -167,7 +167,7 @@ def run(host: str, port: int, flower_port: int, concurrency: int, demo: bool,
         for name, command in commands.items():
             manager.add_process(name, command, env=counted if name in _COUNTING else env,
                                 quiet=False)
-        console.say(_banner(settings, host, port, flower_port, notes, logs, verbose))
+        console.say(_banner(settings, host, port, flower_port, notes, logs, verbose), log=False)
         if demo:
             from shared.demo import run_demo
 

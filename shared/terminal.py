@@ -117,11 +117,14 @@ class Console:
         self._all_ready_said = False
 
     # --- what up and the demo say themselves ---------------------------------------------
-    def say(self, text: str) -> None:
-        """A line of our own (banner, demo), never interleaved with a process's line."""
+    def say(self, text: str, log: bool = True) -> None:
+        """A line of our own (banner, demo), never interleaved with a process's line. The
+        banner passes ``log=False``: it holds the generated credentials, which the terminal
+        shows once and no file keeps."""
         with self._lock:
             print(text, file=self.output, flush=True)
-            self._stream(SYSTEM_LOG).log.write(text.encode() + b"\n")
+            if log:
+                self._stream(SYSTEM_LOG).log.write(text.encode() + b"\n")
 
     # --- the honcho printer interface ----------------------------------------------------
     def write(self, message: Any) -> None:

@@ -158,3 +158,13 @@ def test_follow_prints_new_lines_of_every_log(tmp_path: Path) -> None:
     follower.join(5)
     assert sorted(out.getvalue().splitlines()) == ["web    | new line",
                                                    "worker | a worker line"]
+
+
+def test_the_banner_with_its_credentials_is_shown_but_not_logged(tmp_path: Path) -> None:
+    console, out = make(tmp_path)
+    console.say("  API key (generated): dev-secret-key", log=False)
+    console.say("demo: sent 4 messages")
+    console.close()
+    assert "dev-secret-key" in out.getvalue()
+    logged = "".join(p.read_text() for p in tmp_path.glob("*.log"))
+    assert "dev-secret-key" not in logged and "demo: sent 4 messages" in logged
