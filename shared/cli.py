@@ -30,7 +30,10 @@ EXAMPLES: dict[str, list[str]] = {
     "send": ["switchboard send --to +32470120000 --route viber,sms --text Hi "
              "--sms-text 'Hi (SMS)'",
              "switchboard send --to +32470120000 --template order_shipped --locale nl-BE "
-             "--data '{\"order\": {\"id\": \"A-17\"}}'"],
+             "--data '{\"order\": {\"id\": \"A-17\"}}'",
+             "switchboard send --to +32470120000 --route sms --text 'Sale starts' "
+             "--send-at 2026-12-24T09:00:00+01:00 --valid-until 2026-12-24T18:00:00+01:00 "
+             "--quiet-hours 21:00-08:00"],
     "seal": ["switchboard seal <message id>"],
     "friends": ["switchboard friends invite ann@example.com --name Ann"],
     "friends invite": ["switchboard friends invite ann@example.com --name Ann"],
@@ -63,6 +66,8 @@ EXAMPLES: dict[str, list[str]] = {
     "apps create": ["switchboard apps create shop --callback-url https://shop.example/events"],
     "apps list": ["switchboard apps list"],
     "apps rotate-secret": ["switchboard apps rotate-secret shop --overlap 2h"],
+    "apps update": ["switchboard apps update shop --quiet-hours 21:00-08:00"],
+    "cancel": ["switchboard cancel <message id>", "switchboard cancel <campaign id> --campaign"],
     "db": ["switchboard db upgrade"],
     "flower": ["FLOWER_BASIC_AUTH=admin:secret switchboard flower --port 5555"],
     "simulator": ["switchboard simulator --port 8025"],
@@ -154,6 +159,20 @@ def _build_parser() -> argparse.ArgumentParser:
     send.add_argument("--idempotency-key")
     send.add_argument("--callback-url")
     send.add_argument("--metadata", help="a JSON object")
+    send.add_argument("--send-at", help="send then: RFC 3339 with an offset "
+                      "(2026-12-24T09:00:00+01:00); the message waits as scheduled")
+    send.add_argument("--valid-until", help="no hop starts after this time (RFC 3339); "
+                      "undelivered by then it ends expired")
+    send.add_argument("--ttl", type=int, metavar="SECONDS", help="like --valid-until, relative")
+    send.add_argument("--quiet-hours", metavar="START-END[@ZONE]",
+                      help="e.g. 21:00-08:00 or 21:00-08:00@Europe/Brussels (default zone: the "
+                      "recipient's, from the phone number)")
+    send.add_argument("--critical", action="store_true", help="priority critical: ignores "
+                      "quiet hours and goes ahead of normal and bulk work")
+
+    cancel = sub.add_parser("cancel", help="cancel a message (or --campaign) not yet sent")
+    cancel.add_argument("id", help="message id (campaign id with --campaign)")
+    cancel.add_argument("--campaign", action="store_true", help="cancel a campaign's messages")
     send.add_argument("--template", help="a saved template's name, instead of --text")
     send.add_argument("--template-version", type=int, help="default: the latest")
     send.add_argument("--locale", help="the template's locale, e.g. nl-BE")
@@ -199,6 +218,11 @@ def _build_parser() -> argparse.ArgumentParser:
     create.add_argument("name")
     create.add_argument("--callback-url", help="where its status webhooks go by default")
     apps_sub.add_parser("list", help="list apps")
+    update = apps_sub.add_parser("update", help="change an app's settings (quiet hours)")
+    update.add_argument("app", help="name or id")
+    update.add_argument("--quiet-hours", metavar="START-END[@ZONE]", help="default quiet hours "
+                        "for its messages, e.g. 21:00-08:00 (zone: the recipient's) or "
+                        "21:00-08:00@Europe/Brussels; 'none' clears them")
     rotate = apps_sub.add_parser("rotate-secret", help="new webhook signing secret")
     rotate.add_argument("app", help="name or id")
     rotate.add_argument("--overlap", default="24h", type=_duration,
@@ -246,7 +270,7 @@ def _flows_parser(sub: Any) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     handler = {"up": _up, "logs": _logs, "demo": _demo, "send": _send, "status": _status, "db": _db,
-               "apps": _apps, "seal": _seal, "friends": _friends,
+               "apps": _apps, "seal": _seal, "friends": _friends, "cancel": _cancel,
                "conversations": _conversations, "conversation": _conversation,
                "flows": _flows, "templates": _templates, "consent": _consent, "flower": _flower,
                "simulator": _simulator}[args.command]
@@ -307,9 +331,15 @@ def _send_fields(args: argparse.Namespace) -> dict[str, Any]:
     fields: dict[str, Any] = {"to": to,
                               "route": [c.strip() for c in args.route.split(",") if c.strip()]}
     for name in ("text", "sms_text", "image_url", "image_id", "sender", "dlr_timeout",
-                 "idempotency_key", "callback_url", "tag"):
+                 "idempotency_key", "callback_url", "tag", "send_at", "valid_until"):
         if getattr(args, name) is not None:
             fields[name] = getattr(args, name)
+    if args.ttl is not None:
+        fields["ttl_seconds"] = args.ttl
+    if args.quiet_hours:
+        fields["quiet_hours"] = _quiet_hours(args.quiet_hours)
+    if args.critical:
+        fields["priority"] = "critical"
     if args.button_text or args.button_url:
         fields["button"] = {"text": args.button_text, "url": args.button_url}
     if args.allow_dismiss:
@@ -674,6 +704,9 @@ def _apps(args: argparse.Namespace) -> int:
                 app = apps.find(session, args.app)
                 if app is None:
                     raise CliError(f"no app {args.app!r}")
+                if args.apps_command == "update":
+                    _app_update(session, app, args)
+                    return 0
                 print(f"signing secret:  {apps.rotate_secret(session, app, args.overlap)}")
                 until = app.previous_secret_until
                 print("previous secret signs beside it until "
@@ -684,6 +717,54 @@ def _apps(args: argparse.Namespace) -> int:
     except OperationalError as exc:
         raise CliError(f"cannot use the database ({exc.orig}); run `switchboard db upgrade`")
     return 0
+
+
+def _quiet_hours(spec: str) -> dict[str, str]:
+    """``21:00-08:00`` or ``21:00-08:00@Europe/Brussels`` as the request's ``quiet_hours``."""
+    from shared.schemas import QuietHours
+
+    hours, _, zone = spec.partition("@")
+    try:
+        return QuietHours.parse_range(hours, zone or "auto").model_dump()
+    except (ValueError, ValidationError) as exc:
+        detail = "; ".join(e["message"] for e in error_list(exc)) \
+            if isinstance(exc, ValidationError) else str(exc)
+        raise CliError(f"--quiet-hours {spec!r}: {detail}") from None
+
+
+def _cancel(args: argparse.Namespace) -> int:
+    """On the database, like ``status``: the deployment's operator may cancel any message."""
+    from shared import cancellation
+    from shared.models import Message
+
+    def cancel(work: Any) -> str:
+        if args.campaign:
+            done = cancellation.cancel_campaign(work.session, args.id)
+            return (f"campaign {args.id}: {len(done.cancelled)} messages cancelled, "
+                    f"{done.already_sent} not (sent already, or ended)")
+        message = work.session.get(Message, args.id)
+        if message is None:
+            raise CliError(f"no message {args.id}")
+        try:
+            cancellation.cancel_message(work.session, message)
+        except cancellation.AlreadySent as exc:
+            raise CliError(f"cannot cancel: {exc}") from None
+        return f"message {args.id} cancelled"
+
+    print(_write_db(cancel))
+    return 0
+
+
+def _app_update(session: Any, app: Any, args: argparse.Namespace) -> None:
+    from shared import apps
+
+    if args.quiet_hours is None:
+        raise CliError("nothing to change: give --quiet-hours START-END or none")
+    quiet = None if args.quiet_hours.lower() == "none" else _quiet_hours(args.quiet_hours)
+    apps.set_quiet_hours(session, app, quiet)
+    session.commit()
+    print(f"{app.name}: quiet hours " + (f"{quiet['start']}-{quiet['end']} "
+                                         f"({quiet['timezone']})" if quiet else "none"))
 
 
 def _db(args: argparse.Namespace) -> int:

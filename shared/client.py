@@ -178,6 +178,19 @@ def preview_template(name: str, data: dict[str, Any] | None = None, *,
     return _api("POST", f"/v1/templates/{_quote(name)}/preview", api_url, api_key, json=body)
 
 
+def cancel(message_id: str, *, api_url: str | None = None,
+           api_key: str | None = None) -> dict[str, Any]:
+    """Cancel a message not yet sent on any hop: ``{"id", "status": "cancelled"}``. One
+    already sent on a hop raises ``requests.HTTPError`` (409) whose JSON names that hop."""
+    return _api("DELETE", f"/v1/messages/{_quote(message_id)}", api_url, api_key)
+
+
+def cancel_campaign(campaign_id: str, *, api_url: str | None = None,
+                    api_key: str | None = None) -> dict[str, Any]:
+    """Cancel each of a campaign's messages not yet sent: ``{"cancelled", "not_cancelled"}``."""
+    return _api("DELETE", f"/v1/campaigns/{_quote(campaign_id)}", api_url, api_key)
+
+
 def load_flow(document: str, *, content_type: str = "application/yaml",
               api_url: str | None = None, api_key: str | None = None) -> dict[str, Any]:
     """Save a flow definition (YAML or JSON text) as its next version: ``{"name", "version"}``."""

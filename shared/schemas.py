@@ -421,6 +421,13 @@ def error_list(exc: Exception) -> list[dict[str, str]]:
     return out
 
 
+class AppSettingsUpdate(Strict):
+    """``PATCH /v1/app``: the calling app's defaults; a field left out is left unchanged."""
+
+    quiet_hours: QuietHours | None = Field(
+        default=None, description="default quiet hours of messages naming none; null clears")
+
+
 class ReplayRequest(Strict):
     """Which events to deliver again: everything since a time, or one message's events."""
 

@@ -12,7 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from shared import contacts, feed, tasknames, uow
+from shared import apps, cancellation, contacts, feed, tasknames, uow
 from shared.db import session_scope
 from shared.lifecycle import MessageStatus
 from shared.messages import (
@@ -25,8 +25,15 @@ from shared.messages import (
     redeliver,
     request_hash,
 )
-from shared.models import Contact, Message
-from shared.schemas import EGRESS_CHECK, FriendRequest, ReplayRequest, SendRequest, error_list
+from shared.models import App, Contact, Message
+from shared.schemas import (
+    EGRESS_CHECK,
+    AppSettingsUpdate,
+    FriendRequest,
+    ReplayRequest,
+    SendRequest,
+    error_list,
+)
 from shared.templates import TemplateError
 from webhooks.auth import require_api_key
 from webhooks.publishing import recoverable_unit_of_work
@@ -165,6 +172,53 @@ def show(message_id: str):  # type: ignore[no-untyped-def]
         if message is None:
             return jsonify(error="not_found", message=f"no message {message_id}"), 404
         return jsonify(message_view(session, message))
+
+
+@api.delete("/messages/<message_id>")
+@require_api_key
+def cancel(message_id: str):  # type: ignore[no-untyped-def]
+    """Cancel a message not yet sent on any hop (``shared.cancellation``): 200 with its
+    status ``cancelled`` (again: the same answer), 409 naming the hop already sent."""
+    with session_scope() as session:
+        message = _own_message(session, message_id)
+        if message is None:
+            return jsonify(error="not_found", message=f"no message {message_id}"), 404
+        try:
+            cancellation.cancel_message(session, message)
+        except cancellation.AlreadySent as exc:
+            return jsonify(exc.body()), 409
+        session.commit()
+        return jsonify(id=message_id, status=MessageStatus.CANCELLED), 200
+
+
+@api.get("/app")
+@require_api_key
+def app_settings():  # type: ignore[no-untyped-def]
+    """The calling app's settings: its name and default quiet hours."""
+    with session_scope() as session:
+        app = session.get(App, g.app_id)
+        return jsonify(id=g.app_id, name=app.name if app else g.app_id,
+                       quiet_hours=app.quiet_hours if app else None)
+
+
+@api.patch("/app")
+@require_api_key
+def update_app_settings():  # type: ignore[no-untyped-def]
+    """Change the calling app's default quiet hours (``{"quiet_hours": null}`` clears them);
+    the bootstrap ``default`` app has no stored settings (create an app)."""
+    update = _parse(AppSettingsUpdate)
+    with session_scope() as session:
+        app = session.get(App, g.app_id)
+        if app is None:
+            message = ("the bootstrap app (SWITCHBOARD_API_KEYS) has no stored settings: "
+                       "create an app with `switchboard apps create`")
+            return jsonify(error="no_stored_settings", message=message,
+                           errors=[{"field": "quiet_hours", "message": message}]), 409
+        if "quiet_hours" in update.model_fields_set:
+            apps.set_quiet_hours(session, app, update.quiet_hours.model_dump()
+                                 if update.quiet_hours else None)
+        session.commit()
+        return jsonify(id=app.id, name=app.name, quiet_hours=app.quiet_hours)
 
 
 def _own_message(session: Session, message_id: str) -> Message | None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from flask import Blueprint, g, jsonify
 from sqlalchemy.exc import IntegrityError
 
-from shared import campaigns, tasknames
+from shared import campaigns, cancellation, tasknames
 from shared.db import session_scope
 from shared.messages import IdempotencyConflict
 from shared.models import Campaign
@@ -76,6 +76,20 @@ def _create(campaign_id: str, req: campaigns.CampaignRequest) -> tuple[int, int 
                 raise
             campaigns.check_campaign_replay(raced, req)
             return raced.total, None
+
+
+@campaigns_api.delete("/campaigns/<campaign_id>")
+@require_api_key
+def cancel(campaign_id: str):  # type: ignore[no-untyped-def]
+    """Cancel each of the campaign's messages not yet sent; those sent go on."""
+    with session_scope() as session:
+        campaign = session.get(Campaign, campaign_id)
+        if campaign is None or campaign.app_id != g.app_id:
+            return jsonify(error="not_found", message=f"no campaign {campaign_id}"), 404
+        done = cancellation.cancel_campaign(session, campaign_id)
+        session.commit()
+    return jsonify(id=campaign_id, cancelled=len(done.cancelled),
+                   not_cancelled=done.already_sent), 200
 
 
 @campaigns_api.get("/campaigns/<campaign_id>")

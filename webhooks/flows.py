@@ -101,10 +101,11 @@ def start_flow(name: str):  # type: ignore[no-untyped-def]
                     if req.contacts else runtime.consenting_contacts(work.session, definition,
                                                          g.app_id))
         _check_contacts(definition, contacts)
-        runs = [runtime.create_run(work.session, flow, contact, g.app_id, "api")
+        runs = [runtime.create_run(work.session, flow, contact, g.app_id, "api", req)
                 for contact in contacts]
         for run in runs:
-            work.task(tasknames.START_FLOW_RUN, run.id)
+            work.task(tasknames.START_FLOW_RUN, run.id,
+                      queue=tasknames.send_queue(req.priority))
         body = {"flow": {"name": flow.name, "version": flow.version},
                 "runs": [{"id": run.id, "contact": run.contact} for run in runs]}
     return jsonify(body), 202

@@ -20,7 +20,13 @@ from werkzeug.exceptions import HTTPException
 from shared.campaigns import CampaignRequest
 from shared.flows.definition import FlowDefinition
 from shared.flows.requests import FlowLinkRequest, FlowStartRequest
-from shared.schemas import ConsentUpdate, FriendRequest, ReplayRequest, SendRequest
+from shared.schemas import (
+    AppSettingsUpdate,
+    ConsentUpdate,
+    FriendRequest,
+    ReplayRequest,
+    SendRequest,
+)
 from shared.templates import PreviewRequest, TemplateDocument
 
 openapi = Blueprint("openapi", __name__)
@@ -30,7 +36,7 @@ JSON = "application/json"
 MODELS: tuple[type[BaseModel], ...] = (SendRequest, ReplayRequest, FriendRequest,
                                        CampaignRequest, FlowDefinition, FlowStartRequest,
                                        FlowLinkRequest, TemplateDocument, PreviewRequest,
-                                       ConsentUpdate)
+                                       ConsentUpdate, AppSettingsUpdate)
 _FLASK_PARAM = re.compile(r"<(?:[^<>:]+:)?([^<>]+)>")
 
 ERROR_DESCRIPTIONS = {
@@ -89,6 +95,8 @@ CONSENT = _object(("channel", "account", "address", "status", "categories", "rec
                   categories={"type": "array", "items": STRING}, recorded={"type": "boolean"},
                   source=STRING, updated_at=STRING, changed={"type": "boolean"},
                   history={"type": "array", "items": OBJECT})
+APP_SETTINGS = _object(("id", "name", "quiet_hours"), id=STRING, name=STRING,
+                       quiet_hours={"anyOf": [{"type": "null"}, _ref("QuietHours")]})
 RPC_ENVELOPE = _object(("id", "method", "params"), id=STRING, method=STRING, params=OBJECT)
 RPC_ANSWER = _object(("id", "result", "error"), id={}, result={},
                      error={"anyOf": [{"type": "null"}, _object(
@@ -101,7 +109,7 @@ MESSAGGIO_REPORT = _object((), **{name: STRING for name in (
 SCHEMAS: dict[str, dict[str, Any]] = {
     "Error": ERROR, "FieldError": FIELD_ERROR, "Attempt": ATTEMPT,
     "TimelineEvent": TIMELINE_EVENT, "MessageView": MESSAGE_VIEW, "FeedEvent": FEED_EVENT,
-    "Contact": CONTACT, "Consent": CONSENT, "RpcEnvelope": RPC_ENVELOPE, "RpcAnswer": RPC_ANSWER,
+    "Contact": CONTACT, "Consent": CONSENT, "AppSettings": APP_SETTINGS, "RpcEnvelope": RPC_ENVELOPE, "RpcAnswer": RPC_ANSWER,
     "ContactAtOnceAnswer": CAO_ANSWER, "MessaggioReport": MESSAGGIO_REPORT,
 }
 
@@ -190,6 +198,28 @@ MESSAGE_OPERATIONS: tuple[Operation, ...] = (
               "A message's status, attempts and timeline",
               {"200": _ok("The message.", _ref("MessageView")), **_errors(401, 404)},
               parameters=(MESSAGE_ID,), example_path="/v1/messages/x"),
+    Operation("delete", "/v1/messages/{message_id}", "cancelMessage",
+              "Cancel a message not yet sent on any hop (scheduled, waiting or queued)",
+              {"200": _ok("Cancelled (again: the same answer).", _object(
+                  ("id", "status"), id=STRING, status={"type": "string",
+                                                       "enum": ["cancelled"]})),
+               "409": _ok("Already sent on a hop: too late; names the hop.", _object(
+                   ("error", "message", "status"), error=STRING, message=STRING,
+                   status=STRING, hop={"type": ["object", "null"], "properties": {
+                       "hop": INTEGER, "channel": STRING, "status": STRING}})),
+               **_errors(401, 404)},
+              parameters=(MESSAGE_ID,), example_path="/v1/messages/x"),
+    Operation("get", "/v1/app", "getAppSettings", "The calling app's settings",
+              {"200": _ok("Its name and default quiet hours.", _ref("AppSettings")),
+               **_errors(401)},
+              tag="apps"),
+    Operation("patch", "/v1/app", "updateAppSettings",
+              "Change the calling app's default quiet hours (null clears them)",
+              {"200": _ok("The settings now.", _ref("AppSettings")),
+               "409": _ok("The bootstrap app has no stored settings.", _ref("Error")),
+               **_errors(400, 401, 413, 422)},
+              tag="apps", body=_json_body("AppSettingsUpdate", {"quiet_hours": {
+                  "start": "21:00", "end": "08:00", "timezone": "auto"}})),
     Operation("post", "/v1/messages/{message_id}/seal", "sealMessage",
               "Lock the messenger message so no more answers come",
               {"202": _ok("Sealing requested.", _object(("id", "status"), id=STRING,
@@ -267,6 +297,14 @@ BULK_AND_FLOW_OPERATIONS: tuple[Operation, ...] = (
                    idempotent_replay={"type": "boolean"})),
                **_errors(400, 401, 409, 413, 422)},
               tag="campaigns", body=_json_body("CampaignRequest", CAMPAIGN_EXAMPLE)),
+    Operation("delete", "/v1/campaigns/{campaign_id}", "cancelCampaign",
+              "Cancel each of a campaign's messages not yet sent",
+              {"200": _ok("How many were cancelled, how many go on.", _object(
+                  ("id", "cancelled", "not_cancelled"), id=STRING, cancelled=INTEGER,
+                  not_cancelled=INTEGER)),
+               **_errors(401, 404)},
+              tag="campaigns", parameters=(_path_param("campaign_id", "its id"),),
+              example_path="/v1/campaigns/x"),
     Operation("get", "/v1/campaigns/{campaign_id}", "getCampaign",
               "A campaign and where its messages are",
               {"200": _ok("The campaign.", _object(("id", "messages"), id=STRING,

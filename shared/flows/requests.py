@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field, model_validator
 
-from shared.schemas import ConversationRef, Recipient, Strict, _field_error
+from shared.schemas import ConversationRef, Recipient, Strict, Timing, _field_error
 
 
 class FlowContact(Strict):
@@ -30,9 +30,11 @@ def contact_key(contact: dict) -> str:
     return f"inapp:{(contact.get('conversation') or {}).get('consumer_id', '')}"
 
 
-class FlowStartRequest(Strict):
+class FlowStartRequest(Timing):
     """Launch a flow for a list of contacts, or for every contact with consent on the flow's
-    first channel (``all``)."""
+    first channel (``all``). The timing fields apply to its steps' messages: the first step
+    waits for ``send_at``; no step starts after ``valid_until``; quiet hours and priority
+    hold for each."""
 
     contacts: list[FlowContact] = Field(default_factory=list, max_length=1000)
     all: bool = False

@@ -20,7 +20,7 @@ from typing import Any, Protocol
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from shared import tasknames
+from shared import sendtime, tasknames
 from shared.flows.definition import FlowDefinition
 from shared.flows.render import (
     match_answer_id,
@@ -31,10 +31,10 @@ from shared.flows.render import (
     with_captions,
 )
 from shared.flows.requests import contact_key
-from shared.lifecycle import MESSAGE_FINAL
+from shared.lifecycle import MESSAGE_FINAL, MessageStatus
 from shared.messages import add_app_event, insert_message
 from shared.models import DEFAULT_APP, Contact, Flow, FlowRun, utcnow
-from shared.schemas import SendRequest
+from shared.schemas import SendRequest, Timing
 from shared.uow import Task
 
 STEP_DEADLINE_PREFIX = "flowstep:"
@@ -127,11 +127,14 @@ def definition_of(flow: Flow) -> FlowDefinition:
 # --- starting runs ---------------------------------------------------------------------------
 
 def create_run(session: Session, flow: Flow, contact: dict[str, Any], app_id: str,
-               trigger: str) -> FlowRun:
-    """A run in status ``starting``; the worker's start task sends its first step."""
+               trigger: str, timing: Timing | None = None) -> FlowRun:
+    """A run in status ``starting``; the worker's start task sends its first step. The
+    launch's ``timing`` (``send_at``, ``valid_until``, quiet hours, priority) is kept for
+    its steps' messages, a ttl fixed to a ``valid_until`` now."""
     run = FlowRun(id=str(uuid.uuid4()), flow_id=flow.id, app_id=app_id, contact=contact,
                   contact_key=contact_key(contact), trigger=trigger, status="starting",
-                  native=definition_of(flow).native, steps=[])
+                  native=definition_of(flow).native, steps=[],
+                  timing=launch_timing(timing, utcnow()) if timing is not None else None)
     session.add(run)
     session.flush()
     return run
@@ -214,6 +217,7 @@ def _send_step(session: Session, run: FlowRun, definition: FlowDefinition, step:
     message_id = str(uuid.uuid4())
     request = step_request(run, definition, step, reask)
     message = insert_message(session, message_id, request, run.app_id)
+    scheduled = message.status == MessageStatus.SCHEDULED
     if use is not None:
         message.template_name, message.template_version = use.name, use.version
         message.template_locale = use.locale
@@ -231,8 +235,10 @@ def _send_step(session: Session, run: FlowRun, definition: FlowDefinition, step:
                if use is not None and step.type == "message" else {})}]
     run.current_step, run.current_message_id = step.id, message_id
     run.reasked = 1 if reask else 0
-    _set_deadline(run, step, now, work)
-    work.tasks.append(Task(tasknames.DISPATCH, (message_id,)))
+    _set_deadline(run, step, message.send_at or now, work)
+    if not scheduled:  # a scheduled first step is released by the sweep at its send_at
+        work.tasks.append(Task(tasknames.DISPATCH, (message_id,),
+                               queue=tasknames.send_queue(message.priority)))
 
 
 def _set_deadline(run: FlowRun, step: Any, now: datetime, work: Work) -> None:
@@ -265,6 +271,7 @@ def step_request(run: FlowRun, definition: FlowDefinition, step: Any,
         **_addressing(run.contact), "route": route,
         "metadata": {"flow_run_id": run.id, "flow_step": step.id},
         "idempotency_key": f"flow:{run.id}:{step.id}:{len(run.steps)}:{int(reask)}"}
+    fields.update(_timing_fields(run))
     if "rogerthat" in route:
         fields["text"] = ("Sorry, I did not understand. " + plain) if reask else plain
         fields["texts"] = {ch: numbered for ch in route if ch in NUMBERED_CHANNELS}
@@ -272,6 +279,31 @@ def step_request(run: FlowRun, definition: FlowDefinition, step: Any,
     else:
         fields["text"] = numbered
     return SendRequest.model_validate(fields)
+
+
+def launch_timing(timing: Timing, now: datetime) -> dict[str, Any] | None:
+    """What a run keeps of its launch's timing (JSON): ``send_at`` for its first step, and a
+    ``valid_until`` (a ttl counted from ``send_at`` or now), quiet hours and priority for
+    every step."""
+    send_at = sendtime.schedule_time(timing.send_at, now)
+    valid_until = sendtime.validity_end(timing.valid_until, timing.ttl_seconds,
+                                        send_at or now)
+    kept = {"send_at": _iso(send_at) if send_at else None,
+            "valid_until": _iso(valid_until) if valid_until else None,
+            "quiet_hours": timing.quiet_hours.model_dump() if timing.quiet_hours else None,
+            "priority": timing.priority}
+    return kept if any(v for k, v in kept.items() if k != "priority") \
+        or timing.priority != sendtime.NORMAL else None
+
+
+def _timing_fields(run: FlowRun) -> dict[str, Any]:
+    """The send-request fields of a step's message from the run's launch timing."""
+    timing = run.timing or {}
+    fields = {k: timing[k] for k in ("valid_until", "quiet_hours", "priority")
+              if timing.get(k)}
+    if timing.get("send_at") and not run.steps:  # only the first step waits for it
+        fields["send_at"] = timing["send_at"]
+    return fields
 
 
 def _messenger_fields(step: Any) -> dict[str, Any]:

@@ -8,6 +8,8 @@ Create Date: 2026-12-04 18:55:00
   may go, resolved when it was accepted (``shared.sendtime``); an index on
   ``(status, send_at)`` for the schedule's rebuild after a Redis loss.
 * ``apps.quiet_hours``: an app's default quiet hours.
+* ``flow_runs.timing``: a launch's send_at, valid_until, quiet hours and priority, which its
+  steps' messages carry.
 """
 import sqlalchemy as sa
 from alembic import op
@@ -28,9 +30,13 @@ def upgrade() -> None:
         batch.create_index('ix_messages_status_send_at', ['status', 'send_at'])
     with op.batch_alter_table('apps') as batch:
         batch.add_column(sa.Column('quiet_hours', sa.JSON(), nullable=True))
+    with op.batch_alter_table('flow_runs') as batch:
+        batch.add_column(sa.Column('timing', sa.JSON(), nullable=True))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table('flow_runs') as batch:
+        batch.drop_column('timing')
     with op.batch_alter_table('apps') as batch:
         batch.drop_column('quiet_hours')
     with op.batch_alter_table('messages') as batch:
