@@ -310,7 +310,8 @@ def _datetime(_: Context, value: Any, format: str = "medium", tz: str = "UTC") -
 @pass_context
 def _time(_: Context, value: Any, format: str = "short", tz: str = "UTC") -> str:
     moment = value if isinstance(value, time) else _as_datetime(value)
-    return _plain(dates.format_time(moment, format, tzinfo=dates.get_timezone(tz), locale=_locale()))
+    return _plain(dates.format_time(moment, format, tzinfo=dates.get_timezone(tz),
+                                    locale=_locale()))
 
 
 @pass_context

@@ -24,7 +24,8 @@ def _text(browser: Any, element_id: str) -> str:
     return browser.find_element("id", element_id).text
 
 
-def test_the_editor_previews_while_typing_and_saves(stack: Stack, browser: Any) -> None:  # noqa: F811
+def test_the_editor_previews_while_typing_and_saves(  # noqa: F811 - the imported fixture
+        stack: Stack, browser: Any) -> None:
     host = urlsplit(stack.api_url).netloc
     browser.get(f"http://operator:{API_KEY}@{host}/console/templates/new")
     wait_for(lambda: "GSM-7" in _text(browser, "tpl-sms"), 15, message="the first preview")

@@ -72,7 +72,8 @@ def test_a_template_that_does_not_compile_names_locale_field_and_line() -> None:
 
 def test_an_unknown_filter_does_not_compile() -> None:
     with pytest.raises(TemplateError) as exc:
-        parse_document({"name": "x", "locales": {"en": {"text": "t", "buttons": {"y": "{{ a | shout }}"}}}})
+        parse_document({"name": "x", "locales": {"en": {"text": "t",
+                                                        "buttons": {"y": "{{ a | shout }}"}}}})
     assert _error(exc)["field"] == "locales.en.buttons.y"
     assert "shout" in _error(exc)["message"]
 
