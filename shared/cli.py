@@ -121,7 +121,7 @@ def _build_parser() -> argparse.ArgumentParser:
                     help="stream every line of every process (default: each process when "
                          "ready, warnings and errors; all of it is in <data dir>/log/)")
 
-    logs = sub.add_parser("logs", help="read the logs of `switchboard up`'s processes")
+    logs = sub.add_parser("logs", help="read the logs that switchboard up writes, per process")
     logs.add_argument("process", nargs="?",
                       help="web, worker, sweeper, notifier, beat, flower, simulator, … "
                            "(default: all)")
