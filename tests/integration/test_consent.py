@@ -47,6 +47,18 @@ def _consent(stack: Stack, channel: str, phone: str) -> dict[str, Any]:
     return response.json()
 
 
+def _feed(stack: Stack) -> list[dict[str, Any]]:
+    """The app's public events, as a producer polls them (``GET /v1/events``)."""
+    events, after = [], 0
+    while True:
+        page = requests.get(f"{stack.api_url}/v1/events?after={after}&limit=1000",
+                            headers=AUTH, timeout=10).json()
+        events += page["events"]
+        if not page["events"]:
+            return events
+        after = page["next"]
+
+
 def _wait_opted_out(stack: Stack, channel: str, phone: str) -> dict[str, Any]:
     return wait_for(lambda: (c := _consent(stack, channel, phone))["status"] == "opted_out"
                     and c, 20, 0.1, f"{channel} {phone} to be opted out")
@@ -59,6 +71,10 @@ def test_a_stop_reply_suppresses_the_next_sms_before_any_call(stack: Stack) -> N
     record = _wait_opted_out(stack, "sms", phone)
     assert (record["source"], record["history"][0]["message_id"]) == ("keyword", first["id"])
     assert _consent(stack, "viber", phone)["status"] == "opted_in"  # STOP: this channel only
+    told = wait_for(lambda: [e for e in _feed(stack) if e["type"] == "consent"
+                             and e["data"].get("address") == phone.lstrip("+")], 20, 0.2,
+                    "the consent event in the app's feed")
+    assert told[0]["data"]["status"] == "opted_out" and told[0]["data"]["source"] == "keyword"
 
     second = stack.wait_status(_send(stack, phone, ["sms"], "Sale!"), {"suppressed"})
     assert [(a["channel"], a["status"]) for a in second["attempts"]] == [("sms", "suppressed")]
