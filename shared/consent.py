@@ -43,7 +43,6 @@ STATUSES = (OPTED_OUT, OPTED_IN)
 KEYWORD, PROVIDER_REPORT, API, IMPORT, FRIENDSHIP, CLI = (
     "keyword", "provider_report", "api", "import", "friendship", "cli")
 ALL_CHANNEL_KEYWORDS = frozenset({"STOPALL", "STOP ALL"})  # opt out of every channel
-MESSENGER_DEFAULT_SCOPE = "rogerthat"  # the messenger app a request names by default
 MAX_CATEGORIES = 50
 
 
@@ -144,7 +143,9 @@ def default_scope(channel: str) -> str:
     """The provider account a bare address means: the messenger's default app, the in-app
     default advertiser, the gateway's one account ("")."""
     if channel in EMAIL_CHANNELS:
-        return MESSENGER_DEFAULT_SCOPE
+        from shared.providers.rogerthat import DEFAULT_APP_ID  # what a request defaults to
+
+        return DEFAULT_APP_ID
     if channel in CONVERSATION_CHANNELS:
         return get_settings().contactatonce_advertiser_id
     return ""
