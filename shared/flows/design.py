@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-COLUMN, ROW, MARGIN = 320, 190, 40  # canvas pixels between generated step positions
+COLUMN, ROW, MARGIN = 280, 170, 40  # canvas pixels between generated step positions
 _TOP_KEYS = ("name", "description", "route", "native", "triggers", "start", "steps",
              "layout")
 _STEP_KEYS = ("id", "type", "text", "buttons", "next", "branding", "alert", "auto_lock",

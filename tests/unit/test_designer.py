@@ -148,7 +148,7 @@ def test_a_flow_loaded_without_a_layout_opens_with_a_generated_one(client: Flask
     assert saved.status_code == 201
     data = page_data(client.get("/console/flows/plain/edit", headers=login()))
     assert data["definition"]["layout"] == {"ask": {"x": 40, "y": 40},
-                                            "done": {"x": 360, "y": 40}}
+                                            "done": {"x": 320, "y": 40}}
 
 
 def test_try_starts_one_run_and_the_run_can_be_polled(client: FlaskClient,

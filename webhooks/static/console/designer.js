@@ -608,6 +608,21 @@
       });
   }
 
+  // A flow wider or taller than the canvas opens zoomed out to show every step (down to
+  // half size); Ctrl+wheel zooms and dragging the background pans, as Drawflow does.
+  function fitToView() {
+    var box = $("drawflow").getBoundingClientRect(), right = 0, bottom = 0;
+    Object.keys(model.layout || {}).forEach(function (id) {
+      right = Math.max(right, model.layout[id].x + 260);
+      bottom = Math.max(bottom, model.layout[id].y + 180);
+    });
+    var scale = Math.min(1, box.width / (right || 1), box.height / (bottom || 1));
+    if (scale < 1) {
+      editor.zoom = Math.max(0.5, Math.floor(scale * 20) / 20);
+      editor.zoom_refresh();
+    }
+  }
+
   // --- start --------------------------------------------------------------------------------
   function setMode(next) {
     mode = next;
@@ -641,6 +656,7 @@
       });
     }
     render();
+    fitToView();
     setMode(mode);
     check({definition: model});
     document.body.dataset.designerReady = "1";
