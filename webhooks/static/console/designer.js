@@ -407,7 +407,7 @@
     if (step.type === "message" || step.type === "question") { branchFields(box, step); }
     box.appendChild(el("button", {type: "button", id: "step-delete", text: "Delete step " + step.id,
       on: {click: function () { removeStep(step.id, false); }}}));
-    box.querySelectorAll("input, select, textarea").forEach(function (i) { i.disabled = mode === "readonly"; });
+    box.querySelectorAll("input, select, textarea, button").forEach(function (i) { i.disabled = mode === "readonly"; });
   }
 
   function actionParts(action) {
