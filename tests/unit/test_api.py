@@ -458,3 +458,92 @@ def test_unknown_path_is_404_json(client: FlaskClient) -> None:
     resp = client.get("/nope")
     assert resp.status_code == 404
     assert resp.is_json
+
+
+# --- time-aware delivery (issue 17): schedule, cancel, app quiet hours ---------------------------
+
+def _ahead(seconds: float) -> str:
+    from datetime import UTC, datetime, timedelta
+
+    return (datetime.now(UTC) + timedelta(seconds=seconds)).isoformat()
+
+
+def test_a_send_at_ahead_is_scheduled_and_publishes_nothing(
+        client: FlaskClient, published: list[FollowUps]) -> None:
+    resp = client.post("/v1/messages", json=send_body(send_at=_ahead(3600)), headers=AUTH)
+    assert resp.status_code == 202 and resp.get_json()["status"] == "scheduled"
+    assert tasks(published) == []
+    view = client.get(f"/v1/messages/{resp.get_json()['id']}", headers=AUTH).get_json()
+    assert view["status"] == "scheduled" and view["events"][0]["type"] == "scheduled"
+
+
+def test_a_send_at_in_the_past_means_now(client: FlaskClient,
+                                        published: list[FollowUps]) -> None:
+    resp = client.post("/v1/messages", json=send_body(send_at=_ahead(-60)), headers=AUTH)
+    assert resp.status_code == 202 and resp.get_json()["status"] == "queued"
+    assert tasks(published) == [(tasknames.DISPATCH, (resp.get_json()["id"],))]
+
+
+def test_a_critical_message_is_dispatched_on_the_critical_queue(
+        client: FlaskClient, published: list[FollowUps]) -> None:
+    resp = client.post("/v1/messages", json=send_body(priority="critical"), headers=AUTH)
+    assert resp.status_code == 202
+    assert [t.queue for f in published for t in f.tasks] == [tasknames.CRITICAL_QUEUE]
+
+
+def test_a_valid_until_in_the_past_is_a_422_naming_it(
+        client: FlaskClient, published: list[FollowUps]) -> None:
+    resp = client.post("/v1/messages", json=send_body(valid_until=_ahead(-1)), headers=AUTH)
+    assert resp.status_code == 422
+    assert [e["field"] for e in resp.get_json()["errors"]] == ["valid_until"]
+
+
+def test_cancel_over_http(client: FlaskClient, published: list[FollowUps]) -> None:
+    message_id = client.post("/v1/messages", json=send_body(send_at=_ahead(3600)),
+                             headers=AUTH).get_json()["id"]
+    from shared import apps
+
+    with session_scope() as session:
+        other = apps.create(session, "other")
+        session.commit()
+    assert client.delete(f"/v1/messages/{message_id}", headers={
+        "Authorization": f"Bearer {other.api_key}"}).status_code == 404  # not theirs
+    resp = client.delete(f"/v1/messages/{message_id}", headers=AUTH)
+    assert resp.status_code == 200 and resp.get_json() == {"id": message_id,
+                                                            "status": "cancelled"}
+    assert client.delete(f"/v1/messages/{message_id}", headers=AUTH).status_code == 200
+    sent = client.post("/v1/messages", json=send_body(), headers=AUTH).get_json()["id"]
+    from worker import engine
+
+    attempt_id = engine.dispatch(sent)
+    with session_scope() as session:
+        session.get_one(Attempt, attempt_id).status = "sending"
+        session.commit()
+    refused = client.delete(f"/v1/messages/{sent}", headers=AUTH)
+    assert refused.status_code == 409
+    assert refused.get_json()["hop"] == {"hop": 0, "channel": "viber", "status": "sending"}
+
+
+def test_app_quiet_hours_over_http_apply_to_its_messages(
+        client: FlaskClient, published: list[FollowUps]) -> None:
+    from shared import apps
+
+    with session_scope() as session:
+        shop = apps.create(session, "shop")
+        session.commit()
+    auth = {"Authorization": f"Bearer {shop.api_key}"}
+    quiet = {"start": "21:00", "end": "08:00", "timezone": "auto"}
+    resp = client.patch("/v1/app", json={"quiet_hours": quiet}, headers=auth)
+    assert resp.status_code == 200 and resp.get_json()["quiet_hours"] == quiet
+    assert client.get("/v1/app", headers=auth).get_json()["quiet_hours"] == quiet
+    message_id = client.post("/v1/messages", json=send_body(), headers=auth).get_json()["id"]
+    with session_scope() as session:
+        kept = session.get_one(Message, message_id).quiet_hours
+    assert kept == {**quiet, "timezone": "Europe/Brussels", "zone_source": "phone"}
+    bad = client.patch("/v1/app", json={"quiet_hours": {"start": "9pm", "end": "08:00"}},
+                       headers=auth)
+    assert bad.status_code == 422 and bad.get_json()["errors"][0]["field"] == "quiet_hours.start"
+    assert client.patch("/v1/app", json={"quiet_hours": None},
+                        headers=auth).get_json()["quiet_hours"] is None
+    assert client.patch("/v1/app", json={"quiet_hours": quiet},
+                        headers=AUTH).status_code == 409  # the bootstrap app

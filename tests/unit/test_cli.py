@@ -165,3 +165,70 @@ def test_logs_before_any_up_says_where_they_would_be(tmp_path: Path,
     assert main(["logs"]) == 2
     assert f"no logs in {tmp_path / 'log'}" in capsys.readouterr().err
     get_settings.cache_clear()
+
+
+# --- time-aware delivery (issue 17) -------------------------------------------------------------
+
+def test_send_timing_flags_become_request_fields() -> None:
+    from shared.cli import _send_fields
+
+    args = _parser().parse_args([
+        "send", "--to", "+32470120000", "--text", "hi", "--send-at", "2026-12-24T09:00:00+01:00",
+        "--valid-until", "2026-12-24T18:00:00+01:00", "--quiet-hours",
+        "21:00-08:00@Europe/Brussels", "--critical"])
+    fields = _send_fields(args)
+    assert fields["send_at"] == "2026-12-24T09:00:00+01:00"
+    assert fields["valid_until"] == "2026-12-24T18:00:00+01:00"
+    assert fields["quiet_hours"] == {"start": "21:00", "end": "08:00",
+                                     "timezone": "Europe/Brussels"}
+    assert fields["priority"] == "critical"
+    ttl = _send_fields(_parser().parse_args(["send", "--to", "+32470120000", "--text", "hi",
+                                             "--ttl", "600", "--quiet-hours", "22:00-07:00"]))
+    assert ttl["ttl_seconds"] == 600 and ttl["quiet_hours"]["timezone"] == "auto"
+
+
+@pytest.mark.parametrize("spec", ["21:00", "9pm-8am", "21:00-08:00@Nowhere/Town"])
+def test_bad_quiet_hours_are_a_clear_error(spec: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["send", "--to", "+32470120000", "--text", "hi", "--quiet-hours", spec]) == 2
+    err = capsys.readouterr().err
+    assert "--quiet-hours" in err and "Traceback" not in err
+
+
+def test_cancel_a_scheduled_message_and_refuse_an_unknown_one(
+        database: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from shared.db import session_scope
+    from shared.messages import create_message
+    from shared.models import Message
+    from shared.schemas import SendRequest
+
+    later = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+    with session_scope() as session:
+        create_message(session, "m-later", SendRequest.model_validate(
+            {"to": {"phone": "+32470120000"}, "route": ["sms"], "text": "x", "send_at": later}))
+    assert main(["cancel", "m-later"]) == 0
+    assert "cancelled" in capsys.readouterr().out
+    with session_scope() as session:
+        assert session.get_one(Message, "m-later").status == "cancelled"
+    assert main(["cancel", "nope"]) == 2
+    assert "no message nope" in capsys.readouterr().err
+
+
+def test_apps_update_sets_and_clears_quiet_hours(database: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    from shared import apps
+    from shared.db import session_scope
+
+    with session_scope() as session:
+        apps.create(session, "shop")
+        session.commit()
+    assert main(["apps", "update", "shop", "--quiet-hours", "21:00-08:00"]) == 0
+    assert "21:00-08:00 (auto)" in capsys.readouterr().out
+    with session_scope() as session:
+        assert apps.find(session, "shop").quiet_hours == {"start": "21:00", "end": "08:00",
+                                                          "timezone": "auto"}
+    assert main(["apps", "update", "shop", "--quiet-hours", "none"]) == 0
+    with session_scope() as session:
+        assert apps.find(session, "shop").quiet_hours is None
+    assert main(["apps", "update", "nobody", "--quiet-hours", "none"]) == 2

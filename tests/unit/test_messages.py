@@ -61,3 +61,35 @@ def test_a_lone_surrogate_hashes() -> None:
     data = _request(metadata={"note": "x\ud800y"}).model_dump(mode="json")  # Any: unchecked
     other = _request(metadata={"note": "xy"}).model_dump(mode="json")
     assert request_hash(data) != request_hash(other)
+
+
+# --- timing resolved at accept (issue 17) -------------------------------------------------------
+
+def test_quiet_hours_resolved_at_accept_and_the_timeline_says_when_the_zone_is_a_guess(
+        temp_db: object) -> None:
+    from sqlalchemy import select
+
+    from shared.db import session_scope
+    from shared.messages import create_message
+    from shared.models import Event, Message
+    from shared.schemas import SendRequest
+
+    quiet = {"start": "22:00", "end": "07:00", "timezone": "auto"}
+    requests = {
+        "russia": {"to": {"phone": "+79161234567"}, "route": ["sms"], "text": "x",
+                   "quiet_hours": quiet},
+        "messenger": {"to": {"email": "ann@example.com"}, "route": ["rogerthat"], "text": "x",
+                      "allow_dismiss": True, "quiet_hours": quiet},
+        "belgium": {"to": {"phone": "+32470120001"}, "route": ["sms"], "text": "x",
+                    "quiet_hours": quiet},
+    }
+    with session_scope() as session:
+        for message_id, body in requests.items():
+            create_message(session, message_id, SendRequest.model_validate(body))
+        notes = {e.message_id: e.payload for e in session.scalars(
+            select(Event).where(Event.type == "quiet_hours"))}
+        kept = {m.id: m.quiet_hours for m in session.scalars(select(Message))}
+    assert notes["russia"]["applied"] is True and notes["russia"]["zones"] > 1
+    assert notes["messenger"]["applied"] is False  # no zone known: nothing is held
+    assert "belgium" not in notes
+    assert kept["belgium"]["timezone"] == "Europe/Brussels" and kept["messenger"] is None

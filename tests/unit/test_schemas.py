@@ -237,3 +237,67 @@ def test_inapp_route_can_fall_back_to_sms() -> None:
     request = SendRequest.model_validate(inapp(route=["inapp", "sms"], to={"phone": PHONE}))
     assert request.route == ["inapp", "sms"]
     assert request.deadline_for("inapp", 600) == 600
+
+
+# --------------------------------------------------------------------------------------
+# Timing: send_at, valid_until / ttl_seconds, quiet_hours, priority (shared.sendtime)
+# --------------------------------------------------------------------------------------
+
+def ahead(hours: float, offset: str = "Z") -> str:
+    """An RFC 3339 time ``hours`` from now (UTC, written with ``offset`` as Z)."""
+    from datetime import UTC, datetime, timedelta
+
+    return (datetime.now(UTC) + timedelta(hours=hours)).strftime("%Y-%m-%dT%H:%M:%S") + offset
+
+
+def intake_refusal(body: dict[str, Any]) -> list[dict[str, str]]:
+    """As the API validates: with the intake context (clock-relative rules on)."""
+    from shared.schemas import EGRESS_CHECK
+
+    with pytest.raises(ValidationError) as info:
+        SendRequest.model_validate(body, context=EGRESS_CHECK)
+    return error_list(info.value)
+
+
+def test_timing_fields_are_accepted() -> None:
+    request = SendRequest.model_validate(valid(
+        send_at=ahead(24, "+00:00"), valid_until=ahead(30),
+        quiet_hours={"start": "21:00", "end": "08:00", "timezone": "Europe/Brussels"},
+        priority="critical", to={"phone": PHONE, "timezone": "Europe/Brussels"}))
+    assert request.priority == "critical" and request.quiet_hours is not None
+    assert request.quiet_hours.timezone == "Europe/Brussels"
+    assert request.to.timezone == "Europe/Brussels"
+
+
+@pytest.mark.parametrize(("overrides", "field"), [
+    ({"send_at": ahead(1, "")}, "send_at"),  # no offset
+    ({"send_at": ahead(24 * 400)}, "send_at"),  # more than a year ahead
+    ({"send_at": ahead(48), "valid_until": ahead(24)}, "valid_until"),  # ends before it starts
+    ({"valid_until": ahead(24), "ttl_seconds": 60}, "ttl_seconds"),
+    ({"ttl_seconds": 0}, "ttl_seconds"),
+    ({"quiet_hours": {"start": "25:00", "end": "08:00"}}, "quiet_hours.start"),
+    ({"quiet_hours": {"start": "21:00", "end": "08:00", "timezone": "Mars/Olympus"}},
+     "quiet_hours.timezone"),
+    ({"quiet_hours": {"start": "21:00"}}, "quiet_hours.end"),
+    ({"priority": "urgent"}, "priority"),
+    ({"to": {"phone": PHONE, "timezone": "CET+1"}}, "to.timezone"),
+], ids=["naive-send-at", "too-far", "valid-before-send", "both-validities", "zero-ttl",
+        "bad-clock", "bad-zone", "missing-end", "bad-priority", "bad-recipient-zone"])
+def test_timing_refusals_name_the_field(overrides: dict[str, Any], field: str) -> None:
+    assert field in fields(refusal(valid(**overrides)))
+
+
+def test_a_past_valid_until_is_refused_at_intake_only() -> None:
+    """The API refuses it; a stored request read back after it passed still validates."""
+    body = valid(valid_until="2020-01-01T00:00:00Z")
+    assert fields(intake_refusal(body)) == ["valid_until"]
+    assert SendRequest.model_validate(body).valid_until is not None
+
+
+def test_quiet_hours_short_form() -> None:
+    from shared.schemas import QuietHours
+
+    assert QuietHours.parse_range("21:00-08:00").model_dump() == {
+        "start": "21:00", "end": "08:00", "timezone": "auto"}
+    with pytest.raises(ValueError):
+        QuietHours.parse_range("21:00")

@@ -63,3 +63,74 @@ def test_a_held_lock_means_no_second_sweep(client: redis.Redis) -> None:
     deadlines.index(client, [("x", utcnow() - timedelta(seconds=1))])
     assert sweeps.sweep_deadlines(budget_seconds=1) == 0
     assert client.zscore(deadlines.KEY, "x") is not None
+
+
+# --- schedules and wake-ups (issue 17) ---------------------------------------------------------
+
+def _scheduled(seconds: float, priority: str = "normal") -> str:
+    from datetime import UTC
+
+    from shared.db import session_scope
+    from shared.messages import create_message, new_message_id
+    from shared.schemas import SendRequest
+
+    request = SendRequest.model_validate({
+        "to": {"phone": "+32470123456"}, "route": ["sms"], "text": "Later", "priority": priority,
+        "send_at": (utcnow() + timedelta(seconds=seconds)).replace(tzinfo=UTC).isoformat()})
+    message_id = new_message_id(None)
+    with session_scope() as session:
+        create_message(session, message_id, request)
+    return message_id
+
+
+def _status(message_id: str) -> str:
+    from shared.db import session_scope
+    from shared.models import Message
+
+    with session_scope() as session:
+        return session.get_one(Message, message_id).status
+
+
+def test_release_sends_what_is_due_and_only_that(client: redis.Redis, published: list) -> None:
+    from shared import tasknames
+
+    due, critical, later = _scheduled(60), _scheduled(60, "critical"), _scheduled(3600)
+    assert sweeps.release_scheduled(now=utcnow() + timedelta(seconds=61)) == 2
+    assert [_status(m) for m in (due, critical, later)] == ["queued", "queued", "scheduled"]
+    sent = {(t.name, t.args[0], t.queue) for f in published for t in f.tasks}
+    assert sent == {(tasknames.DISPATCH, due, None),
+                    (tasknames.DISPATCH, critical, tasknames.CRITICAL_QUEUE)}
+    assert sweeps.release_scheduled(now=utcnow() + timedelta(seconds=61)) == 0  # once only
+
+
+def test_after_a_sweep_the_next_due_entry_gets_a_sweep_of_its_own(
+        client: redis.Redis, published: list) -> None:
+    from shared import tasknames
+
+    _scheduled(0.4)
+    countdown = sweeps.wake_for_next(client)
+    assert countdown is not None and 0 < countdown <= 0.4
+    wakes = [t for f in published for t in f.tasks if t.name == tasknames.SWEEP_DEADLINES]
+    assert [t.countdown for t in wakes] == [countdown]
+    assert sweeps.wake_for_next(client) is None  # one is on its way already
+    client.delete(sweeps._WAKE_KEY)
+    _scheduled(3600)
+    deadlines.index(client, [("far", utcnow() + timedelta(hours=1))])
+    soonest = sweeps.wake_for_next(client)
+    assert soonest is not None and soonest <= 0.4  # the soonest of both sources counts
+
+
+def test_a_wake_up_sends_a_waiting_attempt_on_its_messages_queue(
+        client: redis.Redis, published: list) -> None:
+    from shared import tasknames
+    from tests.unit.conftest import queued_message
+    from worker import timeliness
+
+    _, attempt_id = queued_message(to={"phone": "+32470123456"}, route=["sms"], text="Hi",
+                                   priority="critical")
+    member = timeliness.WAKE_PREFIX + attempt_id
+    deadlines.index(client, [(member, utcnow() - timedelta(seconds=1))])
+    assert sweeps._expire(member)
+    assert (tasknames.SEND_ATTEMPT, (attempt_id,), tasknames.CRITICAL_QUEUE) in [
+        (t.name, t.args, t.queue) for f in published for t in f.tasks]
+    assert client.zscore(deadlines.KEY, member) is None
