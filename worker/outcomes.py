@@ -27,7 +27,7 @@ from typing import Any
 from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.orm import Session
 
-from shared import conversations
+from shared import conversations, sendtime
 from shared.apps import delivery_target
 from shared.consent import Refusal
 from shared.lifecycle import (
@@ -240,7 +240,9 @@ def submitted(batch: Batch, result: SendResult | None, window: float,
     """Accepted (or maybe): each attempt ``submitted`` with its own provider id and deadline.
     A report may have overtaken us (matched by attempt id): what it set is kept."""
     now = utcnow()
-    due = now + timedelta(seconds=window)
+    ends = [i.valid_until for i in batch.items if i.valid_until is not None]
+    # the window was measured before the call: clamp again so no deadline passes valid_until
+    due = sendtime.clamp_due(now + timedelta(seconds=window), min(ends) if ends else None)
     ids = dict(result.provider_message_ids) if result is not None else {}
     pmids = {item.attempt_id: _pmid(ids, item) for item in batch.items}
     target = apply_attempt(AttemptStatus.SENDING, "submitted").status

@@ -4,13 +4,14 @@ recorded twice changes nothing the second time. No Redis, worker or HTTP."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
 from sqlalchemy import select
 
 from shared import tasknames
-from shared.models import Attempt, Event, Message
+from shared.models import Attempt, Event, Message, utcnow
 from shared.providers.base import PermanentError, RetryableError, SendResult
 from shared.schemas import SendRequest
 from shared.uow import FollowUps, unit_of_work
@@ -95,3 +96,18 @@ def test_retry_later_returns_the_batch_to_pending_and_keeps_its_deadline(
     get_settings.cache_clear()
     outcomes.retry_later(batch, RetryableError("temporary_error"), "pending")
     assert _statuses(Attempt, batch.attempt_ids) == ["failed"] * 3
+
+
+def test_submitted_never_sets_a_deadline_past_the_messages_valid_until(
+        published: list[FollowUps]) -> None:
+    """The window was measured before the provider call; the call took time, so the deadline
+    is clamped again when the answer is recorded (issue 17: no hop's deadline runs past
+    valid_until)."""
+    batch = _claimed_batch()
+    ends = utcnow() + timedelta(seconds=5)
+    batch = replace(batch, items=tuple(replace(i, valid_until=ends) for i in batch.items))
+    outcomes.submitted(batch, SendResult(provider_message_ids={p: p for p in PHONES}), 5.0)
+    with unit_of_work() as work:
+        deadlines = work.session.scalars(select(Attempt.deadline_at).where(
+            Attempt.id.in_(batch.attempt_ids))).all()
+    assert deadlines == [ends] * 3
