@@ -31,6 +31,7 @@ def create_app() -> Flask:
     from webhooks.consent import consent_api
     from webhooks.console_consent import console_consent
     from webhooks.console import console
+    from webhooks.console_cancel import console_cancel
     from webhooks.contactatonce import contactatonce
     from webhooks.conversations import conversations
     from webhooks.designer import designer
@@ -47,6 +48,7 @@ def create_app() -> Flask:
     app.register_blueprint(consent_api)
     app.register_blueprint(console_consent)
     app.register_blueprint(console)
+    app.register_blueprint(console_cancel)
     app.register_blueprint(designer)
     app.register_blueprint(contactatonce)
     app.register_blueprint(conversations)

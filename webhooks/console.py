@@ -29,7 +29,7 @@ from sqlalchemy.orm import Session
 
 from shared.apps import app_for_key
 from shared.db import session_scope
-from shared.lifecycle import MESSAGE_FINAL, MESSAGE_RANK
+from shared.lifecycle import MESSAGE_CLOSED, MESSAGE_RANK, MessageStatus
 from shared.messages import message_view
 from shared.models import DEFAULT_APP, Attempt, Callback, Message
 from shared.providers import PROVIDER_FOR_CHANNEL
@@ -39,7 +39,7 @@ console = Blueprint("console", __name__, url_prefix="/console", template_folder=
                     static_folder="static")
 
 REALM = "switchboard console"
-STATUSES = (*MESSAGE_RANK, *sorted(MESSAGE_FINAL))
+STATUSES = (MessageStatus.SCHEDULED, *MESSAGE_RANK, *sorted(MESSAGE_CLOSED))
 CHANNELS = get_args(Channel)
 PROVIDERS = tuple(sorted(set(PROVIDER_FOR_CHANNEL.values())))
 FILTER_NAMES = frozenset({"status", "channel", "provider", "recipient", "since", "until",

@@ -1,0 +1,82 @@
+"""The console's scheduled filter and cancel button (webhooks/console_cancel.py): the button
+shows on messages not yet sent, cancels over JSON from this origin only, and an app's key
+cancels only its own messages."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from flask.testing import FlaskClient
+
+from shared import apps
+from shared.db import session_scope
+from shared.messages import create_message, new_message_id
+from shared.models import Message
+from shared.schemas import SendRequest
+from shared.settings import get_settings
+from tests.unit.test_console import ADMIN, BOOTSTRAP_KEY, basic
+from webhooks.app import create_app
+
+JSON = {"Content-Type": "application/json"}
+
+
+@pytest.fixture
+def client(temp_db: object, monkeypatch: pytest.MonkeyPatch) -> Iterator[FlaskClient]:
+    monkeypatch.setenv("SWITCHBOARD_API_KEYS", BOOTSTRAP_KEY)
+    get_settings.cache_clear()
+    app = create_app()
+    app.config["TESTING"] = True
+    yield app.test_client()
+    get_settings.cache_clear()
+
+
+def _scheduled(app_id: str = "default") -> str:
+    later = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+    message_id = new_message_id(None)
+    with session_scope() as session:
+        create_message(session, message_id, SendRequest.model_validate(
+            {"to": {"phone": "+32470120000"}, "route": ["sms"], "text": "Later",
+             "send_at": later}), app_id)
+    return message_id
+
+
+def _status(message_id: str) -> str:
+    with session_scope() as session:
+        return session.get_one(Message, message_id).status
+
+
+def test_the_scheduled_filter_lists_scheduled_messages(client: FlaskClient) -> None:
+    message_id = _scheduled()
+    page = client.get("/console/messages?status=scheduled", headers=ADMIN)
+    assert page.status_code == 200 and message_id in page.text
+    assert message_id not in client.get("/console/messages?status=queued", headers=ADMIN).text
+
+
+def test_the_button_cancels_over_json_from_this_origin_only(client: FlaskClient) -> None:
+    message_id = _scheduled()
+    page = client.get(f"/console/messages/{message_id}", headers=ADMIN).text
+    assert 'id="cancel-message"' in page and "console/cancel.js" in page
+    url = f"/console/messages/{message_id}/cancel"
+    assert client.post(url, data={"x": "1"}, headers=ADMIN).status_code == 415  # a form
+    assert client.post(url, data="{}", headers={**ADMIN, **JSON,
+                                                "Origin": "https://evil.example"}
+                       ).status_code == 403
+    assert _status(message_id) == "scheduled"
+    done = client.post(url, data="{}", headers={**ADMIN, **JSON})
+    assert done.status_code == 200 and done.get_json()["status"] == "cancelled"
+    assert _status(message_id) == "cancelled"
+    assert 'id="cancel-message"' not in client.get(f"/console/messages/{message_id}",
+                                                   headers=ADMIN).text
+
+
+def test_an_apps_key_cancels_only_its_own(client: FlaskClient) -> None:
+    with session_scope() as session:
+        shop = apps.create(session, "shop")
+        session.commit()
+    theirs = _scheduled()  # the default app's
+    url = f"/console/messages/{theirs}/cancel"
+    assert client.post(url, data="{}", headers={**basic(shop.api_key), **JSON}
+                       ).status_code == 404
+    assert _status(theirs) == "scheduled"
