@@ -177,18 +177,24 @@ def show(message_id: str):  # type: ignore[no-untyped-def]
 @api.delete("/messages/<message_id>")
 @require_api_key
 def cancel(message_id: str):  # type: ignore[no-untyped-def]
-    """Cancel a message not yet sent on any hop (``shared.cancellation``): 200 with its
-    status ``cancelled`` (again: the same answer), 409 naming the hop already sent."""
+    """Cancel a message not yet sent on any hop (``shared.cancellation``)."""
+    return cancel_answer(message_id, g.app_id)
+
+
+def cancel_answer(message_id: str, scope: str | None):  # type: ignore[no-untyped-def]
+    """The one HTTP answer to a cancel (the API's and the console's): 200 with status
+    ``cancelled`` (again: the same answer), 404 when ``scope`` (an app id; None: any app)
+    does not own it, 409 naming the hop already sent."""
     with session_scope() as session:
-        message = _own_message(session, message_id)
-        if message is None:
+        message = session.get(Message, message_id[:36])
+        if message is None or scope not in (None, message.app_id):
             return jsonify(error="not_found", message=f"no message {message_id}"), 404
         try:
             cancellation.cancel_message(session, message)
         except cancellation.AlreadySent as exc:
             return jsonify(exc.body()), 409
         session.commit()
-        return jsonify(id=message_id, status=MessageStatus.CANCELLED), 200
+        return jsonify(id=message.id, status=MessageStatus.CANCELLED), 200
 
 
 @api.get("/app")

@@ -9,12 +9,9 @@ JSON. An app's key cancels only its own messages; a bootstrap key, any.
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, g, jsonify
+from flask import Blueprint, Response, g
 
-from shared import cancellation
-from shared.db import session_scope
-from shared.lifecycle import MessageStatus
-from shared.models import Message
+from webhooks.api import cancel_answer
 from webhooks.console import require_operator
 from webhooks.designer import _refused_write
 
@@ -27,13 +24,4 @@ def cancel(message_id: str) -> tuple[Response, int]:
     refused = _refused_write()
     if refused is not None:
         return refused
-    with session_scope() as session:
-        message = session.get(Message, message_id[:36])
-        if message is None or g.console_scope not in (None, message.app_id):
-            return jsonify(error="not_found", message=f"no message {message_id}"), 404
-        try:
-            cancellation.cancel_message(session, message)
-        except cancellation.AlreadySent as exc:
-            return jsonify(exc.body()), 409
-        session.commit()
-    return jsonify(id=message_id, status=MessageStatus.CANCELLED), 200
+    return cancel_answer(message_id, g.console_scope)  # type: ignore[no-any-return]

@@ -4,10 +4,8 @@ cancels only its own messages."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
-import pytest
 from flask.testing import FlaskClient
 
 from shared import apps
@@ -15,21 +13,9 @@ from shared.db import session_scope
 from shared.messages import create_message, new_message_id
 from shared.models import Message
 from shared.schemas import SendRequest
-from shared.settings import get_settings
-from tests.unit.test_console import ADMIN, BOOTSTRAP_KEY, basic
-from webhooks.app import create_app
+from tests.unit.test_console import ADMIN, basic, client  # noqa: F401 (the fixture)
 
 JSON = {"Content-Type": "application/json"}
-
-
-@pytest.fixture
-def client(temp_db: object, monkeypatch: pytest.MonkeyPatch) -> Iterator[FlaskClient]:
-    monkeypatch.setenv("SWITCHBOARD_API_KEYS", BOOTSTRAP_KEY)
-    get_settings.cache_clear()
-    app = create_app()
-    app.config["TESTING"] = True
-    yield app.test_client()
-    get_settings.cache_clear()
 
 
 def _scheduled(app_id: str = "default") -> str:
