@@ -203,6 +203,15 @@ CASES: dict[tuple[str, str], Case] = {
     ("GET", "/v1/consent"): Case("GET", lambda w: "/v1/consent", lambda w: OPTED_OUT_A),
     ("GET", "/console/consent/<channel>/<address>"):
         Case("GET", lambda w: f"/console/consent/sms/{OPTED_OUT_A}", lambda w: w.a.id),
+    # Cancels (time-aware delivery): A cancels its own message and campaign (nothing of them
+    # was sent here: no worker runs), B's attempt is a 404 that changes nothing. They sort
+    # before the GETs, which then read the cancelled message and campaign, still A's alone.
+    ("DELETE", "/v1/messages/<message_id>"):
+        Case("DELETE", lambda w: f"/v1/messages/{w.message}"),
+    ("DELETE", "/v1/campaigns/<campaign_id>"):
+        Case("DELETE", lambda w: f"/v1/campaigns/{w.campaign}"),
+    ("POST", "/console/messages/<message_id>/cancel"):
+        Case("POST", lambda w: f"/console/messages/{w.message}/cancel", body=lambda w: {}),
 }
 # Routes that name no stored resource of an app: creating one, replaying one's own events.
 NOT_LOOKUPS = {("POST", "/v1/messages"), ("POST", "/v1/campaigns"), ("POST", "/v1/flows"),
@@ -218,6 +227,8 @@ NOT_LOOKUPS |= {("PUT", "/v1/consent/<channel>/<address>"), ("POST", "/v1/consen
 NOT_LOOKUPS |= {("GET", "/console"), ("GET", "/console/"), ("GET", "/console/flows/new"),
                 ("POST", "/console/flows"), ("POST", "/console/flows/check"),
                 ("GET", "/console/static/<path:filename>")}
+# The caller's own settings (its default quiet hours): there is no other app's to name.
+NOT_LOOKUPS |= {("GET", "/v1/app"), ("PATCH", "/v1/app")}
 # Routes that answer counts, not resources: checked by test_stats_count_only_the_own_app.
 AGGREGATES = {("GET", "/v1/stats/overview")}
 
