@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
-from shared.models import DEFAULT_APP, App, utcnow
+from shared.models import DEFAULT_APP, App, AppSettings, utcnow
 from shared.settings import get_settings
 from shared.signing import new_secret
 
@@ -104,13 +104,21 @@ def signing_secrets(session: Session, app_id: str, now: datetime | None = None) 
 
 def default_quiet_hours(session: Session, app_id: str) -> dict[str, Any] | None:
     """The app's default quiet hours (``{start, end, timezone}``) for messages naming none;
-    none globally, and the bootstrap ``default`` app has no stored settings."""
-    if app_id == DEFAULT_APP:
-        return None
-    quiet = session.execute(select(App.quiet_hours).where(App.id == app_id)).scalar()
-    return quiet or None
+    there are none globally."""
+    settings = session.get(AppSettings, app_id)
+    return settings.quiet_hours if settings is not None and settings.quiet_hours else None
 
 
-def set_quiet_hours(session: Session, app: App, quiet: dict[str, Any] | None) -> None:
+def set_quiet_hours(session: Session, app_id: str, quiet: dict[str, Any] | None) -> None:
     """Set (or with None, clear) an app's default quiet hours; the caller commits."""
-    app.quiet_hours = quiet
+    settings = session.get(AppSettings, app_id)
+    if settings is None:
+        session.add(AppSettings(app_id=app_id, quiet_hours=quiet))
+    else:
+        settings.quiet_hours = quiet
+
+
+def display_name(session: Session, app_id: str) -> str:
+    """An app's name (the bootstrap app's is its id, ``default``)."""
+    app = session.get(App, app_id) if app_id != DEFAULT_APP else None
+    return app.name if app is not None else app_id

@@ -700,13 +700,12 @@ def _apps(args: argparse.Namespace) -> int:
             elif args.apps_command == "list":
                 for app in session.scalars(select(App).order_by(App.created_at)):
                     print(f"{app.id}  {app.name:<24} {app.callback_url or '-'}")
+            elif args.apps_command == "update":
+                _app_update(session, args)
             else:
                 app = apps.find(session, args.app)
                 if app is None:
                     raise CliError(f"no app {args.app!r}")
-                if args.apps_command == "update":
-                    _app_update(session, app, args)
-                    return 0
                 print(f"signing secret:  {apps.rotate_secret(session, app, args.overlap)}")
                 until = app.previous_secret_until
                 print("previous secret signs beside it until "
@@ -755,16 +754,20 @@ def _cancel(args: argparse.Namespace) -> int:
     return 0
 
 
-def _app_update(session: Any, app: Any, args: argparse.Namespace) -> None:
+def _app_update(session: Any, args: argparse.Namespace) -> None:
+    """An app's settings; ``default`` is the bootstrap app (``SWITCHBOARD_API_KEYS``)."""
     from shared import apps
 
+    app = apps.find(session, args.app)
+    if app is None and args.app != DEFAULT_APP_ID:
+        raise CliError(f"no app {args.app!r}")
     if args.quiet_hours is None:
         raise CliError("nothing to change: give --quiet-hours START-END or none")
     quiet = None if args.quiet_hours.lower() == "none" else _quiet_hours(args.quiet_hours)
-    apps.set_quiet_hours(session, app, quiet)
+    apps.set_quiet_hours(session, app.id if app else DEFAULT_APP_ID, quiet)
     session.commit()
-    print(f"{app.name}: quiet hours " + (f"{quiet['start']}-{quiet['end']} "
-                                         f"({quiet['timezone']})" if quiet else "none"))
+    print(f"{app.name if app else DEFAULT_APP_ID}: quiet hours "
+          + (f"{quiet['start']}-{quiet['end']} ({quiet['timezone']})" if quiet else "none"))
 
 
 def _db(args: argparse.Namespace) -> int:

@@ -41,10 +41,19 @@ class App(Base):
     # After a rotation the old secret keeps signing beside the new one until then.
     previous_signing_secret: Mapped[str | None] = mapped_column(String(100))
     previous_secret_until: Mapped[datetime | None] = mapped_column(DateTime)
-    # The app's default quiet hours ({start, end, timezone}) for messages naming none.
-    quiet_hours: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     # The app's own opt-out/opt-in keywords and confirmation texts (shared.consent).
     consent_settings: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+
+class AppSettings(Base):
+    """An app's defaults for its messages, the bootstrap ``default`` app's included (it has
+    no ``apps`` row): its quiet hours (``{start, end, timezone}``) for messages naming none."""
+
+    __tablename__ = "app_settings"
+
+    app_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    quiet_hours: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
 
 
 class Message(Base):

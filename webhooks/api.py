@@ -25,7 +25,7 @@ from shared.messages import (
     redeliver,
     request_hash,
 )
-from shared.models import App, Contact, Message
+from shared.models import Contact, Message
 from shared.schemas import (
     EGRESS_CHECK,
     AppSettingsUpdate,
@@ -202,29 +202,23 @@ def cancel_answer(message_id: str, scope: str | None):  # type: ignore[no-untype
 def app_settings():  # type: ignore[no-untyped-def]
     """The calling app's settings: its name and default quiet hours."""
     with session_scope() as session:
-        app = session.get(App, g.app_id)
-        return jsonify(id=g.app_id, name=app.name if app else g.app_id,
-                       quiet_hours=app.quiet_hours if app else None)
+        return jsonify(id=g.app_id, name=apps.display_name(session, g.app_id),
+                       quiet_hours=apps.default_quiet_hours(session, g.app_id))
 
 
 @api.patch("/app")
 @require_api_key
 def update_app_settings():  # type: ignore[no-untyped-def]
-    """Change the calling app's default quiet hours (``{"quiet_hours": null}`` clears them);
-    the bootstrap ``default`` app has no stored settings (create an app)."""
+    """Change the calling app's default quiet hours (``{"quiet_hours": null}`` clears them;
+    a field left out is left as it is)."""
     update = _parse(AppSettingsUpdate)
     with session_scope() as session:
-        app = session.get(App, g.app_id)
-        if app is None:
-            message = ("the bootstrap app (SWITCHBOARD_API_KEYS) has no stored settings: "
-                       "create an app with `switchboard apps create`")
-            return jsonify(error="no_stored_settings", message=message,
-                           errors=[{"field": "quiet_hours", "message": message}]), 409
         if "quiet_hours" in update.model_fields_set:
-            apps.set_quiet_hours(session, app, update.quiet_hours.model_dump()
+            apps.set_quiet_hours(session, g.app_id, update.quiet_hours.model_dump()
                                  if update.quiet_hours else None)
         session.commit()
-        return jsonify(id=app.id, name=app.name, quiet_hours=app.quiet_hours)
+        return jsonify(id=g.app_id, name=apps.display_name(session, g.app_id),
+                       quiet_hours=apps.default_quiet_hours(session, g.app_id))
 
 
 def _own_message(session: Session, message_id: str) -> Message | None:

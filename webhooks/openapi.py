@@ -220,7 +220,6 @@ MESSAGE_OPERATIONS: tuple[Operation, ...] = (
     Operation("patch", "/v1/app", "updateAppSettings",
               "Change the calling app's default quiet hours (null clears them)",
               {"200": _ok("The settings now.", _ref("AppSettings")),
-               "409": _ok("The bootstrap app has no stored settings.", _ref("Error")),
                **_errors(400, 401, 413, 422)},
               tag="apps", body=_json_body("AppSettingsUpdate", {"quiet_hours": {
                   "start": "21:00", "end": "08:00", "timezone": "auto"}})),

@@ -545,5 +545,8 @@ def test_app_quiet_hours_over_http_apply_to_its_messages(
     assert bad.status_code == 422 and bad.get_json()["errors"][0]["field"] == "quiet_hours.start"
     assert client.patch("/v1/app", json={"quiet_hours": None},
                         headers=auth).get_json()["quiet_hours"] is None
+    assert client.get("/v1/app", headers=AUTH).get_json() == {  # the bootstrap app: its own
+        "id": "default", "name": "default", "quiet_hours": None}
     assert client.patch("/v1/app", json={"quiet_hours": quiet},
-                        headers=AUTH).status_code == 409  # the bootstrap app
+                        headers=AUTH).get_json()["quiet_hours"] == quiet
+    assert client.get("/v1/app", headers=auth).get_json()["quiet_hours"] is None

@@ -226,9 +226,12 @@ def test_apps_update_sets_and_clears_quiet_hours(database: Path,
     assert main(["apps", "update", "shop", "--quiet-hours", "21:00-08:00"]) == 0
     assert "21:00-08:00 (auto)" in capsys.readouterr().out
     with session_scope() as session:
-        assert apps.find(session, "shop").quiet_hours == {"start": "21:00", "end": "08:00",
-                                                          "timezone": "auto"}
+        shop = apps.find(session, "shop").id
+        assert apps.default_quiet_hours(session, shop) == {"start": "21:00", "end": "08:00",
+                                                           "timezone": "auto"}
     assert main(["apps", "update", "shop", "--quiet-hours", "none"]) == 0
+    assert main(["apps", "update", "default", "--quiet-hours", "22:00-07:00"]) == 0
     with session_scope() as session:
-        assert apps.find(session, "shop").quiet_hours is None
+        assert apps.default_quiet_hours(session, shop) is None
+        assert apps.default_quiet_hours(session, "default")["start"] == "22:00"
     assert main(["apps", "update", "nobody", "--quiet-hours", "none"]) == 2

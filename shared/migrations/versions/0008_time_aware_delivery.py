@@ -7,7 +7,7 @@ Create Date: 2026-12-04 18:55:00
 * ``messages.send_at`` / ``valid_until`` / ``priority`` / ``quiet_hours``: when the message
   may go, resolved when it was accepted (``shared.sendtime``); an index on
   ``(status, send_at)`` for the schedule's rebuild after a Redis loss.
-* ``apps.quiet_hours``: an app's default quiet hours.
+* ``app_settings``: an app's defaults (its quiet hours), the bootstrap ``default`` app's too.
 * ``flow_runs.timing``: a launch's send_at, valid_until, quiet hours and priority, which its
   steps' messages carry.
 """
@@ -28,8 +28,12 @@ def upgrade() -> None:
                                    server_default='normal'))
         batch.add_column(sa.Column('quiet_hours', sa.JSON(), nullable=True))
         batch.create_index('ix_messages_status_send_at', ['status', 'send_at'])
-    with op.batch_alter_table('apps') as batch:
-        batch.add_column(sa.Column('quiet_hours', sa.JSON(), nullable=True))
+    op.create_table(
+        'app_settings',
+        sa.Column('app_id', sa.String(length=36), primary_key=True),
+        sa.Column('quiet_hours', sa.JSON(), nullable=True),
+        sa.Column('updated_at', sa.DateTime(), nullable=True),
+    )
     with op.batch_alter_table('flow_runs') as batch:
         batch.add_column(sa.Column('timing', sa.JSON(), nullable=True))
 
@@ -37,8 +41,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     with op.batch_alter_table('flow_runs') as batch:
         batch.drop_column('timing')
-    with op.batch_alter_table('apps') as batch:
-        batch.drop_column('quiet_hours')
+    op.drop_table('app_settings')
     with op.batch_alter_table('messages') as batch:
         batch.drop_index('ix_messages_status_send_at')
         batch.drop_column('quiet_hours')
