@@ -78,8 +78,8 @@ def _free_port() -> int:
 
 
 def start_host(stack: ReliabilityStack, name: str) -> Host:
-    """A worker on every queue with its own node name, metrics port and metrics directory;
-    returns once Celery says it is ready and its metrics answer."""
+    """A worker on every queue with its own node name, metrics port and metrics directory
+    (``wait_ready`` waits for it)."""
     port = _free_port()
     home = stack.tmp / name
     home.mkdir()
@@ -92,10 +92,14 @@ def start_host(stack: ReliabilityStack, name: str) -> Host:
              "-P", "prefork", "-c", str(OPTIONS.concurrency), "--loglevel", "INFO",
              "-n", f"{name}@reliability"],
             env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=home)
-    host = Host(name, proc, port)
-    wait_for(lambda: b" ready." in log_path.read_bytes(), 60, 0.1, f"{name} to be ready")
-    wait_for(lambda: _answers(host), 20, 0.1, f"{name}'s metrics on port {port}")
-    return host
+    return Host(name, proc, port)
+
+
+def wait_ready(stack: ReliabilityStack, host: Host) -> None:
+    """Until Celery says the host is ready and its metrics answer."""
+    log_path = stack.tmp / f"{host.name}.log"
+    wait_for(lambda: b" ready." in log_path.read_bytes(), 60, 0.1, f"{host.name} to be ready")
+    wait_for(lambda: _answers(host), 20, 0.1, f"{host.name}'s metrics on its port")
 
 
 def _answers(host: Host) -> bool:
@@ -106,15 +110,17 @@ def _answers(host: Host) -> bool:
         return False
 
 
-def _stop(proc: subprocess.Popen[bytes] | None, sig: int = signal.SIGTERM) -> None:
-    if proc is None or proc.poll() is not None:
-        return
-    os.killpg(proc.pid, sig)
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
+def _stop(*procs: subprocess.Popen[bytes] | None) -> None:
+    """SIGTERM them all, then wait (SIGKILL what does not go)."""
+    running = [p for p in procs if p is not None and p.poll() is None]
+    for proc in running:
+        os.killpg(proc.pid, signal.SIGTERM)
+    for proc in running:
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
 
 
 @pytest.fixture(scope="module")
@@ -123,16 +129,15 @@ def hosts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Reliabilit
     """The reliability stack with its one worker and sweeper replaced by two hosts (beat
     stays the only one)."""
     with reliability_stack(tmp_path_factory.mktemp("multi-host"), OPTIONS) as stack:
-        _stop(stack.worker)
-        _stop(stack.sweeper)
+        _stop(stack.worker, stack.sweeper)
         started: list[Host] = []
         try:
-            started.append(start_host(stack, "host-a"))
-            started.append(start_host(stack, "host-b"))
+            started += [start_host(stack, "host-a"), start_host(stack, "host-b")]
+            for host in started:
+                wait_ready(stack, host)
             yield stack, started[0], started[1]
         finally:
-            for host in started:
-                _stop(host.proc)
+            _stop(*(host.proc for host in started))
 
 
 def _final(stack: ReliabilityStack) -> int:
