@@ -271,7 +271,7 @@ def test_dashboard_draws_its_charts(stack: Stack, browser: Any, shots: Path) -> 
     host = urlsplit(stack.api_url).netloc
     sent = [stack.post_message(to={"phone": phone}, route=route, text="Dashboard check")
             for phone, route in (("+32471660001", ["viber", "sms"]),  # Viber fails: SMS
-                                 ("+32471660002", ["viber", "sms"]), ("+32471660003", ["sms"]))]
+                                 ("+32471660009", ["viber", "sms"]), ("+32471660008", ["sms"]))]
     for response in sent:
         assert response.status_code == 202, response.text
         stack.wait_status(response.json()["id"], {"delivered", "seen"}, timeout=40)
