@@ -158,11 +158,9 @@ class Event(Base):
 
 
 class Contact(Base):
-    """What we know of a person's consent on a channel (e.g. a messenger friendship).
-
-    A message to someone whose record says they are not reachable is refused before any
-    provider call, and the route moves on.
-    """
+    """A person we know on a channel (a messenger friend): name, invitations and the
+    friendship's stage. Whether they may be messaged is the consent registry's (``Consent``),
+    which the stages that mean consent feed (``shared.contacts.record``)."""
 
     __tablename__ = "contacts"
 
