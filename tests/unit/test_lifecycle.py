@@ -251,6 +251,8 @@ def test_apply_message_unknown_event_raises(event: str) -> None:
         pytest.param(1, 0, "expired", ("final", "expired"), id="single-hop-expired"),
         pytest.param(1, 0, "undelivered", ("final", "failed"), id="single-hop-undelivered"),
         pytest.param(1, 0, "failed", ("final", "failed"), id="single-hop-failed"),
+        pytest.param(2, 0, "suppressed", ("fallback", 1), id="opted-out-hop-falls-back"),
+        pytest.param(2, 1, "suppressed", ("final", "suppressed"), id="last-hop-suppressed"),
     ],
 )
 def test_route_outcome(route_length: int, hop: int, attempt_status: str,
@@ -309,3 +311,14 @@ def test_statuses_are_str_enums_equal_to_their_wire_strings() -> None:
     assert apply_attempt("sending", "submitted").status == "submitted"
     assert apply_message("queued", "submitted") == "submitted"
     assert route_outcome(1, 0, "expired") == ("final", "expired")
+
+
+def test_a_pending_attempt_is_suppressed_and_nothing_moves_it_afterwards() -> None:
+    """Consent: a hop to an opted-out address ends ``suppressed`` before it is claimed; no
+    report can follow (nothing was sent), and a negative one changes nothing."""
+    assert apply_attempt("pending", "suppress") == Transition("suppressed", changed=True)
+    assert apply_attempt("sending", "suppress").changed is False  # it may have left
+    assert apply_attempt("suppressed", "deadline").changed is False
+    assert apply_message("queued", "suppressed") == "suppressed"
+    assert apply_message("delivered", "suppressed") == "delivered"
+    assert is_message_final("suppressed")
