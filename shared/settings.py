@@ -98,15 +98,15 @@ class Settings(BaseSettings):
     contactatonce_rate_per_second: float = 20.0
     contactatonce_simulator_port: int = 8027
 
-    # --- dispatch behaviour ------------------------------------------------------------
-    default_dlr_timeout: int = 86400
-    sms_report_window_seconds: int = 86400
     # --- consent (shared/consent.py) ----------------------------------------------------
     # A reply whose whole text is one of these (any case, spaces and punctuation aside)
     # records an opt-out / opt-in; comma-separated; an app may set its own lists.
     opt_out_keywords: str = "STOP,STOPALL,STOP ALL,UNSUBSCRIBE,CANCEL,END,QUIT"
     opt_in_keywords: str = "START,UNSTOP"
 
+    # --- dispatch behaviour ------------------------------------------------------------
+    default_dlr_timeout: int = 86400
+    sms_report_window_seconds: int = 86400
     max_send_retries: int = 8
     retry_backoff_max_seconds: int = 300
     # How long the Redis broker lets a worker hold a task unacknowledged before a live worker
