@@ -364,8 +364,9 @@ class FlowRun(Base):
     end_id: Mapped[str | None] = mapped_column(String(100))
     timed_out: Mapped[bool] = mapped_column(default=False)
     deadline_at: Mapped[datetime | None] = mapped_column(DateTime, index=True)
-    # The launch's send_at / valid_until / quiet_hours / priority (shared.flows.runtime).
-    timing: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # What the launch asked of every step's message (shared.flows.runtime.launch_fields):
+    # send_at (the first step), valid_until, quiet_hours, priority, category.
+    launch: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     started_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, onupdate=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime)

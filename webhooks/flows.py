@@ -99,7 +99,7 @@ def start_flow(name: str):  # type: ignore[no-untyped-def]
         definition = runtime.definition_of(flow)
         contacts = ([c.model_dump(mode="json", exclude_none=True) for c in req.contacts]
                     if req.contacts else runtime.consenting_contacts(work.session, definition,
-                                                         g.app_id))
+                                                         g.app_id, req.category))
         _check_contacts(definition, contacts)
         runs = [runtime.create_run(work.session, flow, contact, g.app_id, "api", req)
                 for contact in contacts]

@@ -33,8 +33,11 @@ def contact_key(contact: dict) -> str:
 class FlowStartRequest(Timing):
     """Launch a flow for a list of contacts, or for every contact with consent on the flow's
     first channel (``all``). The timing fields apply to its steps' messages: the first step
-    waits for ``send_at``; no step starts after ``valid_until``; quiet hours and priority
-    hold for each."""
+    waits for ``send_at``; no step starts after ``valid_until``; quiet hours, priority and
+    ``category`` (consent) hold for each."""
+
+    category: str | None = Field(default=None, min_length=1, max_length=64,
+                                 description="what kind of messages its steps are (consent)")
 
     contacts: list[FlowContact] = Field(default_factory=list, max_length=1000)
     all: bool = False

@@ -127,14 +127,14 @@ def definition_of(flow: Flow) -> FlowDefinition:
 # --- starting runs ---------------------------------------------------------------------------
 
 def create_run(session: Session, flow: Flow, contact: dict[str, Any], app_id: str,
-               trigger: str, timing: Timing | None = None) -> FlowRun:
-    """A run in status ``starting``; the worker's start task sends its first step. The
-    launch's ``timing`` (``send_at``, ``valid_until``, quiet hours, priority) is kept for
-    its steps' messages, a ttl fixed to a ``valid_until`` now."""
+               trigger: str, launch: Timing | None = None) -> FlowRun:
+    """A run in status ``starting``; the worker's start task sends its first step. What the
+    ``launch`` asked (``send_at``, ``valid_until``, quiet hours, priority, category) is kept
+    for its steps' messages, a ttl fixed to a ``valid_until`` now."""
     run = FlowRun(id=str(uuid.uuid4()), flow_id=flow.id, app_id=app_id, contact=contact,
                   contact_key=contact_key(contact), trigger=trigger, status="starting",
                   native=definition_of(flow).native, steps=[],
-                  timing=launch_timing(timing, utcnow()) if timing is not None else None)
+                  launch=launch_fields(launch, utcnow()) if launch is not None else None)
     session.add(run)
     session.flush()
     return run
@@ -148,18 +148,24 @@ def check_contact(definition: FlowDefinition, contact: dict[str, Any]) -> None:
 
 
 def consenting_contacts(session: Session, definition: FlowDefinition,
-                        app_id: str = DEFAULT_APP) -> list[dict[str, Any]]:
+                        app_id: str = DEFAULT_APP,
+                        category: str | None = None) -> list[dict[str, Any]]:
     """Everyone with consent on the flow's first channel (e.g. the messenger's friends) among
     the contacts ``app_id`` may list (``shared.contacts.visible``): a launch for all must not
-    reach, or name in its answer, another app's contacts."""
-    from shared import contacts
+    reach, or name in its answer, another app's contacts. A friend who opted out since (a
+    STOP, an import: the consent registry, for the launch's ``category``) gets no run; one
+    query for all of them."""
+    from shared import consent, contacts
 
     channel = definition.route[0]
     rows = session.scalars(select(Contact).where(
         Contact.channel == channel, Contact.status == "friend",
         contacts.visible(app_id))).all()
+    keys = {str(i): (row.app_id or consent.default_scope(channel),
+                     consent.address_for(channel, row.address)) for i, row in enumerate(rows)}
+    stopped = consent.refusals(session, channel, keys, category, {}) if rows else {}
     return [{"to": {"email": row.address, **({"app_id": row.app_id} if row.app_id else {})}}
-            for row in rows]
+            for i, row in enumerate(rows) if str(i) not in stopped]
 
 
 def begin(session: Session, run_id: str, work: Work) -> FlowRun | None:
@@ -271,7 +277,7 @@ def step_request(run: FlowRun, definition: FlowDefinition, step: Any,
         **_addressing(run.contact), "route": route,
         "metadata": {"flow_run_id": run.id, "flow_step": step.id},
         "idempotency_key": f"flow:{run.id}:{step.id}:{len(run.steps)}:{int(reask)}"}
-    fields.update(_timing_fields(run))
+    fields.update(_launch_fields(run))
     if "rogerthat" in route:
         fields["text"] = ("Sorry, I did not understand. " + plain) if reask else plain
         fields["texts"] = {ch: numbered for ch in route if ch in NUMBERED_CHANNELS}
@@ -281,28 +287,28 @@ def step_request(run: FlowRun, definition: FlowDefinition, step: Any,
     return SendRequest.model_validate(fields)
 
 
-def launch_timing(timing: Timing, now: datetime) -> dict[str, Any] | None:
-    """What a run keeps of its launch's timing (JSON): ``send_at`` for its first step, and a
-    ``valid_until`` (a ttl counted from ``send_at`` or now), quiet hours and priority for
-    every step."""
+def launch_fields(timing: Timing, now: datetime) -> dict[str, Any] | None:
+    """What a run keeps of its launch (JSON): ``send_at`` for its first step, and a
+    ``valid_until`` (a ttl counted from ``send_at`` or now), quiet hours, priority and
+    category for every step."""
     send_at = sendtime.schedule_time(timing.send_at, now)
     valid_until = sendtime.validity_end(timing.valid_until, timing.ttl_seconds,
                                         send_at or now)
     kept = {"send_at": _iso(send_at) if send_at else None,
             "valid_until": _iso(valid_until) if valid_until else None,
             "quiet_hours": timing.quiet_hours.model_dump() if timing.quiet_hours else None,
-            "priority": timing.priority}
+            "priority": timing.priority, "category": getattr(timing, "category", None)}
     return kept if any(v for k, v in kept.items() if k != "priority") \
         or timing.priority != sendtime.NORMAL else None
 
 
-def _timing_fields(run: FlowRun) -> dict[str, Any]:
-    """The send-request fields of a step's message from the run's launch timing."""
-    timing = run.timing or {}
-    fields = {k: timing[k] for k in ("valid_until", "quiet_hours", "priority")
-              if timing.get(k)}
-    if timing.get("send_at") and not run.steps:  # only the first step waits for it
-        fields["send_at"] = timing["send_at"]
+def _launch_fields(run: FlowRun) -> dict[str, Any]:
+    """The send-request fields of a step's message from what its launch asked."""
+    launch = run.launch or {}
+    fields = {k: launch[k] for k in ("valid_until", "quiet_hours", "priority", "category")
+              if launch.get(k)}
+    if launch.get("send_at") and not run.steps:  # only the first step waits for it
+        fields["send_at"] = launch["send_at"]
     return fields
 
 

@@ -111,3 +111,58 @@ def test_other_apps_cannot_see_a_run(api: FlaskClient, published: list[FollowUps
         "contacts": [{"to": {"phone": "+32470123456"}}]}).get_json()["runs"][0]["id"]
     assert api.get(f"/v1/flow-runs/{run}").status_code == 401
     assert api.get(f"/v1/flow-runs/{run}x", headers=AUTH).status_code == 404
+
+
+def test_a_launch_carries_its_timing_and_category_to_the_steps_messages(
+        api: FlaskClient, published: list[FollowUps]) -> None:
+    """The first step waits for send_at (scheduled, no dispatch); every step's message keeps
+    valid_until, quiet hours, priority and category."""
+    from datetime import UTC, datetime, timedelta
+
+    from shared.db import session_scope
+    from shared.flows import runtime
+    from shared.models import Message
+    from shared.uow import unit_of_work
+
+    _save(api)
+    later = datetime.now(UTC) + timedelta(hours=1)
+    answer = api.post("/v1/flows/survey/start", headers=AUTH, json={
+        "contacts": [{"to": {"phone": "+32470123456"}}], "send_at": later.isoformat(),
+        "ttl_seconds": 600, "priority": "critical", "category": "surveys"})
+    assert answer.status_code == 202
+    run_id = answer.get_json()["runs"][0]["id"]
+    assert [t.queue for f in published for t in f.tasks] == [tasknames.CRITICAL_QUEUE]
+    published.clear()
+    with unit_of_work() as work:
+        run = runtime.begin(work.session, run_id, work.followups)
+        assert run is not None
+        message_id = run.current_message_id
+    assert tasks(published) == []  # the first step is scheduled: the sweep releases it
+    with session_scope() as session:
+        message = session.get_one(Message, message_id)
+        assert message.status == "scheduled" and message.priority == "critical"
+        assert message.send_at is not None
+        assert abs((message.send_at - later.replace(tzinfo=None)).total_seconds()) < 1
+        assert message.valid_until == message.send_at + timedelta(seconds=600)
+        assert message.request["category"] == "surveys"
+
+
+def test_a_launch_for_all_skips_friends_who_opted_out(
+        api: FlaskClient, published: list[FollowUps]) -> None:
+    from shared import consent
+    from shared.db import session_scope
+    from shared.flows import runtime
+    from shared.flows.definition import FlowDefinition
+    from shared.models import Contact
+
+    definition = FlowDefinition.model_validate({**FLOW, "route": ["rogerthat"]})
+    with session_scope() as session:
+        for email in ("ann@example.com", "bob@example.com"):
+            session.add(Contact(channel="rogerthat", address=email, app_id="rogerthat",
+                                status="friend"))
+        session.flush()
+        consent.change(session, "rogerthat", "rogerthat", "bob@example.com",
+                       consent.Change(consent.OPTED_OUT, source=consent.API))
+        session.commit()
+        everyone = runtime.consenting_contacts(session, definition)
+    assert [c["to"]["email"] for c in everyone] == ["ann@example.com"]

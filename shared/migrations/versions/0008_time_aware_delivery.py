@@ -8,8 +8,8 @@ Create Date: 2026-12-04 18:55:00
   may go, resolved when it was accepted (``shared.sendtime``); an index on
   ``(status, send_at)`` for the schedule's rebuild after a Redis loss.
 * ``app_settings``: an app's defaults (its quiet hours), the bootstrap ``default`` app's too.
-* ``flow_runs.timing``: a launch's send_at, valid_until, quiet hours and priority, which its
-  steps' messages carry.
+* ``flow_runs.launch``: what a launch asked of every step's message: send_at (the first
+  step), valid_until, quiet hours, priority and category.
 """
 import sqlalchemy as sa
 from alembic import op
@@ -35,12 +35,12 @@ def upgrade() -> None:
         sa.Column('updated_at', sa.DateTime(), nullable=True),
     )
     with op.batch_alter_table('flow_runs') as batch:
-        batch.add_column(sa.Column('timing', sa.JSON(), nullable=True))
+        batch.add_column(sa.Column('launch', sa.JSON(), nullable=True))
 
 
 def downgrade() -> None:
     with op.batch_alter_table('flow_runs') as batch:
-        batch.drop_column('timing')
+        batch.drop_column('launch')
     op.drop_table('app_settings')
     with op.batch_alter_table('messages') as batch:
         batch.drop_index('ix_messages_status_send_at')
