@@ -130,6 +130,8 @@ def send_batch(batch: Batch, provider: Provider, bulk: bool = False) -> None:
     due = sendtime.clamp_due(batch.deadline_at or utcnow() + timedelta(seconds=window),
                              timeliness.valid_until(batch))
     claimed = _claim(batch, summary, due)
+    if bulk and len(claimed.items) < len(batch.items):  # another send took some: not theirs
+        outbound = replace(outbound, phones=tuple(str(i.key) for i in claimed.items))
     if claimed.items:
         _call(claimed, provider, outbound, window, due, request_id if bulk else None)
 

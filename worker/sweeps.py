@@ -132,7 +132,7 @@ def _send_campaign_batches(work: UnitOfWork, message_ids: list[str]) -> None:
     attempt_ids = list(work.session.scalars(
         update(Attempt).where(Attempt.message_id.in_(message_ids), Attempt.hop == 0,
                               Attempt.status == AttemptStatus.PENDING)
-        .values(not_before=None).returning(Attempt.id)
+        .values(not_before=None, updated_at=utcnow()).returning(Attempt.id)
         .execution_options(synchronize_session=False)).all())
     for batch in chunks(attempt_ids, get_settings().bulk_batch_size):
         work.task(tasknames.SEND_BULK, batch)

@@ -303,3 +303,25 @@ def test_a_broker_send_reusing_a_key_with_another_body_keeps_the_first_and_says_
     assert types == ["queued", "idempotency_conflict"]
     assert any("'welcome-7'" in r.getMessage() for r in caplog.records
                if r.levelname == "WARNING")
+
+
+def test_a_bulk_batch_sends_only_the_phones_it_claimed(recorded: list[FollowUps]) -> None:
+    """Another send (the recovery sweep's, one attempt at a time) claimed one of the batch's
+    attempts between loading and claiming: the gateway request leaves without that phone, or
+    the person would get the message twice."""
+    from worker.outcomes import Batch, Item
+
+    phones = ("32470123401", "32470123402")
+    items = []
+    for phone in phones:
+        message_id, attempt_id = queued_message(to={"phone": "+" + phone}, route=["viber"],
+                                                text="Sale")
+        items.append(Item(attempt_id, message_id, 0, phone))
+    with unit_of_work() as work:
+        work.session.get(Attempt, items[0].attempt_id).status = "sending"  # taken meanwhile
+    request = SendRequest.model_validate({"to": {"phone": "+" + phones[0]}, "route": ["viber"],
+                                          "text": "Sale"})
+    gateway = FakeProvider()
+    engine.send_batch(Batch("viber", "messaggio", 0, "default", request, tuple(items)),
+                      gateway, bulk=True)
+    assert [m.phones for m in gateway.sent] == [(phones[1],)]
