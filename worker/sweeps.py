@@ -132,7 +132,7 @@ def _send_campaign_batches(work: UnitOfWork, message_ids: list[str]) -> None:
     attempt_ids = list(work.session.scalars(
         update(Attempt).where(Attempt.message_id.in_(message_ids), Attempt.hop == 0,
                               Attempt.status == AttemptStatus.PENDING)
-        .values(not_before=None, updated_at=utcnow()).returning(Attempt.id)
+        .values(not_before=None).returning(Attempt.id)
         .execution_options(synchronize_session=False)).all())
     for batch in chunks(attempt_ids, get_settings().bulk_batch_size):
         work.task(tasknames.SEND_BULK, batch)
@@ -185,8 +185,11 @@ def reindex_deadlines() -> int:
         rows = session.execute(select(Attempt.id, Attempt.deadline_at).where(
             Attempt.deadline_at.is_not(None),
             Attempt.status.in_(UNSETTLED))).all()
-        waiting = session.execute(select(Attempt.id, Attempt.not_before).where(
-            Attempt.status == AttemptStatus.PENDING, Attempt.not_before.is_not(None))).all()
+        # a scheduled campaign's attempts wait for its release (SEND_BULK), not a wake-up
+        waiting = session.execute(select(Attempt.id, Attempt.not_before).join(
+            Message, Message.id == Attempt.message_id).where(
+            Attempt.status == AttemptStatus.PENDING, Attempt.not_before.is_not(None),
+            Message.status != MessageStatus.SCHEDULED)).all()
         pending_deadlines = session.execute(select(Attempt.id, Attempt.deadline_at).where(
             Attempt.status == AttemptStatus.PENDING, Attempt.deadline_at.is_not(None))).all()
     from worker import flows

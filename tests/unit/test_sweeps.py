@@ -134,3 +134,31 @@ def test_a_wake_up_sends_a_waiting_attempt_on_its_messages_queue(
     assert (tasknames.SEND_ATTEMPT, (attempt_id,), tasknames.CRITICAL_QUEUE) in [
         (t.name, t.args, t.queue) for f in published for t in f.tasks]
     assert client.zscore(deadlines.KEY, member) is None
+
+
+def test_the_reindex_wakes_held_attempts_but_not_a_scheduled_campaigns(
+        client: redis.Redis) -> None:
+    """A scheduled campaign's attempts wait ``pending`` with ``not_before`` at its send_at,
+    like a held hop; but its release sends them (in batches): a wake-up too would send each
+    phone a second time, alone."""
+    from datetime import UTC
+
+    from shared.campaigns import CampaignRequest, create_campaign
+    from shared.db import session_scope
+    from shared.models import Attempt
+    from tests.unit.conftest import queued_message
+    from worker import timeliness
+
+    send_at = (utcnow() + timedelta(seconds=60)).replace(tzinfo=UTC).isoformat()
+    with session_scope() as session:
+        campaign = create_campaign(session, "c-later", CampaignRequest.model_validate({
+            "route": ["viber"], "text": "Later", "send_at": send_at,
+            "recipients": [{"phone": "+32470123401"}, {"phone": "+32470123402"}]}), "default")
+    assert campaign.attempt_ids == []  # nothing to send now
+    _, held = queued_message(to={"phone": "+32470123403"}, route=["sms"], text="Morning")
+    with session_scope() as session:
+        session.get_one(Attempt, held).not_before = utcnow() + timedelta(hours=8)
+        session.commit()
+    sweeps.reindex_deadlines()
+    members = {m.decode() for m in client.zrange(deadlines.KEY, 0, -1)}
+    assert members == {timeliness.WAKE_PREFIX + held}
