@@ -231,7 +231,8 @@ def _figures(line: dict[str, Any]) -> tuple[str, str, str, str]:
                  f"scheduled, {line['missing']} missing (released: p99 "
                  f"{line['release_p99_s']} s; at {line['sustained_rate_per_s']:g}/s: sent p99 "
                  f"{line['sustained_sent_p99_s']} s, released p99 "
-                 f"{line['sustained_release_p99_s']} s)"),
+                 f"{line['sustained_release_p99_s']} s; as one scheduled campaign at "
+                 f"{line['rate_per_s']:g}/s: sent p99 {line['campaign_sent_p99_s']} s)"),
                 f"sent p99 {line['baseline_sent_p99_s']} s with no extra scheduled",
                 f"{line['ratio_p99']}× (p99)", "p99 ≤ 1 s late")
     return (f"send p50 {line['send_p50_ms']} ms / p99 {line['send_p99_ms']} ms",
