@@ -174,3 +174,24 @@ def test_a_fallback_after_valid_until_is_not_sent(recorded: list[FollowUps],
         hops = session.scalars(select(Attempt.channel).where(
             Attempt.message_id == message_id)).all()
     assert hops == ["viber"]  # no SMS attempt was created
+
+
+def test_a_fallback_falling_due_inside_quiet_hours_sends_its_sms_when_they_end(
+        recorded: list[FollowUps], provider: RecordingProvider) -> None:
+    """Viber went out in the evening; its deadline passes at night: the SMS waits for morning."""
+    message_id, viber = _message(dlr_timeout=60)
+    engine.send_attempt(viber)
+    assert len(provider.sent) == 1
+    with session_scope() as session:  # night fell meanwhile (the message's resolved hours)
+        session.execute(update(Message).where(Message.id == message_id)
+                        .values(quiet_hours=_quiet_now()))
+    expiry.expire_attempt(viber, utcnow() + timedelta(seconds=61))
+    sms = [t.args[0] for f in recorded for t in f.tasks if t.name == tasknames.SEND_ATTEMPT]
+    assert len(sms) == 1
+    engine.send_attempt(sms[0])
+    assert len(provider.sent) == 1  # no SMS at night
+    waiting = _row(Attempt, sms[0])
+    assert (waiting.channel, waiting.status) == ("sms", "pending")
+    assert waiting.not_before is not None and waiting.not_before > utcnow()
+    assert (timeliness.WAKE_PREFIX + sms[0], waiting.not_before) in [
+        i for f in recorded for i in f.index]
