@@ -150,19 +150,25 @@ def insert_message(session: Session, message_id: str, request: SendRequest,
         message.template_locale = use.locale
     session.add(message)
     session.flush()  # the event's foreign key needs the message row first
-    if timing.send_at:
-        add_event(session, message_id, "scheduled", route=list(request.route),
-                  send_at=_iso(timing.send_at))
-    else:
-        add_event(session, message_id, "queued", route=list(request.route))
-    if timing.note:
-        add_event(session, message_id, "quiet_hours", **timing.note)
-    if use is not None:
-        add_event(session, message_id, "templated", **use.as_dict())
+    _first_events(session, message, timing, use)
     from shared.contacts import note_recipients  # (that module imports this one)
 
     note_recipients(session, request, app_id)  # the app lists whom it messaged (issue 14)
     return message
+
+
+def _first_events(session: Session, message: Message, timing: Timing, use: Any) -> None:
+    """``queued`` (or ``scheduled`` with its time), what the timeline must say about the
+    quiet hours' zone, and the template the content was rendered from."""
+    if timing.send_at:
+        add_event(session, message.id, "scheduled", route=list(message.route),
+                  send_at=_iso(timing.send_at))
+    else:
+        add_event(session, message.id, "queued", route=list(message.route))
+    if timing.note:
+        add_event(session, message.id, "quiet_hours", **timing.note)
+    if use is not None:
+        add_event(session, message.id, "templated", **use.as_dict())
 
 
 def _render_template(session: Session, request: SendRequest,
