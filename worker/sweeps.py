@@ -24,12 +24,12 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from shared import feed, tasknames
+from shared.campaigns import chunks
 from shared.db import session_scope
 from shared.flows.runtime import STEP_DEADLINE_PREFIX
 from shared.lifecycle import AttemptStatus, CallbackStatus, MessageStatus, RunStatus
 from shared.models import Attempt, Callback, FlowRun, Message, utcnow
 from shared.settings import get_settings
-from shared.campaigns import chunks
 from shared.uow import FollowUps, Task, UnitOfWork, publish, unit_of_work
 from worker import deadlines, expiry, route, timeliness
 from worker.redis_conn import get_redis
